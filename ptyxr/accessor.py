@@ -1,0 +1,44 @@
+"""The ``.ptyxr`` Dataset accessor: thin, stateless, one line per stage.
+
+Each attribute is a stage function from a stage module bound to the Dataset, with the
+stage's own signature and docstring (``help(ds.ptyxr.reconstruct)`` shows them).
+"""
+
+from __future__ import annotations
+
+import functools
+import importlib
+from typing import Any
+
+import xarray as xr
+
+
+class _Stage:
+    """Descriptor binding ``module.function(ds, ...)`` as ``ds.ptyxr.<name>(...)``."""
+
+    def __init__(self, module: str, function: str) -> None:
+        self.module, self.function = module, function
+
+    def __get__(self, accessor: Any, owner: type) -> Any:
+        func = getattr(importlib.import_module(self.module), self.function)
+        if accessor is None:
+            return func
+        return functools.update_wrapper(functools.partial(func, accessor._obj), func)
+
+
+@xr.register_dataset_accessor("ptyxr")
+class PtyxrAccessor:
+    """ptyxr stages on a Dataset: ``ds.ptyxr.reconstruct().ptyxr.align().ptyxr.spectra()`` …"""
+
+    def __init__(self, ds: xr.Dataset) -> None:
+        self._obj = ds
+
+    reconstruct = _Stage("ptyxr.reconstruct.api", "reconstruct")
+    align = _Stage("ptyxr.spectra", "align")
+    spectra = _Stage("ptyxr.spectra", "spectra")
+    fit_xanes = _Stage("ptyxr.xanes.fit", "fit_xanes")
+    chemical_state = _Stage("ptyxr.chemistry", "chemical_state")
+    cluster = _Stage("ptyxr.domains", "cluster")
+    elbow = _Stage("ptyxr.domains", "elbow")
+    to_netcdf = _Stage("ptyxr.io.netcdf", "to_netcdf")
+    validate = _Stage("ptyxr.schema", "validate_raw")

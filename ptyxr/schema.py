@@ -1,0 +1,427 @@
+"""Names, units and validation of ptyxr's data model (DESIGN §1).
+
+Every dim, coordinate, variable and attribute name used anywhere in ptyxr comes from
+this module, never retyped as a string literal elsewhere. Each variable has one
+:class:`VariableSpec` holding its dims, units and ``long_name``; :func:`variable` builds
+a DataArray with those attrs so no stage can forget them.
+
+Validators (``validate_*``) check a stage's input and raise :class:`SchemaError` with a
+message that names the problem and how to fix it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Iterable
+
+import numpy as np
+import xarray as xr
+
+
+class SchemaError(ValueError):
+    """A Dataset does not follow ptyxr's data model; the message says what and how to fix it."""
+
+
+# --------------------------------------------------------------------------- dims
+ENERGY = "energy"
+SCAN = "scan"
+DET_Y = "det_y"
+DET_X = "det_x"
+PROBE_Y = "probe_y"
+PROBE_X = "probe_x"
+Y = "y"
+X = "x"
+ITERATION = "iteration"
+PARTICLE = "particle"
+CLUSTER = "cluster"
+FEATURE = "feature"
+GROUP = "group"
+
+# ------------------------------------------------------------------- coordinates
+CONDITION = "condition"  # non-dim coord on PARTICLE
+
+# ------------------------------------------------------------- 1a raw scan series
+INTENSITY = "intensity"
+POSITION_Y = "position_y"
+POSITION_X = "position_x"
+DETECTOR_MASK = "detector_mask"
+PROBE_GUESS = "probe_guess"
+
+# ---------------------------------------------------------------- 1b reconstruction
+OBJECT = "object"
+PROBE = "probe"
+FOURIER_ERROR = "fourier_error"
+COVERAGE = "coverage"
+
+# -------------------------------------------------------------------- 1c spectra
+ABSORPTION = "absorption"
+PHASE = "phase"
+BACKGROUND = "background"
+SHIFT_Y = "shift_y"
+SHIFT_X = "shift_x"
+MATERIAL = "material"
+
+# ------------------------------------------------------------------ 1d XANES fit
+FIT_PARAMETERS = ("a", "b1", "b2", "b3", "c11", "c12", "c13", "c21", "c22", "c23")
+STDERR_SUFFIX = "_stderr"
+REDCHI = "redchi"
+SUCCESS = "success"
+NOISE = "noise"
+FIT_VALID = "fit_valid"
+ABSORPTION_FIT = "absorption_fit"
+
+# ------------------------------------------------------------- 1e chemical state
+EDGE_ENERGY = "edge_energy"
+EDGE_JUMP = "edge_jump"
+PRE_EDGE_INTENSITY = "pre_edge_intensity"
+PRE_EDGE_RATIO = "pre_edge_ratio"
+VANADIUM_DENSITY = "vanadium_density"
+ELECTRON_DENSITY = "electron_density"
+ELECTRONS_PER_VANADIUM = "electrons_per_vanadium"
+
+# -------------------------------------------------------------------- 1f domains
+DOMAIN = "domain"
+CLUSTER_CENTER = "cluster_center"
+FRACTION = "fraction"
+CLUSTER_SPECTRUM = "cluster_spectrum"
+DOMAIN_FEATURES = (EDGE_ENERGY, ELECTRONS_PER_VANADIUM, PRE_EDGE_RATIO)
+MISSING_DOMAIN = -1
+
+# ------------------------------------------------------------------ Dataset attrs
+ATTR_DETECTOR_DISTANCE = "detector_distance"
+ATTR_DETECTOR_PIXEL_SIZE = "detector_pixel_size"
+ATTR_PARTICLE = "particle"
+ATTR_CONDITION = "condition"
+ATTR_PROBE_FWHM = "probe_fwhm"
+ATTR_PROBE_DEFOCUS = "probe_defocus"
+ATTR_PIXEL_SIZE = "pixel_size"
+ATTR_HISTORY = "history"
+ATTR_UNITS = "units"
+ATTR_LONG_NAME = "long_name"
+
+# Units used throughout (strings as written into attrs).
+EV = "eV"
+METRE = "m"
+RADIAN = "rad"
+PER_SQUARE_METRE = "m-2"
+DIMENSIONLESS = "1"
+COUNTS = "counts"
+
+
+@dataclass(frozen=True)
+class VariableSpec:
+    """Contract of one variable: dims, units, long_name and dtype (DESIGN §1)."""
+
+    name: str
+    dims: tuple[str, ...]
+    units: str
+    long_name: str
+    dtype: str | None = None
+
+    @property
+    def attrs(self) -> dict[str, str]:
+        """The ``units``/``long_name`` attrs every variable of this name carries."""
+        return {ATTR_UNITS: self.units, ATTR_LONG_NAME: self.long_name}
+
+
+def _specs(*specs: VariableSpec) -> dict[str, VariableSpec]:
+    return {s.name: s for s in specs}
+
+
+_FIT_UNITS = {"a": "1", "b1": "1", "b2": EV, "b3": EV, "c11": "1", "c12": EV, "c13": EV,
+              "c21": "1", "c22": EV, "c23": EV}
+_FIT_LONG = {
+    "a": "constant background of absorption",
+    "b1": "edge jump (erf step height)",
+    "b2": "edge energy (erf step centre)",
+    "b3": "edge width (erf step width)",
+    "c11": "pre-edge Lorentzian height",
+    "c12": "pre-edge Lorentzian centre",
+    "c13": "pre-edge Lorentzian half width",
+    "c21": "white-line Lorentzian height",
+    "c22": "white-line Lorentzian centre",
+    "c23": "white-line Lorentzian half width",
+}
+
+SPECS: dict[str, VariableSpec] = _specs(
+    # coordinates
+    VariableSpec(ENERGY, (ENERGY,), EV, "photon energy", "float64"),
+    VariableSpec(Y, (Y,), METRE, "y position", "float64"),
+    VariableSpec(X, (X,), METRE, "x position", "float64"),
+    VariableSpec(ITERATION, (ITERATION,), DIMENSIONLESS, "iteration", "int64"),
+    VariableSpec(CONDITION, (PARTICLE,), DIMENSIONLESS, "sample condition"),
+    # 1a
+    VariableSpec(INTENSITY, (ENERGY, SCAN, DET_Y, DET_X), COUNTS, "diffracted intensity", "float32"),
+    VariableSpec(POSITION_Y, (ENERGY, SCAN), METRE, "probe position y", "float64"),
+    VariableSpec(POSITION_X, (ENERGY, SCAN), METRE, "probe position x", "float64"),
+    VariableSpec(DETECTOR_MASK, (DET_Y, DET_X), DIMENSIONLESS, "valid detector pixel", "bool"),
+    VariableSpec(PROBE_GUESS, (ENERGY, PROBE_Y, PROBE_X), "sqrt(counts)", "initial probe", "complex64"),
+    # 1b
+    VariableSpec(OBJECT, (ENERGY, Y, X), DIMENSIONLESS, "complex transmission of the object", "complex64"),
+    VariableSpec(PROBE, (ENERGY, PROBE_Y, PROBE_X), "sqrt(counts)", "complex probe", "complex64"),
+    VariableSpec(FOURIER_ERROR, (ENERGY, ITERATION), DIMENSIONLESS, "normalised Fourier error", "float32"),
+    VariableSpec(COVERAGE, (Y, X), DIMENSIONLESS, "illuminated by the scan", "bool"),
+    # 1c
+    VariableSpec(ABSORPTION, (ENERGY, Y, X), DIMENSIONLESS, "absorption mu t (amplitude attenuation)", "float64"),
+    VariableSpec(PHASE, (ENERGY, Y, X), RADIAN, "phase shift", "float64"),
+    VariableSpec(BACKGROUND, (Y, X), DIMENSIONLESS, "vacuum background region", "bool"),
+    VariableSpec(SHIFT_Y, (ENERGY,), METRE, "registration shift y", "float64"),
+    VariableSpec(SHIFT_X, (ENERGY,), METRE, "registration shift x", "float64"),
+    VariableSpec(MATERIAL, (Y, X), DIMENSIONLESS, "inside a particle", "bool"),
+    # 1d
+    *[VariableSpec(p, (Y, X), _FIT_UNITS[p], _FIT_LONG[p], "float64") for p in FIT_PARAMETERS],
+    *[VariableSpec(p + STDERR_SUFFIX, (Y, X), _FIT_UNITS[p], "standard error of " + _FIT_LONG[p], "float64")
+      for p in FIT_PARAMETERS],
+    VariableSpec(REDCHI, (Y, X), DIMENSIONLESS, "reduced chi-square of the XANES fit", "float64"),
+    VariableSpec(SUCCESS, (Y, X), DIMENSIONLESS, "XANES fit converged", "bool"),
+    VariableSpec(NOISE, (Y, X), DIMENSIONLESS, "noise of absorption (pre-edge std)", "float64"),
+    VariableSpec(FIT_VALID, (Y, X), DIMENSIONLESS, "XANES fit valid (material, edge jump >= noise, converged)", "bool"),
+    VariableSpec(ABSORPTION_FIT, (ENERGY, Y, X), DIMENSIONLESS, "fitted absorption mu t", "float64"),
+    # 1e
+    VariableSpec(EDGE_ENERGY, (Y, X), EV, "edge energy", "float64"),
+    VariableSpec(EDGE_JUMP, (Y, X), DIMENSIONLESS, "edge jump (delta mu t)", "float64"),
+    VariableSpec(PRE_EDGE_INTENSITY, (Y, X), EV, "pre-edge peak intensity PE", "float64"),
+    VariableSpec(PRE_EDGE_RATIO, (Y, X), EV, "normalised pre-edge intensity PE/delta mu t", "float64"),
+    VariableSpec(VANADIUM_DENSITY, (Y, X), PER_SQUARE_METRE, "projected V density N_V", "float64"),
+    VariableSpec(ELECTRON_DENSITY, (Y, X), PER_SQUARE_METRE, "effective projected electron density Re[N_e^eff]",
+                 "float64"),
+    VariableSpec(ELECTRONS_PER_VANADIUM, (Y, X), DIMENSIONLESS, "electrons per vanadium Re[N_e^eff]/N_V", "float64"),
+    # 1f
+    VariableSpec(DOMAIN, (PARTICLE, Y, X), DIMENSIONLESS, "chemical domain (cluster label)", "int16"),
+    VariableSpec(CLUSTER_CENTER, (CLUSTER, FEATURE), "various", "cluster centre in original feature units",
+                 "float64"),
+    VariableSpec(FRACTION, (GROUP, CLUSTER), DIMENSIONLESS, "N_V-weighted fraction of cluster", "float64"),
+    VariableSpec(CLUSTER_SPECTRUM, (CLUSTER, ENERGY), DIMENSIONLESS, "mean normalised absorption of cluster",
+                 "float64"),
+)
+
+#: Variables required at the entry of each stage.
+RAW_REQUIRED = (INTENSITY, POSITION_Y, POSITION_X)
+RAW_REQUIRED_ATTRS = (ATTR_DETECTOR_DISTANCE, ATTR_DETECTOR_PIXEL_SIZE)
+RECONSTRUCTION_REQUIRED = (OBJECT, PROBE, COVERAGE)
+SPECTRA_REQUIRED = (ABSORPTION, PHASE)
+FIT_REQUIRED = (*FIT_PARAMETERS, FIT_VALID)
+CHEMICAL_STATE_REQUIRED = DOMAIN_FEATURES + (VANADIUM_DENSITY,)
+
+
+def spec(name: str) -> VariableSpec:
+    """The :class:`VariableSpec` of ``name``; raises KeyError naming the known variables."""
+    try:
+        return SPECS[name]
+    except KeyError:
+        raise KeyError(f"{name!r} is not a ptyxr variable; known: {sorted(SPECS)}") from None
+
+
+def attrs_of(name: str, **extra: Any) -> dict[str, Any]:
+    """``units`` and ``long_name`` of ``name`` plus any ``extra`` attrs."""
+    return {**spec(name).attrs, **extra}
+
+
+def variable(name: str, data: Any, dims: Iterable[str] | None = None, **extra_attrs: Any) -> xr.DataArray:
+    """A DataArray of variable ``name`` with the contract's dims, units and long_name.
+
+    Parameters
+    ----------
+    name : str
+        Variable name from this module.
+    data : array-like
+        Values (numpy or dask); the dims default to the contract's dims, with a leading
+        ``particle`` dim added when ``data`` has one more axis than the contract.
+    dims : iterable of str, optional
+        Override the dims (e.g. a leading ``particle``).
+    **extra_attrs
+        Extra attrs (e.g. ``flag_values``).
+    """
+    contract = spec(name)
+    if dims is None:
+        dims = contract.dims
+        if np.ndim(data) == len(dims) + 1:
+            dims = (PARTICLE, *dims)
+    return xr.DataArray(data, dims=tuple(dims), name=name, attrs=attrs_of(name, **extra_attrs))
+
+
+def with_attrs(da: xr.DataArray, name: str, **extra_attrs: Any) -> xr.DataArray:
+    """``da`` renamed to ``name`` with the contract's attrs replacing any inherited ones."""
+    out = da.rename(name)
+    out.attrs = attrs_of(name, **extra_attrs)
+    return out
+
+
+def energy_coord(energy: Any) -> xr.DataArray:
+    """The ``energy`` coordinate [eV] as float64 with its attrs."""
+    return variable(ENERGY, np.asarray(energy, dtype=np.float64))
+
+
+def length_coord(name: str, values: Any, pixel_size: float | None = None) -> xr.DataArray:
+    """A ``y``/``x`` coordinate [m]; ``pixel_size`` is recorded in its attrs when given."""
+    extra = {} if pixel_size is None else {ATTR_PIXEL_SIZE: float(pixel_size)}
+    return variable(name, np.asarray(values, dtype=np.float64), **extra)
+
+
+# ---------------------------------------------------------------- validators
+def _fail(msg: str) -> None:
+    raise SchemaError(msg)
+
+
+def require_dataset(ds: Any, stage: str) -> xr.Dataset:
+    """Raise unless ``ds`` is an xarray Dataset."""
+    if not isinstance(ds, xr.Dataset):
+        _fail(f"{stage} needs an xarray.Dataset, got {type(ds).__name__}.")
+    return ds
+
+
+def require_variables(ds: xr.Dataset, names: Iterable[str], stage: str, hint: str = "") -> None:
+    """Raise naming every variable of ``names`` that ``ds`` lacks."""
+    missing = [n for n in names if n not in ds.variables]
+    if missing:
+        _fail(f"{stage} needs variable(s) {missing} which the Dataset lacks "
+              f"(it has {sorted(map(str, ds.data_vars))}). {hint}".strip())
+
+
+def require_dims(da: xr.DataArray, dims: Iterable[str], stage: str, allow_particle: bool = True) -> None:
+    """Raise unless ``da`` has exactly ``dims`` (optionally behind a leading ``particle``)."""
+    dims = tuple(dims)
+    ok = da.dims == dims or (allow_particle and da.dims == (PARTICLE, *dims))
+    if not ok:
+        _fail(f"{stage}: variable {da.name!r} has dims {da.dims}, expected {dims}"
+              + (f" or {(PARTICLE, *dims)}" if allow_particle else "")
+              + ". Use .transpose()/.rename() to match the ptyxr data model (DESIGN §1).")
+
+
+def require_energy(ds: xr.Dataset, stage: str, minimum: int = 1) -> np.ndarray:
+    """Check the ``energy`` coord: present, finite, strictly increasing, at least ``minimum`` long."""
+    if ENERGY not in ds.coords:
+        _fail(f"{stage} needs an {ENERGY!r} coordinate in eV; assign one with ds.assign_coords(energy=...).")
+    energy = np.asarray(ds[ENERGY].values, dtype=float)
+    if energy.ndim != 1:
+        _fail(f"{stage}: the {ENERGY!r} coordinate must be 1-D, got shape {energy.shape}.")
+    if energy.size < minimum:
+        _fail(f"{stage} needs at least {minimum} energies, got {energy.size}.")
+    if not np.all(np.isfinite(energy)):
+        _fail(f"{stage}: the {ENERGY!r} coordinate holds non-finite values.")
+    if energy.size > 1 and np.any(np.diff(energy) <= 0):
+        bad = np.flatnonzero(np.diff(energy) <= 0)
+        _fail(f"{stage}: energies must be strictly increasing (duplicate or decreasing at index "
+              f"{bad.tolist()[:5]}); sort with ds.sortby('energy') and drop duplicates.")
+    return energy
+
+
+def require_attrs(ds: xr.Dataset, names: Iterable[str], stage: str, positive: bool = True) -> None:
+    """Raise naming each missing (or non-positive/non-finite) numeric Dataset attr."""
+    for name in names:
+        if name not in ds.attrs:
+            _fail(f"{stage} needs the Dataset attr {name!r} (SI units); set ds.attrs[{name!r}] = value.")
+        try:
+            value = float(ds.attrs[name])
+        except (TypeError, ValueError):
+            _fail(f"{stage}: attr {name!r} must be a number, got {ds.attrs[name]!r}.")
+        if positive and not (np.isfinite(value) and value > 0):
+            _fail(f"{stage}: attr {name!r} must be a positive finite number, got {value!r}.")
+
+
+def _has_dask(da: xr.DataArray) -> bool:
+    return hasattr(da.data, "dask")
+
+
+def validate_raw(ds: Any) -> xr.Dataset:
+    """Validate a raw scan series (DESIGN §1a) at the entry of ``reconstruct``.
+
+    Checks variables, dims, energies, detector attrs, finite non-negative intensities with
+    at least one valid pixel per frame, and finite positions for every scan point that
+    has a frame. Raises :class:`SchemaError` otherwise.
+    """
+    stage = "reconstruct"
+    ds = require_dataset(ds, stage)
+    require_variables(ds, RAW_REQUIRED, stage, "See DESIGN §1a or ptyxr.io.scan_from_arrays().")
+    require_energy(ds, stage)
+    for name in RAW_REQUIRED:
+        require_dims(ds[name], spec(name).dims, stage)
+    require_attrs(ds, RAW_REQUIRED_ATTRS, stage)
+    intensity = ds[INTENSITY]
+    if intensity.sizes[DET_Y] != intensity.sizes[DET_X]:
+        _fail(f"{stage}: detector frames must be square, got {intensity.sizes[DET_Y]}x{intensity.sizes[DET_X]};"
+              " crop them to N x N around the zero frequency.")
+    if DETECTOR_MASK in ds:
+        require_dims(ds[DETECTOR_MASK], spec(DETECTOR_MASK).dims, stage, allow_particle=False)
+        if ds[DETECTOR_MASK].dtype != bool:
+            _fail(f"{stage}: {DETECTOR_MASK!r} must be boolean (True = valid pixel).")
+        if not bool(ds[DETECTOR_MASK].any()):
+            _fail(f"{stage}: {DETECTOR_MASK!r} marks no valid pixel.")
+    if not _has_dask(intensity):
+        values = intensity.values
+        if np.isinf(values).any():
+            _fail(f"{stage}: {INTENSITY!r} holds +-inf values; mark invalid pixels with NaN or in {DETECTOR_MASK!r}.")
+        if (values < 0).any():
+            _fail(f"{stage}: {INTENSITY!r} holds negative counts (min {np.nanmin(values):g}); subtract dark "
+                  "frames and clip at zero, or mark those pixels NaN.")
+    py, px = ds[POSITION_Y].values, ds[POSITION_X].values
+    if np.isinf(py).any() or np.isinf(px).any():
+        _fail(f"{stage}: positions hold +-inf; use NaN only for padding scan points.")
+    pos_nan = np.isnan(py) | np.isnan(px)
+    if not _has_dask(intensity):
+        frame_valid = np.isfinite(intensity.values).any(axis=(-2, -1))
+        if DETECTOR_MASK in ds:
+            mask = ds[DETECTOR_MASK].values
+            frame_valid = np.isfinite(np.where(mask, intensity.values, np.nan)).any(axis=(-2, -1))
+        used = ~pos_nan
+        if (used & ~frame_valid).any():
+            _fail(f"{stage}: some scan points have a position but a frame with no valid pixel; mark them as "
+                  "padding (NaN position) or fix the mask.")
+        if ((pos_nan & ~(np.isnan(py) & np.isnan(px))) | (pos_nan & frame_valid)).any():
+            _fail(f"{stage}: NaN positions found at scan points that hold data; NaN positions are allowed only "
+                  "for padding (frames that are entirely NaN).")
+    if pos_nan.all(axis=-1).any():
+        _fail(f"{stage}: at least one energy has no scan point with a finite position.")
+    return ds
+
+
+def validate_reconstruction(ds: Any, stage: str = "align/spectra") -> xr.Dataset:
+    """Validate a reconstruction (DESIGN §1b)."""
+    ds = require_dataset(ds, stage)
+    require_variables(ds, (OBJECT,), stage, "Run ds.ptyxr.reconstruct() first.")
+    require_energy(ds, stage)
+    require_dims(ds[OBJECT], spec(OBJECT).dims, stage)
+    if not np.iscomplexobj(ds[OBJECT].dtype.type()):
+        _fail(f"{stage}: {OBJECT!r} must be complex (transmission), got {ds[OBJECT].dtype}.")
+    for name in (Y, X):
+        if name not in ds.coords:
+            _fail(f"{stage}: {OBJECT!r} needs a {name!r} coordinate in metres.")
+    return ds
+
+
+def validate_spectra(ds: Any, stage: str = "fit_xanes", minimum_energies: int = 1) -> xr.Dataset:
+    """Validate absorption/phase stacks (DESIGN §1c)."""
+    ds = require_dataset(ds, stage)
+    require_variables(ds, (ABSORPTION,), stage, "Run ds.ptyxr.spectra() first, or build the stack by hand.")
+    require_energy(ds, stage, minimum=minimum_energies)
+    require_dims(ds[ABSORPTION], spec(ABSORPTION).dims, stage)
+    if PHASE in ds:
+        require_dims(ds[PHASE], spec(PHASE).dims, stage)
+    if not _has_dask(ds[ABSORPTION]) and not np.isfinite(ds[ABSORPTION].values).any():
+        _fail(f"{stage}: {ABSORPTION!r} is NaN everywhere; nothing to fit.")
+    return ds
+
+
+def validate_fit(ds: Any, stage: str = "chemical_state") -> xr.Dataset:
+    """Validate XANES fit results (DESIGN §1d)."""
+    ds = require_dataset(ds, stage)
+    require_variables(ds, FIT_REQUIRED, stage, "Run ds.ptyxr.fit_xanes() first.")
+    return ds
+
+
+def validate_chemical_state(ds: Any, stage: str = "cluster") -> xr.Dataset:
+    """Validate chemical-state maps (DESIGN §1e)."""
+    ds = require_dataset(ds, stage)
+    require_variables(ds, CHEMICAL_STATE_REQUIRED, stage, "Run ds.ptyxr.chemical_state() first.")
+    return ds
+
+
+def check_attrs(ds: xr.Dataset) -> list[str]:
+    """Names of data variables/coords that lack ``units`` or ``long_name`` (empty = compliant)."""
+    bad = []
+    for name, da in ds.variables.items():
+        if name in ds.dims and name not in SPECS:
+            continue  # bare index dims such as scan
+        if ATTR_UNITS not in da.attrs or (name in ds.data_vars and ATTR_LONG_NAME not in da.attrs):
+            bad.append(str(name))
+    return bad

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import functools
 import importlib
+import inspect
 from typing import Any
 
 import xarray as xr
@@ -23,7 +24,12 @@ class _Stage:
         func = getattr(importlib.import_module(self.module), self.function)
         if accessor is None:
             return func
-        return functools.update_wrapper(functools.partial(func, accessor._obj), func)
+        bound = functools.partial(func, accessor._obj)
+        signature = inspect.signature(bound)  # without the Dataset argument
+        functools.update_wrapper(bound, func)
+        del bound.__wrapped__  # else inspect follows it back to the unbound signature
+        bound.__signature__ = signature
+        return bound
 
 
 @xr.register_dataset_accessor("ptyxr")

@@ -48,3 +48,10 @@ class PtyxrAccessor:
     elbow = _Stage("ptyxr.domains", "elbow")
     to_netcdf = _Stage("ptyxr.io.netcdf", "to_netcdf")
     validate = _Stage("ptyxr.schema", "validate_raw")
+
+    @property
+    def plot(self) -> Any:
+        """Paper figures and interactive views of this Dataset (``ds.ptyxr.plot.chemical_maps()`` …)."""
+        from ptyxr.plotting.methods import PlotMethods
+
+        return PlotMethods(self._obj)

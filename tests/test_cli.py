@@ -43,7 +43,7 @@ def test_load_config_resolves_paths(tmp_path):
         ("[output]\ndir='x'\n", "at least one"),
         (GOOD.replace("P1.cxi", "missing.cxi"), "does not exist"),
         ("this is = = not toml", "not valid TOML"),
-        (GOOD + "\nalign = 3\n", r"\[align\] must be a table"),
+        ("align = 3\n" + GOOD, r"\[align\] must be a table"),
     ],
 )
 def test_bad_config_is_clear_error(tmp_path, text, match):

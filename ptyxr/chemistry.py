@@ -1,0 +1,223 @@
+"""Chemical-state maps from XANES fit parameters and phase images (DESIGN §1e).
+
+Per pixel (paper eqs. 2–4; Uematsu et al., PCCP 2023, §2.3):
+
+* edge energy b2 [eV] and edge jump Δμt = b1;
+* pre-edge intensity PE = π·c11·c13 [eV] and its normalised value PE/Δμt [eV];
+* projected V density N_V = Δμt / (r_e λ Δf″_V) [m⁻²], λ = hc/b2 at the pixel's own edge;
+* effective projected electron density Re[N_e^eff] = −φ(E_ref)/(r_e λ_ref) [m⁻²];
+* electrons per vanadium Re[N_e^eff]/N_V [1].
+
+The measured ratio uses no f′: it is whatever the sample's physical f′ make it. f′ enters
+only the *theoretical* ratio of a composition (paper eq. 5,
+:func:`theoretical_electrons_per_vanadium`), used to interpret the maps.
+
+Everything here is elementwise xarray arithmetic, so dask-backed input stays lazy.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import xarray as xr
+
+from ptyxr import physics, provenance
+from ptyxr.schema import (
+    EDGE_ENERGY,
+    EDGE_JUMP,
+    ELECTRON_DENSITY,
+    ELECTRONS_PER_VANADIUM,
+    ENERGY,
+    FIT_PARAMETERS,
+    FIT_VALID,
+    PHASE,
+    PRE_EDGE_INTENSITY,
+    PRE_EDGE_RATIO,
+    VANADIUM_DENSITY,
+    SchemaError,
+    require_dims,
+    require_energy,
+    require_variables,
+    spec,
+    validate_fit,
+    with_attrs,
+)
+
+STAGE = "chemical_state"
+# Names of the eq. (1) parameters used here (order of schema.FIT_PARAMETERS).
+_A, _B1, _B2, _B3, _C11, _C12, _C13, *_ = FIT_PARAMETERS
+
+#: Where each table's Δf″_V comes from (recorded in the output attrs).
+_DELTA_F2_SOURCES = {
+    "paper": "Uematsu et al., PCCP 2023, sec. 2.3 (Henke tables): delta f'' of V across the K edge",
+    "henke": "Henke, Gullikson & Davis 1993 (periodictable.xsf): f''_V(5540 eV) - f''_V(5420 eV)",
+    "chantler": "Chantler 2000 (xraydb): f''_V(5540 eV) - f''_V(5420 eV)",
+}
+_F1_SOURCES = {
+    "paper": "Uematsu et al., PCCP 2023: f'_Li 0.00278, f'_V -7.14, f'_O 0.0757",
+    "henke": "Henke, Gullikson & Davis 1993 (periodictable.xsf)",
+    "chantler": "Chantler 2000 (xraydb)",
+}
+
+
+def theoretical_electrons_per_vanadium(
+    table: physics.Table = "paper", energy: float = physics.PAPER_REFERENCE_ENERGY
+) -> dict[str, float]:
+    """Theoretical Re[N_e^eff]/N_V of the paper's three compositions (paper eq. 5).
+
+    Parameters
+    ----------
+    table : {"paper", "henke", "chantler"}
+        Source of f′ (see :func:`ptyxr.physics.electrons_per_vanadium`); ``"paper"`` gives
+        39.7, 35.0 and 43.1 for Li10/7V6/7O2, LiVO2 and LiVO3.
+    energy : float
+        Energy of the phase image [eV] (the paper's 5420 eV); ignored by ``"paper"``.
+
+    Returns
+    -------
+    dict
+        ``{composition: electrons per V [1]}`` for the keys of :data:`ptyxr.physics.COMPOSITIONS`.
+    """
+    return {
+        name: physics.electrons_per_vanadium(comp, table=table, energy=energy)
+        for name, comp in physics.COMPOSITIONS.items()
+    }
+
+
+def _reference_index(energy: np.ndarray, reference_energy: float | None) -> int:
+    """Index of E_ref: the lowest energy by default, else the energy nearest to the request."""
+    if reference_energy is None:
+        return 0
+    reference_energy = float(reference_energy)
+    if not np.isfinite(reference_energy) or reference_energy <= 0:
+        raise SchemaError(
+            f"{STAGE}: reference_energy must be a positive photon energy in eV, got {reference_energy!r}."
+        )
+    return int(np.argmin(np.abs(energy - reference_energy)))
+
+
+def chemical_state(
+    ds: xr.Dataset, table: physics.Table = "paper", reference_energy: float | None = None, delta_f2: float | None = None
+) -> xr.Dataset:
+    """Chemical-state maps from a XANES fit and the phase images (DESIGN §1e).
+
+    Parameters
+    ----------
+    ds : xarray.Dataset
+        Output of ``fit_xanes`` (DESIGN §1d: ``a … c23``, ``fit_valid`` on (y, x), optionally
+        behind a leading ``particle`` dim) that still holds ``phase`` (energy, y, x) [rad]
+        from ``spectra`` (DESIGN §1c).
+    table : {"paper", "henke", "chantler"}
+        Source of Δf″_V: ``"paper"`` = 3.53 (the paper's value), ``"henke"``/``"chantler"``
+        = f″_V(5540 eV) − f″_V(5420 eV) from that table (:func:`ptyxr.physics.delta_f2`).
+        Also the f′ table of the theoretical ratios recorded in the attrs.
+    reference_energy : float, optional
+        Energy of the phase image used for Re[N_e^eff] [eV]; the nearest available energy
+        is taken. Default: the lowest energy (pre-edge; the paper's 5420 eV).
+    delta_f2 : float, optional
+        Override Δf″_V [electrons] (e.g. the simulator's own value); ``table`` then only
+        selects the f′ of the theoretical ratios.
+
+    Returns
+    -------
+    xarray.Dataset
+        ``ds`` plus ``edge_energy`` [eV], ``edge_jump`` [1], ``pre_edge_intensity`` [eV],
+        ``pre_edge_ratio`` [eV], ``vanadium_density`` [m⁻²], ``electron_density`` [m⁻²] and
+        ``electrons_per_vanadium`` [1]; NaN wherever ``fit_valid`` is False. Constants and
+        their sources are in each variable's attrs and in the JSON attr ``ptyxr_chemical_state``.
+
+    Raises
+    ------
+    SchemaError
+        If fit parameters, ``fit_valid`` or ``phase`` are missing or misshapen, or ``table``
+        is unknown.
+
+    Notes
+    -----
+    N_V uses λ at each pixel's own edge energy b2 (DESIGN §1e). Re[N_e^eff] is computed
+    from the phase at E_ref alone: the measured Re[N_e^eff]/N_V uses no f′.
+    """
+    ds = validate_fit(ds, STAGE)
+    require_variables(ds, (PHASE,), STAGE, "Keep the phase stack from ds.ptyxr.spectra() (DESIGN §1c).")
+    require_dims(ds[PHASE], spec(PHASE).dims, STAGE)
+    energy = require_energy(ds, STAGE)
+    for name in (_B1, _B2, _C11, _C13, FIT_VALID):
+        require_dims(ds[name], spec(name).dims, STAGE)
+    if ds[FIT_VALID].dtype != bool:
+        raise SchemaError(f"{STAGE}: {FIT_VALID!r} must be boolean (True = valid fit), got {ds[FIT_VALID].dtype}.")
+    if table not in physics.TABLES:
+        raise SchemaError(f"{STAGE}: table must be one of {physics.TABLES}, got {table!r}.")
+
+    if delta_f2 is None:
+        df2 = float(physics.delta_f2("V", table=table))
+        df2_source = _DELTA_F2_SOURCES[table]
+    else:
+        df2 = float(delta_f2)
+        df2_source = "given by the caller (delta_f2=...)"
+    if not (np.isfinite(df2) and df2 > 0):
+        raise SchemaError(f"{STAGE}: delta f''_V must be a positive number of electrons, got {df2!r}.")
+    i_ref = _reference_index(energy, reference_energy)
+    e_ref = float(energy[i_ref])
+    r_e = physics.CLASSICAL_ELECTRON_RADIUS
+    lambda_ref = float(physics.wavelength(e_ref))
+
+    # Invalid fits → NaN everywhere in §1e (a mask, not a computation: stays lazy on dask).
+    valid = ds[FIT_VALID]
+    edge_energy = ds[_B2].where(valid)
+    edge_jump = ds[_B1].where(valid)
+    pre_edge = (np.pi * ds[_C11] * ds[_C13]).where(valid)
+    # λ(b2) = hc/b2 written out (physics.wavelength checks its input eagerly, which would
+    # compute a dask array); b2 ≤ 0 is unphysical and is masked.
+    lam = physics.HC_EV_M / edge_energy.where(edge_energy > 0)
+    n_v = edge_jump / (r_e * lam * df2)
+    phase_ref = ds[PHASE].isel({ENERGY: i_ref}, drop=True)
+    n_e = (-phase_ref / (r_e * lambda_ref)).where(valid)
+
+    common = {"table": table, "classical_electron_radius": r_e, "classical_electron_radius_source": "scipy.constants"}
+    ref_attrs = {
+        "reference_energy": e_ref,
+        "reference_wavelength": lambda_ref,
+        "reference_energy_rule": "lowest energy"
+        if reference_energy is None
+        else f"nearest available energy to {float(reference_energy)} eV",
+    }
+    nv_attrs = {"delta_f2": df2, "delta_f2_source": df2_source, "wavelength": "hc/edge_energy per pixel"}
+    theory = theoretical_electrons_per_vanadium(table, e_ref)
+    out = ds.assign(
+        {
+            EDGE_ENERGY: with_attrs(edge_energy, EDGE_ENERGY, formula="b2"),
+            EDGE_JUMP: with_attrs(edge_jump, EDGE_JUMP, formula="b1"),
+            PRE_EDGE_INTENSITY: with_attrs(pre_edge, PRE_EDGE_INTENSITY, formula="pi*c11*c13"),
+            PRE_EDGE_RATIO: with_attrs(pre_edge / edge_jump, PRE_EDGE_RATIO, formula="pi*c11*c13/b1"),
+            VANADIUM_DENSITY: with_attrs(
+                n_v, VANADIUM_DENSITY, formula="b1/(r_e*lambda(b2)*delta_f2)", **nv_attrs, **common
+            ),
+            ELECTRON_DENSITY: with_attrs(
+                n_e, ELECTRON_DENSITY, formula="-phase(E_ref)/(r_e*lambda(E_ref))", **ref_attrs, **common
+            ),
+            ELECTRONS_PER_VANADIUM: with_attrs(
+                n_e / n_v,
+                ELECTRONS_PER_VANADIUM,
+                formula="electron_density/vanadium_density (no f')",
+                **nv_attrs,
+                **ref_attrs,
+                **common,
+                theoretical_compositions=", ".join(theory),
+                theoretical_values=list(theory.values()),
+                theoretical_f1_source=_F1_SOURCES[table],
+            ),
+        }
+    )
+    return provenance.record(
+        out,
+        STAGE,
+        {
+            "table": table,
+            "reference_energy": reference_energy,
+            "reference_energy_used": e_ref,
+            "delta_f2": df2,
+            "delta_f2_source": df2_source,
+            "classical_electron_radius": r_e,
+            "theoretical_electrons_per_vanadium": theory,
+            "theoretical_f1_source": _F1_SOURCES[table],
+        },
+    )

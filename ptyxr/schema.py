@@ -36,6 +36,7 @@ PARTICLE = "particle"
 CLUSTER = "cluster"
 FEATURE = "feature"
 GROUP = "group"
+N_CLUSTERS = "n_clusters"  # number of clusters k of the elbow curve (domains.elbow)
 
 # ------------------------------------------------------------------- coordinates
 CONDITION = "condition"  # non-dim coord on PARTICLE
@@ -86,6 +87,7 @@ FRACTION = "fraction"
 CLUSTER_SPECTRUM = "cluster_spectrum"
 DOMAIN_FEATURES = (EDGE_ENERGY, ELECTRONS_PER_VANADIUM, PRE_EDGE_RATIO)
 MISSING_DOMAIN = -1
+INERTIA = "inertia"  # within-cluster sum of squared errors vs k (domains.elbow)
 
 # ------------------------------------------------------------------ Dataset attrs
 ATTR_DETECTOR_DISTANCE = "detector_distance"
@@ -193,6 +195,8 @@ SPECS: dict[str, VariableSpec] = _specs(
     VariableSpec(FRACTION, (GROUP, CLUSTER), DIMENSIONLESS, "N_V-weighted fraction of cluster", "float64"),
     VariableSpec(CLUSTER_SPECTRUM, (CLUSTER, ENERGY), DIMENSIONLESS, "mean normalised absorption of cluster",
                  "float64"),
+    VariableSpec(INERTIA, (N_CLUSTERS,), DIMENSIONLESS,
+                 "within-cluster sum of squared errors of the standardised features", "float64"),
 )
 
 #: Variables required at the entry of each stage.

@@ -37,6 +37,9 @@ CLUSTER = "cluster"
 FEATURE = "feature"
 GROUP = "group"
 N_CLUSTERS = "n_clusters"  # number of clusters k of the elbow curve (domains.elbow)
+#: Storage-only trailing dim (real, imag) of complex variables in netCDF (ptyxr.io.netcdf);
+#: never present in an in-memory Dataset.
+COMPLEX_PART = "complex_part"
 
 # ------------------------------------------------------------------- coordinates
 CONDITION = "condition"  # non-dim coord on PARTICLE

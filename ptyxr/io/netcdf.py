@@ -1,0 +1,396 @@
+"""Exact, atomic netCDF storage of any ptyxr Dataset (DESIGN §1g).
+
+netCDF (engine ``netcdf4``) lacks a few things ptyxr Datasets hold; they are encoded on
+write and restored on read, so that ``xarray.testing.assert_identical`` holds after a
+round trip:
+
+* complex variables (``object``, ``probe`` …) are stored as real floats with a trailing
+  storage dim :data:`ptyxr.schema.COMPLEX_PART` = (real, imag) and the marker attr
+  ``ptyxr_dtype`` holding the original dtype;
+* bool variables (``coverage``, ``material``, ``fit_valid`` …) are stored by xarray as
+  int8 with its ``dtype: bool`` marker and restored as bool;
+* attrs that netCDF cannot hold (bool, None, dict, list, tuple, complex, arrays that are
+  not 1-D numeric with ≥ 2 elements) are stored as tagged JSON strings and listed in the
+  marker attr ``ptyxr_json_attrs``; strings (including the JSON parameter strings of
+  :mod:`ptyxr.provenance`) and numeric scalars are stored as they are.
+
+Files are written atomically: into a temporary file in the target's directory that is
+renamed over the target only once complete, so an interruption (error, Ctrl-C, full disk)
+never leaves a half-written file behind, and an existing file is replaced only with
+``overwrite=True``. A netCDF file written by any other tool opens as a plain Dataset.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import xarray as xr
+
+from ptyxr.schema import COMPLEX_PART
+
+#: Variable attr holding the original dtype of a variable stored in another dtype.
+DTYPE_MARKER = "ptyxr_dtype"
+#: Variable/Dataset attr listing (as a JSON list) the attrs stored as tagged JSON strings.
+JSON_ATTRS_MARKER = "ptyxr_json_attrs"
+ENGINE = "netcdf4"
+
+_MARKERS = (DTYPE_MARKER, JSON_ATTRS_MARKER)
+_INT64 = np.iinfo(np.int64)
+
+
+# ------------------------------------------------------------------ atomic files
+def _default_mode() -> int:
+    """Permission bits a newly created file gets under the current umask (mkstemp uses 0600)."""
+    mask = os.umask(0)
+    os.umask(mask)
+    return 0o666 & ~mask
+
+
+@contextlib.contextmanager
+def atomic_path(path: str | os.PathLike, overwrite: bool = False) -> Iterator[Path]:
+    """Yield a temporary path next to ``path``; on success move it onto ``path`` atomically.
+
+    Parameters
+    ----------
+    path : str or path-like
+        Final file name.
+    overwrite : bool
+        Replace an existing file. Without it an existing ``path`` raises
+        :class:`FileExistsError` before anything is written, and the final move refuses
+        to clobber a file that appeared meanwhile (hard link, which fails if it exists).
+
+    Notes
+    -----
+    If the body raises, the temporary file is removed and ``path`` is left untouched.
+    Writing a file from a Dataset lazily opened from that same file works: the old file
+    stays readable until the rename.
+    """
+    path = Path(path)
+    if path.is_dir():
+        raise IsADirectoryError(f"{path} is a directory; give a file name.")
+    if not overwrite and path.exists():
+        raise FileExistsError(f"{path} exists; pass overwrite=True to replace it.")
+    directory = path.parent if str(path.parent) else Path(".")
+    if not directory.is_dir():
+        raise FileNotFoundError(f"cannot write {path}: directory {directory} does not exist.")
+    fd, tmp_name = tempfile.mkstemp(dir=directory, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    tmp = Path(tmp_name)
+    try:
+        tmp.unlink()  # writers (netCDF4, h5py) create the file themselves
+        yield tmp
+        mode = path.stat().st_mode & 0o7777 if path.exists() else _default_mode()
+        os.chmod(tmp, mode)
+        if overwrite:
+            os.replace(tmp, path)
+        else:
+            try:
+                os.link(tmp, path)  # atomic and never clobbers
+            except FileExistsError:
+                raise FileExistsError(f"{path} appeared while writing; pass overwrite=True to replace it.") from None
+            except OSError:  # file system without hard links
+                if path.exists():
+                    raise FileExistsError(f"{path} exists; pass overwrite=True to replace it.") from None
+                os.replace(tmp, path)
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            tmp.unlink()
+
+
+# --------------------------------------------------------------------- attrs
+def _native_attr(value: Any) -> bool:
+    """True if netCDF stores ``value`` and gives back an equal value of the same kind."""
+    if isinstance(value, (str, np.str_)):
+        return True
+    if isinstance(value, (bool, np.bool_)):
+        return False
+    if isinstance(value, int):
+        return _INT64.min <= value <= _INT64.max
+    if isinstance(value, (float, np.integer)) or (isinstance(value, np.floating) and value.dtype.itemsize >= 4):
+        return True
+    if isinstance(value, np.ndarray):
+        # length-1 arrays come back as scalars and 0-d/n-d arrays are refused: JSON for those
+        return (
+            value.ndim == 1
+            and value.size >= 2
+            and (value.dtype.kind in "iu" or (value.dtype.kind == "f" and value.dtype.itemsize >= 4))
+        )
+    return False
+
+
+def _to_json(value: Any) -> Any:
+    """Tagged JSON-able form of an attr value (restores tuples, arrays, numpy scalars, complex)."""
+    if value is None or isinstance(value, (bool, str)):
+        return value
+    if isinstance(value, int):
+        return value
+    if isinstance(value, float):
+        return value
+    if isinstance(value, complex):
+        return {"__complex__": [value.real, value.imag]}
+    if isinstance(value, np.ndarray):
+        if value.dtype.kind == "c":
+            return {
+                "__ndarray__": {"real": value.real.tolist(), "imag": value.imag.tolist()},
+                "dtype": value.dtype.str,
+                "shape": list(value.shape),
+            }
+        if value.dtype.kind not in "biufUS":
+            raise TypeError(f"cannot store an attr array of dtype {value.dtype}")
+        return {
+            "__ndarray__": value.tolist() if value.dtype.kind != "S" else value.astype("U").tolist(),
+            "dtype": value.dtype.str,
+            "shape": list(value.shape),
+        }
+    if isinstance(value, np.generic):
+        return {"__numpy__": _to_json(np.asarray(value).reshape(1))}
+    if isinstance(value, tuple):
+        return {"__tuple__": [_to_json(v) for v in value]}
+    if isinstance(value, list):
+        return [_to_json(v) for v in value]
+    if isinstance(value, dict):
+        if all(isinstance(k, str) and not k.startswith("__") for k in value):
+            return {k: _to_json(v) for k, v in value.items()}
+        return {"__dict__": [[_to_json(k), _to_json(v)] for k, v in value.items()]}
+    raise TypeError(
+        f"cannot store an attr of type {type(value).__name__} ({value!r}) in netCDF; "
+        "convert it to a string, number, list or dict first."
+    )
+
+
+def _from_json(value: Any) -> Any:
+    if isinstance(value, list):
+        return [_from_json(v) for v in value]
+    if not isinstance(value, dict):
+        return value
+    if "__complex__" in value:
+        re, im = value["__complex__"]
+        return complex(re, im)
+    if "__ndarray__" in value:
+        dtype, shape, data = np.dtype(value["dtype"]), value["shape"], value["__ndarray__"]
+        if dtype.kind == "c":
+            out = np.empty(shape, dtype=dtype)
+            out.real, out.imag = np.reshape(data["real"], shape), np.reshape(data["imag"], shape)
+            return out
+        return np.asarray(data, dtype=dtype).reshape(shape)
+    if "__numpy__" in value:
+        return _from_json(value["__numpy__"])[0]
+    if "__tuple__" in value:
+        return tuple(_from_json(v) for v in value["__tuple__"])
+    if "__dict__" in value:
+        return {_from_json(k): _from_json(v) for k, v in value["__dict__"]}
+    return {k: _from_json(v) for k, v in value.items()}
+
+
+def _encode_attrs(attrs: dict[str, Any], where: str) -> dict[str, Any]:
+    out, as_json = {}, []
+    for key, value in attrs.items():
+        if key in _MARKERS:
+            raise ValueError(f"{where}: attr name {key!r} is reserved by ptyxr's netCDF encoding; rename it.")
+        if _native_attr(value):
+            out[key] = value
+            continue
+        try:
+            out[key] = json.dumps(_to_json(value))
+        except TypeError as err:
+            raise TypeError(f"{where}: attr {key!r}: {err}") from None
+        as_json.append(key)
+    if as_json:
+        out[JSON_ATTRS_MARKER] = json.dumps(as_json)
+    return out
+
+
+def _decode_attrs(attrs: dict[str, Any]) -> dict[str, Any]:
+    out = dict(attrs)
+    names = out.pop(JSON_ATTRS_MARKER, None)
+    if names is None:
+        return out
+    for key in json.loads(names):
+        if key in out:
+            out[key] = _from_json(json.loads(out[key]))
+    return out
+
+
+# ----------------------------------------------------------------- variables
+def _split_complex(data: Any) -> Any:
+    """Stack real and imag parts along a new trailing axis (lazy for dask arrays)."""
+    if hasattr(data, "dask"):
+        import dask.array as dsa
+
+        return dsa.stack([data.real, data.imag], axis=-1)
+    return np.stack([data.real, data.imag], axis=-1)
+
+
+def _join_complex(parts: np.ndarray, dtype: np.dtype) -> np.ndarray:
+    """Inverse of :func:`_split_complex` on a numpy block. Assigning ``.real``/``.imag``
+    (not ``re + 1j*im``) keeps a NaN in one part from spreading to the other."""
+    out = np.empty(parts.shape[:-1], dtype=dtype)
+    out.real, out.imag = parts[..., 0], parts[..., 1]
+    return out
+
+
+def _encode_variable(name: str, var: xr.Variable) -> xr.Variable:
+    attrs = _encode_attrs(var.attrs, f"variable {name!r}")
+    if var.dtype.kind == "c":
+        if COMPLEX_PART in var.dims:
+            raise ValueError(f"variable {name!r} already has the storage dim {COMPLEX_PART!r}.")
+        attrs[DTYPE_MARKER] = var.dtype.name
+        out = xr.Variable((*var.dims, COMPLEX_PART), _split_complex(var.data), attrs)
+    else:
+        out = var.copy(deep=False)  # keeps lazily loaded file data lazy
+        out.attrs = attrs
+        if var.dtype == np.float16:  # netCDF has no half floats
+            out.attrs[DTYPE_MARKER] = var.dtype.name
+            out = out.astype(np.float32)
+    # storage encodings of a previously opened file (chunk sizes, original shape …) may not
+    # fit data that has since been sliced; the netCDF is laid out afresh.
+    out.encoding = {}
+    return out
+
+
+def _decode_variable(var: xr.Variable) -> xr.Variable:
+    attrs = _decode_attrs(var.attrs)
+    dtype_name = attrs.pop(DTYPE_MARKER, None)
+    if dtype_name is not None and np.dtype(dtype_name).kind == "c" and var.dims and var.dims[-1] == COMPLEX_PART:
+        dtype = np.dtype(dtype_name)
+        joined = xr.apply_ufunc(
+            _join_complex,
+            var,
+            input_core_dims=[[COMPLEX_PART]],
+            kwargs={"dtype": dtype},
+            dask="parallelized",
+            output_dtypes=[dtype],
+            dask_gufunc_kwargs={"allow_rechunk": True},
+        )
+        return xr.Variable(joined.dims, joined.data, attrs)
+    out = var.copy(deep=False)  # keeps lazily loaded file data lazy
+    out.attrs = attrs
+    if dtype_name is not None:
+        out = out.astype(np.dtype(dtype_name))
+    return out
+
+
+def encode(ds: xr.Dataset) -> xr.Dataset:
+    """The netCDF-storable form of ``ds`` (see module docstring); lazy on dask input."""
+    if not isinstance(ds, xr.Dataset):
+        raise TypeError(f"to_netcdf needs an xarray.Dataset, got {type(ds).__name__}.")
+    if COMPLEX_PART in ds.dims:
+        raise ValueError(f"the dim name {COMPLEX_PART!r} is reserved for storing complex variables; rename it.")
+    for name in ds.indexes:
+        if ds[name].dtype.kind == "c":
+            raise ValueError(f"index coordinate {name!r} is complex; netCDF cannot store it as an index.")
+    coords = {name: _encode_variable(str(name), ds.variables[name]) for name in ds.coords}
+    data_vars = {name: _encode_variable(str(name), ds.variables[name]) for name in ds.data_vars}
+    return xr.Dataset(data_vars, coords=coords, attrs=_encode_attrs(ds.attrs, "Dataset"))
+
+
+def decode(ds: xr.Dataset) -> xr.Dataset:
+    """Undo :func:`encode` (a Dataset without ptyxr markers passes through unchanged)."""
+    coords = {name: _decode_variable(ds.variables[name]) for name in ds.coords}
+    data_vars = {name: _decode_variable(ds.variables[name]) for name in ds.data_vars}
+    out = xr.Dataset(data_vars, coords=coords, attrs=_decode_attrs(ds.attrs))
+    out.encoding = dict(ds.encoding)
+    return out
+
+
+# ------------------------------------------------------------------ public API
+def to_netcdf(ds: xr.Dataset, path: str | os.PathLike, overwrite: bool = False, **kwargs: Any) -> Path:
+    """Write ``ds`` to a netCDF4 file atomically, so that :func:`open_dataset` restores it exactly.
+
+    Complex variables, bool variables, any attrs (JSON strings, lists, dicts, None, bool),
+    string coords (``particle``, ``condition``), int16 labels with flag attrs and NaN all
+    survive: ``xarray.testing.assert_identical(open_dataset(path), ds)``. Dask-backed
+    variables are written chunk by chunk without loading the whole Dataset.
+
+    Parameters
+    ----------
+    ds : xarray.Dataset
+        Any ptyxr Dataset (raw scans, reconstruction, spectra, fit, chemical state, domains).
+    path : str or path-like
+        Output file (conventionally ``.nc``).
+    overwrite : bool
+        Replace an existing file (atomically). Default False: an existing file raises
+        :class:`FileExistsError` and is left untouched.
+    **kwargs
+        Passed to :meth:`xarray.Dataset.to_netcdf` (e.g. ``encoding={"intensity":
+        {"zlib": True, "complevel": 4}}``); ``engine`` and ``format`` are fixed to netcdf4/NETCDF4.
+
+    Returns
+    -------
+    pathlib.Path
+        The written file.
+
+    Examples
+    --------
+    >>> ds.ptyxr.to_netcdf("P1_result.nc")                # doctest: +SKIP
+    >>> same = ptyxr.open_dataset("P1_result.nc")         # doctest: +SKIP
+    """
+    for fixed in ("engine", "format", "mode"):
+        if fixed in kwargs:
+            raise TypeError(f"to_netcdf: {fixed!r} is fixed by ptyxr (netcdf4 engine, NETCDF4 format, new file).")
+    encoded = encode(ds)
+    path = Path(path)
+    with atomic_path(path, overwrite=overwrite) as tmp:
+        encoded.to_netcdf(tmp, engine=ENGINE, format="NETCDF4", **kwargs)
+    return path
+
+
+def open_dataset(path: str | os.PathLike, chunks: Any = None, load: bool = False, **kwargs: Any) -> xr.Dataset:
+    """Open a netCDF file written by :func:`to_netcdf` (or any netCDF4/HDF5 netCDF file).
+
+    Parameters
+    ----------
+    path : str or path-like
+        The file.
+    chunks : int, dict, "auto" or None
+        Open lazily as dask arrays with these chunks (see :func:`xarray.open_dataset`);
+        complex variables then stay lazy too. Default None: xarray's lazy loading from the
+        file, except complex variables, which are assembled in memory.
+    load : bool
+        Read everything into memory now and close the file (any read error of a damaged
+        file then surfaces here, as an :class:`OSError`).
+    **kwargs
+        Passed to :func:`xarray.open_dataset`.
+
+    Returns
+    -------
+    xarray.Dataset
+        The stored Dataset with complex/bool dtypes and all attrs restored.
+
+    Raises
+    ------
+    FileNotFoundError
+        ``path`` does not exist.
+    OSError
+        The file is not readable netCDF (corrupt, truncated, another format); the message
+        names the path.
+    """
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"no such netCDF file: {path}")
+    if path.is_dir():
+        raise IsADirectoryError(f"{path} is a directory, not a netCDF file.")
+    try:
+        raw = xr.open_dataset(path, engine=ENGINE, chunks=chunks, **kwargs)
+    except (OSError, RuntimeError, ValueError, KeyError, IndexError) as err:
+        raise OSError(f"cannot open {path} as netCDF (corrupt, truncated or not netCDF4/HDF5): {err}") from err
+    try:
+        ds = decode(raw)
+        if load:
+            ds = ds.load()
+            raw.close()
+    except (OSError, RuntimeError) as err:
+        raw.close()
+        raise OSError(f"cannot read data from {path} (corrupt or truncated file?): {err}") from err
+    except (ValueError, KeyError, json.JSONDecodeError) as err:
+        raw.close()
+        raise OSError(f"{path}: malformed ptyxr storage markers: {err}") from err
+    ds.set_close(raw.close)
+    return ds

@@ -1,0 +1,61 @@
+"""``ds.ptyxr.plot``: the figure and view functions bound to one Dataset (no state)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import xarray as xr
+
+from ptyxr import schema as s
+from ptyxr.plotting import interactive, paper
+
+
+class PlotMethods:
+    """Paper figures and interactive views of a Dataset.
+
+    ``ds.ptyxr.plot.figure1()``, ``.chemical_maps()`` (Fig. 2), ``.domains()`` (Fig. 3),
+    ``.elbow()`` (Fig. S3), ``.stack()`` (energy slider) and ``.scatter()`` (linked domain
+    scatter). Each method calls the function of the same purpose in
+    :mod:`ptyxr.plotting.paper` / :mod:`ptyxr.plotting.interactive` with this Dataset
+    and returns what it returns (a matplotlib Figure or a holoviews object).
+    """
+
+    def __init__(self, ds: xr.Dataset) -> None:
+        self._obj = ds
+
+    def figure1(self, **kwargs: Any) -> Any:
+        """Paper Fig. 1 (absorption/phase images and region spectra); see :func:`ptyxr.plotting.paper.figure1`."""
+        return paper.figure1(self._obj, **kwargs)
+
+    def chemical_maps(self, **kwargs: Any) -> Any:
+        """Paper Fig. 2 (edge energy, Re[N_e^eff]/N_V, PE/Δμt maps); see :func:`ptyxr.plotting.paper.figure2`."""
+        return paper.figure2(self._obj, **kwargs)
+
+    def domains(self, **kwargs: Any) -> Any:
+        """Paper Fig. 3 (domain maps, feature densities, fractions); see :func:`ptyxr.plotting.paper.figure3`."""
+        return paper.figure3(self._obj, **kwargs)
+
+    def elbow(self, **elbow_kwargs: Any) -> Any:
+        """Paper Fig. S3 (SSE vs k).
+
+        When this Dataset is an elbow result (has attr ``suggested_k`` or no ``domain``
+        features), it is plotted as is; otherwise ``ptyxr.domains.elbow(ds,
+        **elbow_kwargs)`` is computed first.
+        """
+        ds = self._obj
+        is_elbow = paper.SUGGESTED_K_ATTR in ds.attrs or not all(f in ds for f in s.DOMAIN_FEATURES)
+        if not is_elbow:
+            from ptyxr.domains import elbow
+
+            ds = elbow(ds, **elbow_kwargs)
+        elif elbow_kwargs:
+            raise TypeError(f"elbow() got {sorted(elbow_kwargs)} but this Dataset is already an elbow result.")
+        return paper.figure_s3(ds)
+
+    def stack(self, variable: str = s.ABSORPTION, **kwargs: Any) -> Any:
+        """Energy-slider image stack; see :func:`ptyxr.plotting.interactive.stack_view`."""
+        return interactive.stack_view(self._obj, variable=variable, **kwargs)
+
+    def scatter(self, **kwargs: Any) -> Any:
+        """Feature scatter linked to the domain maps; see :func:`ptyxr.plotting.interactive.domain_scatter`."""
+        return interactive.domain_scatter(self._obj, **kwargs)

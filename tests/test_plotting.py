@@ -1,0 +1,298 @@
+"""Paper figures and interactive views show exactly the Dataset's values.
+
+Fixtures are hand-built DESIGN §1 Datasets (tests/fixtures_chain.py) with a NaN pixel in
+every map; expected values are recomputed here with plain numpy, independently of
+ptyxr.plotting.
+"""
+
+from __future__ import annotations
+
+import matplotlib
+
+matplotlib.use("Agg")
+
+import fixtures_chain as fc  # noqa: E402  (tests/ is on sys.path: pytest rootdir-less "prepend" import mode)
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
+import xarray as xr  # noqa: E402
+from matplotlib.colors import to_rgba  # noqa: E402
+from matplotlib.image import AxesImage  # noqa: E402
+
+import ptyxr  # noqa: E402, F401  (registers the accessor)
+from ptyxr import schema as s  # noqa: E402
+from ptyxr.plotting import paper  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def chain():
+    return fc.chain_dataset()
+
+
+@pytest.fixture(scope="module")
+def parts():
+    return fc.particle_datasets()
+
+
+def _axes(fig, gid):
+    found = [ax for ax in fig.axes if ax.get_gid() == gid]
+    assert len(found) == 1, f"expected one axes with gid {gid!r}, got {[a.get_gid() for a in fig.axes]}"
+    return found[0]
+
+
+def _image(ax) -> AxesImage:
+    images = [im for im in ax.get_images()]
+    assert len(images) == 1
+    return images[0]
+
+
+def _assert_image_is(image: AxesImage, expected: np.ndarray):
+    """The drawn array equals ``expected`` with NaN masked (and nothing else masked)."""
+    shown = image.get_array()
+    expected = np.asarray(expected, dtype=float)
+    np.testing.assert_array_equal(np.ma.getmaskarray(shown), np.isnan(expected))
+    np.testing.assert_array_equal(shown.filled(np.nan), expected)
+    assert image.origin == "lower"  # row 0 (smallest y) at the bottom
+
+
+def _colorbar_labels(fig) -> list[str]:
+    labels = []
+    for ax in fig.axes:
+        if ax.get_label() == "<colorbar>":
+            labels.append(ax.get_ylabel() or ax.get_xlabel())
+    return labels
+
+
+# ------------------------------------------------------------------- Fig. 1
+def test_figure1_images_are_highest_absorption_and_lowest_phase(chain):
+    fig = paper.figure1(chain)
+    for name in ("P1", "D1"):
+        one = chain.sel({s.PARTICLE: name})
+        _assert_image_is(_image(_axes(fig, f"absorption:{name}")), one[s.ABSORPTION].isel(energy=-1).values)
+        _assert_image_is(_image(_axes(fig, f"phase:{name}")), one[s.PHASE].isel(energy=0).values)
+        # the NaN pixel is shown in the bad colour, white
+        assert _image(_axes(fig, f"phase:{name}")).get_cmap().get_bad().tolist() == [1.0, 1.0, 1.0, 1.0]
+    labels = _colorbar_labels(fig)
+    assert any("[1]" in lab and "5540 eV" in lab for lab in labels), labels
+    assert any("[rad]" in lab and "5420 eV" in lab for lab in labels), labels
+
+
+def test_figure1_extent_in_micrometres_and_scale_bar(chain):
+    fig = paper.figure1(chain)
+    ax = _axes(fig, "absorption:P1")
+    left, right, bottom, top = _image(ax).get_extent()
+    # pixel centres 0 … 11·40 nm, edges half a pixel beyond, in µm
+    assert left == pytest.approx(-0.02) and right == pytest.approx(11 * 0.04 + 0.02)
+    assert bottom == pytest.approx(-0.02) and top == pytest.approx(9 * 0.04 + 0.02)
+    bars = [a for a in ax.artists if a.get_gid() == "scale_bar"]
+    assert len(bars) == 1
+    assert bars[0].txt_label.get_text() in ("50 nm", "100 nm")  # a 1-2-5 length ≈ 1/5 of 0.48 µm
+
+
+def test_figure1_region_spectra_are_region_means(chain):
+    # region centred on the NaN pixel's row: 120 nm square → 3×3 pixels (±40 nm), NaN ignored
+    centre = (fc.NAN_PIXEL[0] * fc.PIXEL, (fc.NAN_PIXEL[1] - 1) * fc.PIXEL)
+    fig = paper.figure1(chain, region_centres=[centre, centre])
+    iy, ix = fc.NAN_PIXEL[0], fc.NAN_PIXEL[1] - 1
+    offsets = []
+    for name in ("P1", "D1"):
+        one = chain.sel({s.PARTICLE: name})
+        block = one[s.ABSORPTION].values[:, iy - 1 : iy + 2, ix - 1 : ix + 2].reshape(one.sizes[s.ENERGY], -1)
+        expected_abs = np.nanmean(block, axis=1)  # 8 finite pixels per energy: no all-NaN slice
+        block_phase = one[s.PHASE].values[:, iy - 1 : iy + 2, ix - 1 : ix + 2].reshape(one.sizes[s.ENERGY], -1)
+        expected_phase = np.nanmean(block_phase, axis=1)
+        (line_abs,) = [
+            ln for ln in _axes(fig, "absorption_spectra").get_lines() if ln.get_gid() == f"absorption:{name}"
+        ]
+        (line_ph,) = [ln for ln in _axes(fig, "phase_spectra").get_lines() if ln.get_gid() == f"phase:{name}"]
+        np.testing.assert_array_equal(line_abs.get_xdata(), one[s.ENERGY].values)
+        shift = np.asarray(line_abs.get_ydata()) - expected_abs
+        np.testing.assert_allclose(shift, shift[0], atol=1e-12)  # a constant vertical offset only
+        offsets.append(shift[0])
+        np.testing.assert_allclose(line_ph.get_ydata(), expected_phase, rtol=1e-12)
+    assert offsets[0] == pytest.approx(0.0, abs=1e-12) and offsets[1] == pytest.approx(fig.spectrum_offset)
+    assert fig.spectrum_offset > 0
+
+
+def test_figure1_default_region_inside_valid_fit(parts):
+    ds = parts[0]
+    cy, cx = paper.default_region_centre(ds)
+    iy, ix = int(np.argmin(np.abs(ds.y.values - cy))), int(np.argmin(np.abs(ds.x.values - cx)))
+    assert bool(ds[s.FIT_VALID].values[iy, ix])
+    mask = paper.region_mask(ds, (cy, cx))
+    assert int(mask.sum()) == 9  # 120 nm / 40 nm pixels → 3×3
+
+
+def test_figure1_single_particle_and_list(parts):
+    fig = paper.figure1(parts[1])
+    _assert_image_is(_image(_axes(fig, "absorption:D1")), parts[1][s.ABSORPTION].isel(energy=-1).values)
+    fig = paper.figure1(parts, absorption_energy=5480.0, phase_energy=5455.0)
+    nearest = parts[0][s.ENERGY].sel(energy=5480.0, method="nearest").item()
+    _assert_image_is(_image(_axes(fig, "absorption:P1")), parts[0][s.ABSORPTION].sel(energy=nearest).values)
+    _assert_image_is(_image(_axes(fig, "phase:P1")), parts[0][s.PHASE].sel(energy=5455.0).values)
+
+
+# ------------------------------------------------------------------- Fig. 2
+def test_figure2_maps_shared_robust_limits_and_labels(chain):
+    fig = paper.figure2(chain)
+    for var in paper.FIGURE2_MAPS:
+        pooled = chain[var].values
+        lo, hi = np.nanpercentile(pooled, [2, 98])
+        for name in ("P1", "D1"):
+            image = _image(_axes(fig, f"{var}:{name}"))
+            values = chain[var].sel({s.PARTICLE: name}).values
+            assert np.isnan(values[fc.NAN_PIXEL])
+            _assert_image_is(image, values)
+            assert image.get_clim() == pytest.approx((lo, hi), rel=1e-12)
+    labels = _colorbar_labels(fig)
+    assert len(labels) == 3
+    assert "edge energy" in labels[0] and "[eV]" in labels[0]
+    assert "[1]" in labels[1] and "[eV]" in labels[2]
+
+
+def test_figure2_needs_chemical_state(parts):
+    ds = parts[0].drop_vars(s.EDGE_ENERGY)
+    with pytest.raises(s.SchemaError, match="edge_energy"):
+        paper.figure2(ds)
+
+
+# ------------------------------------------------------------------- Fig. 3
+def test_figure3_domain_colours_densities_and_fractions(chain):
+    fig = paper.figure3(chain)
+    for name in ("P1", "D1"):
+        image = _image(_axes(fig, f"domain:{name}"))
+        domain = chain[s.DOMAIN].sel({s.PARTICLE: name}).values
+        _assert_image_is(image, np.where(domain >= 0, domain, np.nan))
+        for k in range(fc.N_TYPES):  # label k is drawn in its fixed colour
+            assert image.cmap(image.norm(k)) == pytest.approx(to_rgba(paper.cluster_color(k)))
+        assert image.cmap.get_bad().tolist() == [1.0, 1.0, 1.0, 1.0]
+    for feat in s.DOMAIN_FEATURES:
+        ax = _axes(fig, f"density:{feat}")
+        lines = {ln.get_gid(): ln for ln in ax.get_lines()}
+        for k in range(fc.N_TYPES):
+            line = lines[f"density:{feat}:{k}"]
+            assert to_rgba(line.get_color()) == pytest.approx(to_rgba(paper.cluster_color(k)))
+            # a probability density: integrates to ≈1 over the plotted range (KDE tails cut: allow 10 %)
+            area = np.trapezoid(line.get_ydata(), line.get_xdata())
+            assert 0.9 < area <= 1.0 + 1e-6
+        # each cluster's density peaks at its own centre: edge energies of the three types are 3 eV apart
+        # with 0.2 eV scatter, so the KDE mode lies within 0.5 eV of the cluster's mean
+        if feat == s.EDGE_ENERGY:
+            for k in range(fc.N_TYPES):
+                line = lines[f"density:{feat}:{k}"]
+                mode = line.get_xdata()[np.argmax(line.get_ydata())]
+                assert mode == pytest.approx(float(chain[s.CLUSTER_CENTER].sel(cluster=k, feature=feat)), abs=0.5)
+    bars = {p.get_gid(): p for p in _axes(fig, "fraction").patches}
+    for g, group in enumerate(chain[s.GROUP].values):
+        for k in range(fc.N_TYPES):
+            bar = bars[f"fraction:{group}:{k}"]
+            assert bar.get_height() == pytest.approx(chain[s.FRACTION].values[g, k])
+            assert bar.get_facecolor() == pytest.approx(to_rgba(paper.cluster_color(k)))
+
+
+def test_cluster_colours_distinct_and_stable():
+    assert len(set(paper.CLUSTER_COLORS[:10])) == 10
+    assert paper.cluster_color(0) == paper.cluster_color(len(paper.CLUSTER_COLORS))
+
+
+# ------------------------------------------------------------------ Fig. S3
+@pytest.mark.parametrize("as_dataset", [False, True])
+def test_figure_s3_marks_suggested_k(as_dataset):
+    elbow = fc.elbow_result(as_dataset=as_dataset)
+    fig = paper.figure_s3(elbow)
+    ax = fig.axes[0]
+    lines = {ln.get_gid(): ln for ln in ax.get_lines()}
+    da = elbow["sse"] if as_dataset else elbow
+    np.testing.assert_array_equal(lines["sse"].get_xdata(), da["k"].values)
+    np.testing.assert_array_equal(lines["sse"].get_ydata(), da.values)
+    assert list(lines["suggested_k"].get_xdata()) == [3]
+    assert list(lines["suggested_k"].get_ydata()) == [da.values[2]]
+
+
+def test_figure_s3_rejects_ambiguous_input():
+    with pytest.raises(s.SchemaError, match="one 1-D variable"):
+        paper.figure_s3(xr.Dataset({"a": ("k", [1.0, 2.0]), "b": ("k", [1.0, 2.0])}))
+
+
+# ---------------------------------------------------------------- save all
+def test_save_paper_figures_writes_sane_pngs(tmp_path):
+    from matplotlib.image import imread
+
+    result = fc.chain_result()
+    paths = paper.save_paper_figures(result, tmp_path / "figs")
+    assert [p.name for p in paths] == ["fig1.png", "fig2.png", "fig3.png", "figS3.png"]
+    for path in paths:
+        data = path.read_bytes()
+        assert data[:8] == b"\x89PNG\r\n\x1a\n"
+        assert len(data) > 10_000  # real content, not an empty canvas
+        height, width = imread(path).shape[:2]
+        assert 300 < width < 3000 and 300 < height < 3000  # figsize × 120 dpi
+
+
+# ---------------------------------------------------------------- accessor
+def test_accessor_plot_methods(chain, parts):
+    from matplotlib.figure import Figure
+
+    assert isinstance(chain.ptyxr.plot.chemical_maps(), Figure)
+    fig = chain.ptyxr.plot.domains()
+    _assert_image_is(
+        _image(_axes(fig, "domain:P1")),
+        chain[s.DOMAIN].sel(particle="P1").where(chain[s.DOMAIN].sel(particle="P1") >= 0).values,
+    )
+    fig = parts[0].ptyxr.plot.figure1()
+    _assert_image_is(_image(_axes(fig, "absorption:P1")), parts[0][s.ABSORPTION].isel(energy=-1).values)
+    fig = fc.elbow_result(as_dataset=True).ptyxr.plot.elbow()
+    assert [ln.get_gid() for ln in fig.axes[0].get_lines()][:2] == ["sse", "suggested_k"]
+
+
+# ------------------------------------------------------------- interactive
+def test_stack_view_frames_hold_the_stack(chain):
+    from ptyxr.plotting.interactive import stack_view
+
+    hmap = stack_view(chain, dynamic=False)
+    assert [d.name for d in hmap.kdims] == [s.PARTICLE, s.ENERGY]
+    assert len(hmap) == chain.sizes[s.PARTICLE] * chain.sizes[s.ENERGY]
+    for name in ("P1", "D1"):
+        for energy in chain[s.ENERGY].values[[0, 7, -1]]:
+            frame = hmap[(name, energy)]
+            expected = chain[s.ABSORPTION].sel(particle=name, energy=energy).values
+            np.testing.assert_array_equal(frame.dimension_values(2, flat=False), expected)
+    frame = hmap[("P1", chain[s.ENERGY].values[0])]
+    np.testing.assert_allclose(np.unique(frame.dimension_values(s.X)), chain[s.X].values * 1e6)
+    assert frame.vdims[0].label == chain[s.ABSORPTION].attrs[s.ATTR_LONG_NAME]
+    assert frame.vdims[0].unit == "1"
+
+
+def test_stack_view_dynamic_single_particle(parts):
+    from ptyxr.plotting.interactive import stack_view
+
+    dmap = parts[0].ptyxr.plot.stack(s.PHASE)
+    energy = parts[0][s.ENERGY].values[3]
+    frame = dmap[energy]
+    np.testing.assert_array_equal(frame.dimension_values(2, flat=False), parts[0][s.PHASE].sel(energy=energy).values)
+    with pytest.raises(s.SchemaError, match="particle"):
+        stack_view(parts[0], particle="P1")
+
+
+def test_domain_scatter_links_maps_and_features(chain):
+    import holoviews as hv
+
+    from ptyxr.plotting.interactive import domain_table
+
+    table = domain_table(chain)
+    domain = chain[s.DOMAIN].values
+    assert len(table) == int((domain >= 0).sum())  # the NaN pixel and vacuum are left out
+    for _, row in table.sample(5, random_state=0).iterrows():
+        px = chain.sel({s.PARTICLE: row[s.PARTICLE], s.Y: row[s.Y], s.X: row[s.X]})
+        assert row[s.DOMAIN] == int(px[s.DOMAIN])
+        for feat in s.DOMAIN_FEATURES:
+            assert row[feat] == float(px[feat])
+
+    selection = hv.link_selections.instance()
+    layout = chain.ptyxr.plot.scatter(selection=selection)
+    assert len(layout) == 2 + 3  # two particle maps + three feature pairs
+    hv.render(layout, backend="bokeh")  # builds the bokeh models (no browser)
+    # a brush in feature space selects the same pixels everywhere: filter the shared table
+    selection.selection_expr = hv.dim(s.EDGE_ENERGY) > 5482.5
+    picked = selection.filter(hv.Dataset(table)).data
+    assert set(picked[s.DOMAIN]) == {2}  # only type 2 has edges at 5484 eV
+    assert len(picked) == int(((domain == 2) & (chain[s.EDGE_ENERGY].values > 5482.5)).sum())

@@ -1,0 +1,178 @@
+"""Compare any stage's output with the simulation's ground truth (DESIGN §0, issue 6).
+
+Each comparison puts the truth on the result's grid first (the reconstruction's common
+grid and the truth's need not coincide pixel for pixel, and the aligned stack sits in
+the reference energy's frame): the truth is shifted by the sub-pixel offset that best
+registers the reconstructed phase image at the reference energy onto the true one.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+import xarray as xr
+
+from ptyxr import schema as s
+
+
+@dataclass
+class AccuracyReport:
+    """Per-particle and pooled error figures; ``str()`` gives the table."""
+
+    rows: list[dict[str, float | str]] = field(default_factory=list)
+    pooled: dict[str, float] = field(default_factory=dict)
+    timings: dict[str, float] = field(default_factory=dict)
+
+    def __str__(self) -> str:
+        lines = ["ptyxr accuracy against simulation ground truth", ""]
+        if self.rows:
+            keys = [k for k in self.rows[0] if k != "particle"]
+            lines.append("particle  " + "  ".join(f"{k:>22s}" for k in keys))
+            for row in self.rows:
+                lines.append(f"{row['particle']!s:8s}  " + "  ".join(_fmt(row.get(k)) for k in keys))
+        if self.pooled:
+            lines += ["", "pooled over particles:"]
+            lines += [f"  {k:40s} {_fmt(v).strip()}" for k, v in self.pooled.items()]
+        if self.timings:
+            lines += ["", "wall time per stage [s]:"]
+            lines += [f"  {k:40s} {v:10.2f}" for k, v in self.timings.items()]
+        return "\n".join(lines)
+
+
+def _fmt(value) -> str:
+    if value is None:
+        return f"{'-':>22s}"
+    if isinstance(value, str):
+        return f"{value:>22s}"
+    return f"{value:22.4g}"
+
+
+def _register_truth(result: xr.Dataset, truth: xr.Dataset) -> tuple[float, float]:
+    """Offset (dy, dx) [m] such that truth(y − dy, x − dx) best matches the result."""
+    from skimage.registration import phase_cross_correlation
+
+    ref = float(result[s.ENERGY].values[-1])
+    rec = result[s.PHASE].sel({s.ENERGY: ref}) if s.PHASE in result else np.angle(result[s.OBJECT].sel({s.ENERGY: ref}))
+    tru_full = truth[s.PHASE].sel({s.ENERGY: ref}, method="nearest")
+    tru = tru_full.interp({s.Y: result[s.Y], s.X: result[s.X]})
+    a = np.nan_to_num(np.asarray(rec, dtype=float))
+    b = np.nan_to_num(np.asarray(tru, dtype=float))
+    shift, _, _ = phase_cross_correlation(a, b, upsample_factor=20, normalization=None)
+    pixel = float(result[s.Y].attrs.get(s.ATTR_PIXEL_SIZE, abs(float(result[s.Y][1] - result[s.Y][0]))))
+    return float(shift[0]) * pixel, float(shift[1]) * pixel
+
+
+def _truth_on_result_grid(result: xr.Dataset, truth: xr.Dataset, names: Sequence[str], method: str) -> xr.Dataset:
+    dy, dx = _register_truth(result, truth)
+    moved = truth[list(names)].assign_coords({s.Y: truth[s.Y] + dy, s.X: truth[s.X] + dx})
+    return moved.interp({s.Y: result[s.Y], s.X: result[s.X]}, method=method)
+
+
+def _rms(a: np.ndarray) -> float:
+    a = a[np.isfinite(a)]
+    return float(np.sqrt(np.mean(a**2))) if a.size else float("nan")
+
+
+def particle_accuracy(result: xr.Dataset, truth: xr.Dataset) -> dict[str, float | str]:
+    """Error figures of one particle's chain output against its truth."""
+    row: dict[str, float | str] = {"particle": str(result.attrs.get(s.ATTR_PARTICLE, "?"))}
+    valid = result[s.FIT_VALID].values if s.FIT_VALID in result else None
+    if s.OBJECT in result and s.OBJECT in truth:
+        true_obj = _truth_on_result_grid(result, truth, [s.ABSORPTION, s.PHASE], "linear")
+        cov = result[s.COVERAGE].values if s.COVERAGE in result else np.ones(result[s.Y].size * result[s.X].size, bool)
+        mu_err = (result[s.ABSORPTION] - true_obj[s.ABSORPTION]).values[:, cov]
+        ph_rec = result[s.PHASE].values[:, cov]
+        ph_true = true_obj[s.PHASE].values[:, cov]
+        ph_err = ph_rec - ph_true
+        ph_err -= np.nanmean(ph_err, axis=1, keepdims=True)  # global phase per energy is arbitrary
+        scale_mu = _rms(true_obj[s.ABSORPTION].values[:, cov])
+        scale_ph = _rms(ph_true - np.nanmean(ph_true, axis=1, keepdims=True))
+        row["absorption_nrmse"] = _rms(mu_err) / scale_mu
+        row["phase_nrmse"] = _rms(ph_err) / scale_ph
+        row["absorption_nrmse_worst_energy"] = float(np.nanmax([_rms(e) for e in mu_err])) / scale_mu
+        row["phase_nrmse_worst_energy"] = float(np.nanmax([_rms(e) for e in ph_err])) / scale_ph
+    if s.SHIFT_Y in result and s.SHIFT_Y in truth:
+        pixel = float(result[s.Y].attrs.get(s.ATTR_PIXEL_SIZE))
+        err = np.hypot(result[s.SHIFT_Y].values - truth[s.SHIFT_Y].values, result[s.SHIFT_X].values - truth[s.SHIFT_X].values)
+        row["alignment_rms_px"] = _rms(err) / pixel
+    maps = [n for n in (s.EDGE_ENERGY, s.PRE_EDGE_RATIO, s.ELECTRONS_PER_VANADIUM, s.VANADIUM_DENSITY) if n in result and n in truth]
+    if maps and valid is not None:
+        true_maps = _truth_on_result_grid(result, truth, maps + [s.PHASE], "nearest")
+        if s.EDGE_ENERGY in maps:
+            d = (result[s.EDGE_ENERGY] - true_maps[s.EDGE_ENERGY]).values[valid]
+            row["edge_energy_rmse_eV"] = _rms(d)
+            row["edge_energy_bias_eV"] = float(np.nanmean(d))
+        for name, key in ((s.PRE_EDGE_RATIO, "pre_edge_ratio_rel_err"),
+                          (s.ELECTRONS_PER_VANADIUM, "electrons_per_V_rel_err"),
+                          (s.VANADIUM_DENSITY, "vanadium_density_rel_err")):
+            if name in maps:
+                t = true_maps[name].values[valid]
+                rel = (result[name].values[valid] - t) / t
+                row[key] = float(np.nanmedian(np.abs(rel)))
+        row["valid_pixels"] = float(valid.sum())
+    return row
+
+
+def accuracy_report(result, truths: Sequence[xr.Dataset]) -> AccuracyReport:
+    """Accuracy of a :class:`ptyxr.pipeline.ChainResult` against the simulation truths.
+
+    Parameters
+    ----------
+    result : ptyxr.pipeline.ChainResult
+        Output of :func:`ptyxr.pipeline.run_chain` on simulated particles.
+    truths : sequence of xarray.Dataset
+        Ground truths from :func:`ptyxr.simulate.paper_particles`, same order.
+
+    Returns
+    -------
+    AccuracyReport
+        Rows per particle (object amplitude/phase NRMSE, alignment error in pixels,
+        edge-energy RMSE and bias [eV], median relative errors of PE/Δμt,
+        electrons per V and N_V), pooled domain scores (adjusted Rand index, error of
+        the N_V-weighted fractions per condition) and wall time per stage.
+    """
+    report = AccuracyReport(timings=dict(result.timings))
+    for particle, truth in zip(result.particles, truths, strict=True):
+        report.rows.append(particle_accuracy(particle, truth))
+    combined = result.combined
+    if s.DOMAIN in combined:
+        report.pooled.update(domain_accuracy(result.particles, combined, truths))
+    for key in ("edge_energy_rmse_eV", "absorption_nrmse", "phase_nrmse"):
+        values = [r[key] for r in report.rows if key in r]
+        if values:
+            report.pooled["max " + key] = float(np.nanmax(values))
+    return report
+
+
+def domain_accuracy(particles: Sequence[xr.Dataset], combined: xr.Dataset, truths: Sequence[xr.Dataset]) -> dict[str, float]:
+    """Adjusted Rand index of domains vs truth and N_V-weighted fraction errors per condition.
+
+    Clusters are mapped to the true domain type most of their N_V sits in; fractions of
+    the mapped types are compared with the truth's N_V-weighted fractions.
+    """
+    from sklearn.metrics import adjusted_rand_score
+
+    labels, true_labels, weights, conditions = [], [], [], []
+    for i, (particle, truth) in enumerate(zip(particles, truths, strict=True)):
+        dom = combined[s.DOMAIN].isel({s.PARTICLE: i}).sel({s.Y: particle[s.Y], s.X: particle[s.X]}, method="nearest")
+        true_dom = _truth_on_result_grid(particle, truth, [s.DOMAIN], "nearest")[s.DOMAIN].values
+        lab = dom.values
+        keep = (lab >= 0) & np.isfinite(true_dom) & (true_dom >= 0)
+        labels.append(lab[keep])
+        true_labels.append(true_dom[keep].astype(int))
+        w = particle[s.VANADIUM_DENSITY].values[keep]
+        weights.append(np.where(np.isfinite(w), w, 0.0))
+        conditions.append(np.full(keep.sum(), str(particle.attrs.get(s.ATTR_CONDITION, ""))))
+    lab, tru, w, cond = (np.concatenate(v) for v in (labels, true_labels, weights, conditions))
+    out = {"domain_adjusted_rand_index": float(adjusted_rand_score(tru, lab)) if lab.size else float("nan")}
+    mapping = {c: np.bincount(tru[lab == c], weights=w[lab == c]).argmax() for c in np.unique(lab)}
+    mapped = np.array([mapping[c] for c in lab]) if lab.size else lab
+    for group in np.unique(cond):
+        g = cond == group
+        n_types = int(max(tru.max(), mapped.max()) + 1)
+        f_true = np.bincount(tru[g], weights=w[g], minlength=n_types) / w[g].sum()
+        f_rec = np.bincount(mapped[g], weights=w[g], minlength=n_types) / w[g].sum()
+        out[f"fraction_max_abs_err[{group}]"] = float(np.max(np.abs(f_true - f_rec)))
+    return out

@@ -22,6 +22,7 @@ import xarray as xr
 
 from ptyxr import provenance
 from ptyxr.io.arrays import PIXELS, build_raw
+from ptyxr.io.cxi import ATTR_SOURCE
 from ptyxr.physics import wavelength
 
 SIEMENS_STAR_FILE = "siemens-star-small.npz.bz2"
@@ -105,7 +106,7 @@ def siemens_star() -> xr.Dataset:
         particle="siemens-star",
         positions_in=PIXELS,
         extra_attrs={
-            "source": f"ptyxr/data/ptycho/{SIEMENS_STAR_FILE} (tike test data, APS Velociprobe); geometry nominal"
+            ATTR_SOURCE: f"ptyxr/data/ptycho/{SIEMENS_STAR_FILE} (tike test data, APS Velociprobe); geometry nominal"
         },
     )
     return provenance.record(

@@ -334,3 +334,21 @@ def test_no_dask_compute_in_combine(particles):
 
 def _raise(*args, **kwargs):
     raise AssertionError("computed a dask array")
+
+
+def test_elbow_sample_matches_full(combined):
+    full = elbow(combined, k=range(1, 8), progress=False)
+    part = elbow(combined, k=range(1, 8), sample=2000, progress=False)
+    assert part.attrs["sample"] == 2000 and part.attrs["n_valid_pixels"] == full.attrs["n_valid_pixels"]
+    # SSE per pixel of a random half-sample ≈ the full one (relative sampling error ~ 1/√2000 ≈ 2 %,
+    # k-means local optima add a little): 10 %
+    np.testing.assert_allclose(part.values, full.values, rtol=0.1)
+    assert part.attrs["suggested_k"] == full.attrs["suggested_k"]
+    with pytest.raises(ptyxr.SchemaError, match="sample"):
+        elbow(combined, k=[1, 2], sample=0)
+
+
+def test_netcdf_round_trip(clustered, tmp_path):
+    path = tmp_path / "domains.nc"
+    clustered.ptyxr.to_netcdf(path)
+    xr.testing.assert_identical(ptyxr.open_dataset(path), clustered)

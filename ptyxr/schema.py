@@ -97,6 +97,20 @@ ATTR_DETECTOR_DISTANCE = "detector_distance"
 ATTR_DETECTOR_PIXEL_SIZE = "detector_pixel_size"
 ATTR_PARTICLE = "particle"
 ATTR_CONDITION = "condition"
+# ------------------------------------------- simulation ground truth (ptyxr.simulate)
+DOMAIN_TYPE = "domain_type"  # dim: the simulator's chemical domain types (coord: their names)
+ELEMENT = "element"  # dim: chemical elements (coord: symbols)
+THICKNESS = "thickness"
+PARTIAL_DENSITY = "partial_density"
+ANOMALOUS_F1 = "anomalous_f1"
+ANOMALOUS_F2 = "anomalous_f2"
+ATOMIC_NUMBER = "atomic_number"
+TRUE_PREFIX = "true_"
+TRUE_FIT_PARAMETERS = tuple(TRUE_PREFIX + p for p in FIT_PARAMETERS)
+TRUE_FRACTION = TRUE_PREFIX + FRACTION
+TRUE_PRE_EDGE_RATIO = TRUE_PREFIX + PRE_EDGE_RATIO
+TRUE_ELECTRONS_PER_VANADIUM = TRUE_PREFIX + ELECTRONS_PER_VANADIUM
+
 ATTR_PROBE_FWHM = "probe_fwhm"
 ATTR_PROBE_DEFOCUS = "probe_defocus"
 ATTR_PIXEL_SIZE = "pixel_size"
@@ -217,6 +231,28 @@ def spec(name: str) -> VariableSpec:
         return SPECS[name]
     except KeyError:
         raise KeyError(f"{name!r} is not a ptyxr variable; known: {sorted(SPECS)}") from None
+# Simulation ground truth (ptyxr.simulate): per-type eq. (1) parameters of f'' of V.
+SPECS.update(_specs(
+    VariableSpec(DOMAIN_TYPE, (DOMAIN_TYPE,), DIMENSIONLESS, "simulated chemical domain type"),
+    VariableSpec(ELEMENT, (ELEMENT,), DIMENSIONLESS, "chemical element"),
+    VariableSpec(THICKNESS, (Y, X), METRE, "projected thickness", "float64"),
+    VariableSpec(PARTIAL_DENSITY, (DOMAIN_TYPE, ELEMENT, Y, X), PER_SQUARE_METRE,
+                 "projected atom density per domain type and element", "float64"),
+    VariableSpec(ANOMALOUS_F1, (DOMAIN_TYPE, ELEMENT, ENERGY), DIMENSIONLESS,
+                 "anomalous scattering factor f' (electrons)", "float64"),
+    VariableSpec(ANOMALOUS_F2, (DOMAIN_TYPE, ELEMENT, ENERGY), DIMENSIONLESS,
+                 "anomalous scattering factor f'' (electrons)", "float64"),
+    VariableSpec(ATOMIC_NUMBER, (ELEMENT,), DIMENSIONLESS, "atomic number Z", "int64"),
+    *[VariableSpec(TRUE_PREFIX + p, (DOMAIN_TYPE,), _FIT_UNITS[p],
+                   "true " + _FIT_LONG[p] + " of f'' of V (heights in electrons)", "float64")
+      for p in FIT_PARAMETERS],
+    VariableSpec(TRUE_FRACTION, (DOMAIN_TYPE,), DIMENSIONLESS, "true N_V-weighted fraction of domain type",
+                 "float64"),
+    VariableSpec(TRUE_PRE_EDGE_RATIO, (DOMAIN_TYPE,), EV, "true PE/delta mu t of domain type", "float64"),
+    VariableSpec(TRUE_ELECTRONS_PER_VANADIUM, (DOMAIN_TYPE,), DIMENSIONLESS,
+                 "true Re[N_e^eff]/N_V of domain type", "float64"),
+))
+
 
 
 def attrs_of(name: str, **extra: Any) -> dict[str, Any]:

@@ -14,13 +14,15 @@ def paper_energy_grid() -> np.ndarray:
     the pre-edge peak, 0.5 eV steps across the edge (the paper's smallest gap), then
     coarser steps through the white line and post edge.
     """
-    grid = np.concatenate([
-        [5420.0, 5440.0, 5455.0, 5462.0],  # pre-edge: noise estimate and constant a
-        np.arange(5466.0, 5471.0, 1.0),  # pre-edge peak
-        np.arange(5471.0, 5480.5, 0.5),  # edge, 0.5 eV steps
-        np.arange(5481.0, 5491.0, 1.0),  # white line
-        [5515.0, 5540.0],  # post edge
-    ])
+    grid = np.concatenate(
+        [
+            [5420.0, 5440.0, 5455.0, 5462.0],  # pre-edge: noise estimate and constant a
+            np.arange(5466.0, 5471.0, 1.0),  # pre-edge peak
+            np.arange(5471.0, 5480.5, 0.5),  # edge, 0.5 eV steps
+            np.arange(5481.0, 5491.0, 1.0),  # white line
+            [5515.0, 5540.0],  # post edge
+        ]
+    )
     assert grid.size == 40 and np.sum(grid < PAPER_PRE_EDGE_LIMIT) == 4
     return grid
 

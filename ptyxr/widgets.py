@@ -120,7 +120,8 @@ class _Explorer:
 
             FigureCanvasAgg(self.figure)
             self.canvas_widget = self._widgets.Image(format="png")
-        self.widget: Any = None
+        self._box: Any = None
+        self._shown = False  # static mode renders PNGs only once the widget has been asked for
 
     @staticmethod
     def _has_ipympl() -> bool:
@@ -133,10 +134,18 @@ class _Explorer:
     def _redraw(self) -> None:
         if self.interactive:
             self.figure.canvas.draw_idle()
-        else:  # static PNG: render now
+        elif self._shown:  # static PNG: render now (costly, so not before anyone can see it)
             buffer = io.BytesIO()
             self.figure.savefig(buffer, format="png", dpi=80)
             self.canvas_widget.value = buffer.getvalue()
+
+    @property
+    def widget(self) -> Any:
+        """The ipywidgets box of the explorer (controls, figure, table); display it or embed it."""
+        if not self._shown:
+            self._shown = True
+            self._redraw()
+        return self._box
 
     def _repr_mimebundle_(self, **kwargs: Any) -> Any:
         return self.widget._repr_mimebundle_(**kwargs)
@@ -179,7 +188,8 @@ class PixelExplorer(_Explorer):
     Attributes
     ----------
     widget : ipywidgets.VBox
-        The whole explorer (displayed when the explorer is the cell's result).
+        The whole explorer (displayed when the explorer is the cell's result; embed
+        ``explorer.widget`` in your own layouts).
     figure : matplotlib.figure.Figure
         Axes ``ax_map``, ``ax_absorption``, ``ax_residual``, ``ax_phase``.
     """
@@ -264,7 +274,7 @@ class PixelExplorer(_Explorer):
         self.x_box.observe(self._on_index_change, names="value")
         controls = w.HBox([self.particle_dropdown, self.map_dropdown])
         picker = w.HBox([self.y_box, self.x_box])
-        self.widget = w.VBox([controls, picker, w.HBox([self.canvas_widget, self.table])])
+        self._box = w.VBox([controls, picker, w.HBox([self.canvas_widget, self.table])])
 
     def _current(self) -> xr.Dataset:
         return _select_particle(self.ds, self.particle)
@@ -537,7 +547,7 @@ class DomainExplorer(_Explorer):
         self.cluster_dropdown = w.Dropdown(options=self.clusters, value=self.cluster, description="cluster")
         self.cluster_dropdown.observe(self._on_cluster_change, names="value")
         self.table = w.HTML()
-        self.widget = w.VBox([self.cluster_dropdown, w.HBox([self.canvas_widget, self.table])])
+        self._box = w.VBox([self.cluster_dropdown, w.HBox([self.canvas_widget, self.table])])
         self._draw()
 
     def settings(self) -> dict[str, Any]:

@@ -238,3 +238,31 @@ def test_bad_table(random_fit):
     ds, _ = random_fit
     with pytest.raises(ptyxr.SchemaError, match="table"):
         chemical_state(ds, table="nist")
+
+
+@pytest.mark.parametrize(("material", "paper_value"), [("LiVO2", 35.0), ("LiVO3", 43.1)])
+def test_simulated_standard_from_truth(material, paper_value):
+    """The simulator's standard (paper f′) through spectra_from_truth with its true eq. (1) b1, b2.
+
+    TODO: replace the true b1/b2 by ptyxr.xanes.fit once that stage exists.
+    """
+    simulate = pytest.importorskip("ptyxr.simulate")
+    _, truth = simulate.standard_dataset(material, "tiny", seed=0, progress=False, f1_reference="paper")
+    spectra = simulate.spectra_from_truth(truth)
+    material_mask = truth[s.MATERIAL]
+    fit = spectra.assign({p: s.variable(p, np.full(material_mask.shape, 1.0)) for p in s.FIT_PARAMETERS}).assign(
+        {
+            B1: s.with_attrs(truth[s.EDGE_JUMP], B1),
+            B2: s.with_attrs(truth[s.EDGE_ENERGY], B2),
+            s.FIT_VALID: s.with_attrs(material_mask, s.FIT_VALID),
+        }
+    )
+    delta = truth.attrs["delta_f2_vanadium"]  # compare with the simulator's own constants (DESIGN §1e)
+    out = chemical_state(fit, delta_f2=delta)
+    inside = material_mask.values
+    assert np.isnan(out[s.ELECTRONS_PER_VANADIUM].values[~inside]).all()
+    # phase from a complex64 object: relative error ≲ 1e-5, far inside the 1 % / 2 % targets
+    np.testing.assert_allclose(out[s.ELECTRONS_PER_VANADIUM].values[inside], paper_value, rtol=0.01)
+    np.testing.assert_allclose(
+        out[s.VANADIUM_DENSITY].values[inside], truth[s.VANADIUM_DENSITY].values[inside], rtol=0.02
+    )

@@ -74,6 +74,11 @@ NOISE = "noise"
 FIT_VALID = "fit_valid"
 ABSORPTION_FIT = "absorption_fit"
 
+# ------------------------------------------------- XDI transmission XAFS (io.xdi)
+XDI_I0 = "i0"
+XDI_ITRANS = "itrans"
+XDI_MU = "mu"
+
 # ------------------------------------------------------------- 1e chemical state
 EDGE_ENERGY = "edge_energy"
 EDGE_JUMP = "edge_jump"
@@ -92,11 +97,6 @@ DOMAIN_FEATURES = (EDGE_ENERGY, ELECTRONS_PER_VANADIUM, PRE_EDGE_RATIO)
 MISSING_DOMAIN = -1
 INERTIA = "inertia"  # within-cluster sum of squared errors vs k (domains.elbow)
 
-# ------------------------------------------------------------------ Dataset attrs
-ATTR_DETECTOR_DISTANCE = "detector_distance"
-ATTR_DETECTOR_PIXEL_SIZE = "detector_pixel_size"
-ATTR_PARTICLE = "particle"
-ATTR_CONDITION = "condition"
 # ------------------------------------------- simulation ground truth (ptyxr.simulate)
 DOMAIN_TYPE = "domain_type"  # dim: the simulator's chemical domain types (coord: their names)
 ELEMENT = "element"  # dim: chemical elements (coord: symbols)
@@ -111,12 +111,23 @@ TRUE_FRACTION = TRUE_PREFIX + FRACTION
 TRUE_PRE_EDGE_RATIO = TRUE_PREFIX + PRE_EDGE_RATIO
 TRUE_ELECTRONS_PER_VANADIUM = TRUE_PREFIX + ELECTRONS_PER_VANADIUM
 
+# ------------------------------------------------------------------ Dataset attrs
+ATTR_DETECTOR_DISTANCE = "detector_distance"
+ATTR_DETECTOR_PIXEL_SIZE = "detector_pixel_size"
+ATTR_PARTICLE = "particle"
+ATTR_CONDITION = "condition"
 ATTR_PROBE_FWHM = "probe_fwhm"
 ATTR_PROBE_DEFOCUS = "probe_defocus"
 ATTR_PIXEL_SIZE = "pixel_size"
 ATTR_HISTORY = "history"
 ATTR_UNITS = "units"
 ATTR_LONG_NAME = "long_name"
+# reconstruct checkpoints (ptyxr.reconstruct.api)
+ATTR_ITERATIONS_DONE = "iterations_done"
+ATTR_RNG_STATE = "rng_state"
+ATTR_CHECKPOINT = "ptyxr_checkpoint"
+REAL_SUFFIX = "_real"
+IMAG_SUFFIX = "_imag"
 
 # Units used throughout (strings as written into attrs).
 EV = "eV"
@@ -196,6 +207,10 @@ SPECS: dict[str, VariableSpec] = _specs(
     VariableSpec(NOISE, (Y, X), DIMENSIONLESS, "noise of absorption (pre-edge std)", "float64"),
     VariableSpec(FIT_VALID, (Y, X), DIMENSIONLESS, "XANES fit valid (material, edge jump >= noise, converged)", "bool"),
     VariableSpec(ABSORPTION_FIT, (ENERGY, Y, X), DIMENSIONLESS, "fitted absorption mu t", "float64"),
+    # XDI transmission XAFS (ptyxr.io.xdi)
+    VariableSpec(XDI_I0, (ENERGY,), COUNTS, "incident intensity i0", "float64"),
+    VariableSpec(XDI_ITRANS, (ENERGY,), COUNTS, "transmitted intensity itrans", "float64"),
+    VariableSpec(XDI_MU, (ENERGY,), DIMENSIONLESS, "absorption mu t = ln(i0/itrans)", "float64"),
     # 1e
     VariableSpec(EDGE_ENERGY, (Y, X), EV, "edge energy", "float64"),
     VariableSpec(EDGE_JUMP, (Y, X), DIMENSIONLESS, "edge jump (delta mu t)", "float64"),
@@ -216,21 +231,6 @@ SPECS: dict[str, VariableSpec] = _specs(
                  "within-cluster sum of squared errors of the standardised features", "float64"),
 )
 
-#: Variables required at the entry of each stage.
-RAW_REQUIRED = (INTENSITY, POSITION_Y, POSITION_X)
-RAW_REQUIRED_ATTRS = (ATTR_DETECTOR_DISTANCE, ATTR_DETECTOR_PIXEL_SIZE)
-RECONSTRUCTION_REQUIRED = (OBJECT, PROBE, COVERAGE)
-SPECTRA_REQUIRED = (ABSORPTION, PHASE)
-FIT_REQUIRED = (*FIT_PARAMETERS, FIT_VALID)
-CHEMICAL_STATE_REQUIRED = DOMAIN_FEATURES + (VANADIUM_DENSITY,)
-
-
-def spec(name: str) -> VariableSpec:
-    """The :class:`VariableSpec` of ``name``; raises KeyError naming the known variables."""
-    try:
-        return SPECS[name]
-    except KeyError:
-        raise KeyError(f"{name!r} is not a ptyxr variable; known: {sorted(SPECS)}") from None
 # Simulation ground truth (ptyxr.simulate): per-type eq. (1) parameters of f'' of V.
 SPECS.update(_specs(
     VariableSpec(DOMAIN_TYPE, (DOMAIN_TYPE,), DIMENSIONLESS, "simulated chemical domain type"),
@@ -253,6 +253,21 @@ SPECS.update(_specs(
                  "true Re[N_e^eff]/N_V of domain type", "float64"),
 ))
 
+#: Variables required at the entry of each stage.
+RAW_REQUIRED = (INTENSITY, POSITION_Y, POSITION_X)
+RAW_REQUIRED_ATTRS = (ATTR_DETECTOR_DISTANCE, ATTR_DETECTOR_PIXEL_SIZE)
+RECONSTRUCTION_REQUIRED = (OBJECT, PROBE, COVERAGE)
+SPECTRA_REQUIRED = (ABSORPTION, PHASE)
+FIT_REQUIRED = (*FIT_PARAMETERS, FIT_VALID)
+CHEMICAL_STATE_REQUIRED = DOMAIN_FEATURES + (VANADIUM_DENSITY,)
+
+
+def spec(name: str) -> VariableSpec:
+    """The :class:`VariableSpec` of ``name``; raises KeyError naming the known variables."""
+    try:
+        return SPECS[name]
+    except KeyError:
+        raise KeyError(f"{name!r} is not a ptyxr variable; known: {sorted(SPECS)}") from None
 
 
 def attrs_of(name: str, **extra: Any) -> dict[str, Any]:

@@ -1,0 +1,377 @@
+"""Energy-batched ePIE (Maiden & Rodenburg 2009) as numpy-only array kernels.
+
+All energies advance together: one step per scan index updates every energy at once
+(patch gather with per-energy integer offsets → one batched FFT of shape
+(n_energy, N, N) → modulus replacement → one batched inverse FFT → object/probe update
+scattered back). The result equals independent per-energy ePIE runs with the same
+position order (tested), since energies never mix.
+
+Conventions (DESIGN §2, :mod:`ptyxr.optics`): Ψ = fftshift(fft2(ψ, norm="ortho")). To
+save passes over memory the measured amplitudes are stored once in FFT order
+(ifftshift) and pre-multiplied by N, and the FFTs run unnormalised: with F = fft2(ψ)
+(= N·Ψ), ΔF = F·(N√I/|F| − 1) on valid pixels (0 elsewhere) is N·ΔΨ and
+Δψ = ifft2_unnormalised(ΔF)/N², the 1/N² being folded into the update step sizes.
+Linearity means the exit wave itself never needs to be kept: the FFT buffer holds ψ,
+then F, then ΔF, then N²Δψ, all in place.
+
+Per step and energy (Δψ = ψ′ − ψ, O_k the object patch, both updates from old values):
+    O_k ← O_k + α P*  /max|P|²   Δψ
+    P   ← P   + β O_k*/max|O_k|² Δψ
+
+Two engines compute the same step: ``"numba"`` (fused, parallel over energies, three
+passes over memory per step besides the FFTs) and ``"numpy"`` (plain array ops, the
+reference). FFT backends: ``"scipy"`` (scipy.fft with workers; the default) and
+``"pyfftw"`` (planned in-place FFTW, reused across steps; opt-in). ``"auto"`` picks numba
+when importable and scipy.fft.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+
+import numpy as np
+import scipy.fft as sfft
+
+try:  # optional fast path
+    import numba as _numba
+except ImportError:  # pragma: no cover - exercised only without numba
+    _numba = None
+
+try:  # optional fast path
+    import pyfftw as _pyfftw
+except ImportError:  # pragma: no cover
+    _pyfftw = None
+
+#: Threads for FFTs and the numba kernels (default: all cores).
+WORKERS = os.cpu_count() or 1
+
+ENGINES = ("auto", "numba", "numpy")
+FFT_BACKENDS = ("auto", "pyfftw", "scipy")
+
+
+# ----------------------------------------------------------------- data preparation
+def prepare_amplitudes(intensity: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
+    """Measured amplitudes in the kernels' layout: N·√I in FFT order, −1 where invalid.
+
+    Parameters
+    ----------
+    intensity : ndarray, shape (..., N, N)
+        Counts with zero frequency at (N//2, N//2); NaN = invalid pixel.
+    out : ndarray, optional
+        float32 array of the same shape to fill (saves one copy of the data).
+
+    Returns
+    -------
+    ndarray, float32
+        ``N·√I`` ifftshifted over the last two axes; −1 marks invalid pixels.
+    """
+    intensity = np.asarray(intensity)
+    n = intensity.shape[-1]
+    if out is None:
+        out = np.empty(intensity.shape, dtype=np.float32)
+    shifted = np.fft.ifftshift(intensity, axes=(-2, -1))
+    with np.errstate(invalid="ignore"):
+        np.sqrt(shifted, out=out, dtype=np.float32)
+    out *= np.float32(n)
+    out[~np.isfinite(out)] = -1.0
+    return out
+
+
+def fourier_norm(intensity: np.ndarray) -> np.ndarray:
+    """Σ I over valid pixels per energy (the denominator of the Fourier error)."""
+    return np.nansum(np.asarray(intensity, dtype=np.float64), axis=(-3, -2, -1))
+
+
+# --------------------------------------------------------------------- FFT backends
+class _FFT:
+    """Unnormalised in-place forward/backward 2-D FFTs over the last two axes of ``buf``."""
+
+    def __init__(self, buf: np.ndarray, backend: str = "auto", workers: int = WORKERS) -> None:
+        if backend == "auto":
+            # scipy's pocketfft pool degrades gracefully on a busy machine; multi-threaded
+            # FFTW plans were measured 5–100× slower there (thread wake-ups), so pyFFTW is opt-in
+            backend = "scipy"
+        if backend not in ("pyfftw", "scipy"):
+            raise ValueError(f"fft_backend must be one of {FFT_BACKENDS}, got {backend!r}")
+        if backend == "pyfftw" and _pyfftw is None:
+            raise ImportError("fft_backend='pyfftw' needs the pyFFTW package (pip install pyfftw)")
+        self.backend, self.buf, self.workers = backend, buf, workers
+        if backend == "pyfftw":
+            # FFTW_MEASURE overwrites buf while planning, so plan before it holds data; the
+            # plan is cached as in-process wisdom, so re-planning the same shape is identical
+            # one FFTW thread: multi-threaded FFTW plans stalled on thread wake-ups on a busy
+            # 2-core machine (21 ms for a 3×32² batch); the numba kernels use the cores instead
+            saved = buf.copy()
+            flags = ("FFTW_MEASURE", "FFTW_DESTROY_INPUT")
+            self._fwd = _pyfftw.FFTW(buf, buf, axes=(-2, -1), direction="FFTW_FORWARD", flags=flags, threads=1)
+            self._bwd = _pyfftw.FFTW(buf, buf, axes=(-2, -1), direction="FFTW_BACKWARD", flags=flags, threads=1)
+            buf[...] = saved
+
+    def forward(self) -> None:
+        """buf ← fft2(buf) (unnormalised)."""
+        if self.backend == "pyfftw":
+            self._fwd()
+        else:
+            self.buf[...] = sfft.fft2(self.buf, workers=self.workers, overwrite_x=True)
+
+    def backward(self) -> None:
+        """buf ← N²·ifft2(buf) (unnormalised inverse)."""
+        if self.backend == "pyfftw":
+            self._bwd(normalise_idft=False)
+        else:
+            self.buf[...] = sfft.ifft2(self.buf, norm="forward", workers=self.workers, overwrite_x=True)
+
+
+def _aligned_empty(shape: tuple[int, ...], dtype: type) -> np.ndarray:
+    if _pyfftw is not None:
+        return _pyfftw.empty_aligned(shape, dtype=dtype)
+    return np.empty(shape, dtype=dtype)
+
+
+# ------------------------------------------------------------------- numpy engine
+def _np_exit_waves(obj, probe, offsets, buf, omax2):
+    n = probe.shape[-1]
+    for e in range(probe.shape[0]):
+        oy, ox = offsets[e]
+        patch = obj[e, oy : oy + n, ox : ox + n]
+        np.multiply(probe[e], patch, out=buf[e])
+        omax2[e] = np.max(patch.real**2 + patch.imag**2)
+
+
+def _np_modulus(buf, amp, err):
+    mag = np.abs(buf)
+    valid = amp >= 0
+    diff = np.where(valid, mag - amp, 0.0)
+    err += np.sum(diff.astype(np.float64) ** 2, axis=(-2, -1))
+    with np.errstate(divide="ignore", invalid="ignore"):
+        factor = np.where(valid, amp / mag - 1.0, 0.0).astype(np.float32)
+    zero = valid & (mag == 0)  # no phase to keep: Ψ' = amplitude, ΔF = amplitude
+    buf *= factor
+    buf[zero] = amp[zero]
+
+
+def _np_update(obj, probe, buf, offsets, c_obj, c_probe, update_probe, pmax2):
+    n = probe.shape[-1]
+    for e in range(probe.shape[0]):
+        oy, ox = offsets[e]
+        patch = obj[e, oy : oy + n, ox : ox + n]
+        old = patch.copy()
+        patch += np.complex64(c_obj[e]) * np.conj(probe[e]) * buf[e]
+        if update_probe:
+            probe[e] += np.complex64(c_probe[e]) * np.conj(old) * buf[e]
+            pmax2[e] = np.max(probe[e].real ** 2 + probe[e].imag ** 2)
+
+
+# ------------------------------------------------------------------- numba engine
+# Module-level definitions (not closures) so numba can cache the compiled kernels on disk;
+# each energy is one prange task, so results do not depend on the thread count.
+if _numba is not None:
+    _KERNEL_OPTIONS = {"parallel": True, "cache": True, "nogil": True, "fastmath": False}
+
+    @_numba.njit(**_KERNEL_OPTIONS)
+    def _nb_exit_waves(obj, probe, offsets, buf, omax2):  # pragma: no cover - compiled
+        n_e, n = probe.shape[0], probe.shape[1]
+        for e in _numba.prange(n_e):
+            oy, ox = offsets[e, 0], offsets[e, 1]
+            m = np.float32(0.0)
+            for i in range(n):
+                for j in range(n):
+                    o = obj[e, oy + i, ox + j]
+                    a = o.real * o.real + o.imag * o.imag
+                    if a > m:
+                        m = a
+                    buf[e, i, j] = probe[e, i, j] * o
+            omax2[e] = m
+
+    @_numba.njit(**_KERNEL_OPTIONS)
+    def _nb_modulus(buf, amp, err):  # pragma: no cover - compiled
+        n_e, n = buf.shape[0], buf.shape[1]
+        for e in _numba.prange(n_e):
+            s = 0.0
+            for i in range(n):
+                for j in range(n):
+                    a = amp[e, i, j]
+                    if a >= 0:
+                        f = buf[e, i, j]
+                        mag = np.sqrt(f.real * f.real + f.imag * f.imag)
+                        d = mag - a
+                        s += np.float64(d) * np.float64(d)
+                        if mag > 0:
+                            buf[e, i, j] = f * np.float32(a / mag - np.float32(1.0))
+                        else:
+                            buf[e, i, j] = a
+                    else:
+                        buf[e, i, j] = 0
+            err[e] += s
+
+    @_numba.njit(**_KERNEL_OPTIONS)
+    def _nb_update(obj, probe, buf, offsets, c_obj, c_probe, update_probe, pmax2):  # pragma: no cover
+        n_e, n = probe.shape[0], probe.shape[1]
+        for e in _numba.prange(n_e):
+            oy, ox = offsets[e, 0], offsets[e, 1]
+            co, cp = c_obj[e], c_probe[e]
+            m = np.float32(0.0)
+            for i in range(n):
+                for j in range(n):
+                    o = obj[e, oy + i, ox + j]
+                    p = probe[e, i, j]
+                    d = buf[e, i, j]
+                    obj[e, oy + i, ox + j] = o + co * (p.conjugate() * d)
+                    if update_probe:
+                        pn = p + cp * (o.conjugate() * d)
+                        probe[e, i, j] = pn
+                        a = pn.real * pn.real + pn.imag * pn.imag
+                        if a > m:
+                            m = a
+            if update_probe:
+                pmax2[e] = m
+
+
+def _numba_kernels() -> tuple[Callable, Callable, Callable]:
+    """The fused numba kernels (compiled on first use, cached on disk)."""
+    if _numba is None:
+        raise ImportError("engine='numba' needs the numba package (pip install numba)")
+    return _nb_exit_waves, _nb_modulus, _nb_update
+
+
+# ---------------------------------------------------------------------- the solver
+class BatchedEPIE:
+    """Energy-batched ePIE over preallocated buffers.
+
+    Parameters
+    ----------
+    amplitudes : ndarray, shape (n_energy, n_scan, N, N), float32
+        From :func:`prepare_amplitudes` (N·√I, FFT order, −1 invalid). Padding scan points
+        must be all −1 (their updates are then exactly zero).
+    offsets : ndarray, shape (n_energy, n_scan, 2), int
+        Top-left object pixel of each patch.
+    norm : ndarray, shape (n_energy,)
+        Σ I over valid pixels and positions (Fourier-error denominator).
+    alpha, beta : float
+        Object and probe step sizes.
+    engine : {"auto", "numba", "numpy"}
+        Kernel implementation.
+    fft_backend : {"auto", "pyfftw", "scipy"}
+        FFT implementation.
+    workers : int
+        Threads for the FFTs.
+    """
+
+    def __init__(
+        self,
+        amplitudes: np.ndarray,
+        offsets: np.ndarray,
+        norm: np.ndarray,
+        alpha: float = 1.0,
+        beta: float = 1.0,
+        engine: str = "auto",
+        fft_backend: str = "auto",
+        workers: int = WORKERS,
+    ) -> None:
+        if engine == "auto":
+            engine = "numba" if _numba is not None else "numpy"
+        if engine not in ("numba", "numpy"):
+            raise ValueError(f"engine must be one of {ENGINES}, got {engine!r}")
+        self.engine = engine
+        self.amplitudes = amplitudes
+        self.offsets = np.ascontiguousarray(offsets, dtype=np.int64)
+        self.norm = np.asarray(norm, dtype=np.float64)
+        self.alpha, self.beta = float(alpha), float(beta)
+        n_e, _, n, _ = amplitudes.shape
+        self.n = n
+        self.buf = _aligned_empty((n_e, n, n), np.complex64)
+        self.buf[...] = 0
+        self.fft = _FFT(self.buf, fft_backend, workers)
+        self.omax2 = np.zeros(n_e, dtype=np.float32)
+        self.pmax2 = np.zeros(n_e, dtype=np.float32)
+        self.err = np.zeros(n_e, dtype=np.float64)
+        if engine == "numba":
+            self._exit, self._mod, self._upd = _numba_kernels()
+        else:
+            self._exit, self._mod, self._upd = _np_exit_waves, _np_modulus, _np_update
+
+    def step(self, obj: np.ndarray, probe: np.ndarray, k: int, update_probe: bool) -> None:
+        """One ePIE update of scan index ``k`` for all energies (in place)."""
+        offs = self.offsets[:, k]
+        self._exit(obj, probe, offs, self.buf, self.omax2)
+        self.fft.forward()
+        self._mod(self.buf, self.amplitudes[:, k], self.err)
+        self.fft.backward()
+        # 1/N² turns the unnormalised inverse into Δψ; tiny floor avoids 0/0 on empty patches
+        scale = 1.0 / float(self.n) ** 2
+        c_obj = (self.alpha * scale / np.maximum(self.pmax2, 1e-30)).astype(np.float32)
+        c_probe = (self.beta * scale / np.maximum(self.omax2, 1e-30)).astype(np.float32)
+        self._upd(obj, probe, self.buf, offs, c_obj, c_probe, bool(update_probe), self.pmax2)
+
+    def iteration(self, obj: np.ndarray, probe: np.ndarray, order: np.ndarray, update_probe: bool) -> np.ndarray:
+        """One ePIE iteration over scan indices ``order``; returns the Fourier error per energy.
+
+        The error of each position is measured on its exit wave before that position's
+        update (the usual ePIE bookkeeping): Σ(|Ψ| − √I)² / Σ I over valid pixels.
+        """
+        self.err[:] = 0.0
+        self.pmax2[:] = max_abs2(probe)
+        for k in order:
+            self.step(obj, probe, int(k), update_probe)
+        return self.err / (float(self.n) ** 2 * np.maximum(self.norm, 1e-300))
+
+
+def max_abs2(a: np.ndarray) -> np.ndarray:
+    """max |a|² over the last two axes (float32)."""
+    return np.max(a.real**2 + a.imag**2, axis=(-2, -1)).astype(np.float32)
+
+
+# ------------------------------------------------------------ probe re-centring
+def centre_of_mass(probe: np.ndarray) -> np.ndarray:
+    """Centre of mass (y, x) of |P|² per energy [pixels], shape (n_energy, 2)."""
+    n = probe.shape[-1]
+    w = probe.real.astype(np.float64) ** 2 + probe.imag.astype(np.float64) ** 2
+    total = w.sum(axis=(-2, -1))
+    idx = np.arange(n, dtype=np.float64)
+    cy = np.einsum("eij,i->e", w, idx) / total
+    cx = np.einsum("eij,j->e", w, idx) / total
+    return np.stack([cy, cx], axis=-1)
+
+
+def fourier_shift(a: np.ndarray, shift: tuple[float, float], workers: int = WORKERS) -> np.ndarray:
+    """``a`` (2-D) moved by ``shift`` = (dy, dx) pixels: out(r) = a(r − shift), band-limited."""
+    ny, nx = a.shape[-2:]
+    ky = sfft.fftfreq(ny)[:, None]
+    kx = sfft.fftfreq(nx)[None, :]
+    ramp = np.exp(-2j * np.pi * (ky * shift[0] + kx * shift[1]))
+    out = sfft.ifft2(sfft.fft2(a, workers=workers) * ramp, workers=workers)
+    return out.astype(a.dtype, copy=False)
+
+
+def recentre(
+    obj: np.ndarray, probe: np.ndarray, tolerance: float = 0.05, field: np.ndarray | None = None
+) -> np.ndarray:
+    """Move each energy's probe centre of mass onto pixel N//2, moving the object alike.
+
+    Shifting probe and object by the same vector only shifts the exit wave, so the
+    diffraction intensities are unchanged; it removes the sub-pixel drift ePIE allows
+    between probe and object, which keeps energies co-registered (DESIGN §2 pitfalls).
+    The object is shifted as 1 + shift(O − 1) so the unit transmission outside the scan
+    does not wrap; pixels outside ``field`` (n_energy, ny, nx; the union of that energy's
+    probe patches) are reset to exactly 1+0j. Energies whose drift is below ``tolerance``
+    pixels are left alone.
+
+    Returns
+    -------
+    ndarray, shape (n_energy, 2)
+        The shifts applied (pixels; 0 where skipped).
+    """
+    n = probe.shape[-1]
+    drift = centre_of_mass(probe) - n // 2
+    applied = np.zeros_like(drift)
+    for e in range(probe.shape[0]):
+        if np.max(np.abs(drift[e])) <= tolerance or not np.all(np.isfinite(drift[e])):
+            continue
+        shift = (-drift[e, 0], -drift[e, 1])
+        probe[e] = fourier_shift(probe[e], shift)
+        obj[e] = fourier_shift(obj[e] - 1, shift) + 1
+        if field is not None:
+            obj[e][~field[e]] = 1.0
+        applied[e] = shift
+    return applied

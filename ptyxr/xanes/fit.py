@@ -1,0 +1,268 @@
+"""The ``fit_xanes`` stage: paper eq. (1) fitted to every pixel's absorption spectrum (DESIGN §1d)."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+import numpy as np
+import xarray as xr
+
+from ptyxr import provenance, schema
+from ptyxr.schema import (
+    ABSORPTION,
+    ABSORPTION_FIT,
+    ENERGY,
+    FIT_PARAMETERS,
+    FIT_VALID,
+    MATERIAL,
+    NOISE,
+    REDCHI,
+    STDERR_SUFFIX,
+    SUCCESS,
+    SchemaError,
+    X,
+    Y,
+)
+from ptyxr.xanes import model as _model
+from ptyxr.xanes import solver as _solver
+
+STAGE = "fit_xanes"
+METHODS = ("batch", "lmfit")
+NOISE_METHODS = ("paper", "detrended")
+#: At least this many pre-edge points for the noise σ (paper: four).
+MIN_PRE_EDGE_POINTS = 3
+_N_OUT = 2 * len(FIT_PARAMETERS) + 2  # parameters, stderr, redchi, success
+
+
+# ------------------------------------------------------------------ kernels (numpy)
+def _pack(params: np.ndarray, stderr: np.ndarray, redchi: np.ndarray, success: np.ndarray) -> np.ndarray:
+    return np.concatenate([params, stderr, redchi[:, None], success[:, None].astype(float)], axis=1)
+
+
+def _fit_lmfit_rows(
+    energy: np.ndarray, y: np.ndarray, pre_edge_limit: float | None, progress: bool = False
+) -> np.ndarray:
+    """lmfit per spectrum (the reference), same starts and bounds as the batch solver."""
+    start, lower, upper = _model.initial_estimates(energy, y, pre_edge_limit)
+    valid = np.isfinite(start).all(axis=1) & (np.isfinite(y).sum(axis=1) > len(FIT_PARAMETERS))
+    if valid.any():
+        start[valid] = _solver.scan_starts(energy, y[valid], start[valid], lower[valid], upper[valid])
+    n_pix = y.shape[0]
+    params = np.full((n_pix, len(FIT_PARAMETERS)), np.nan)
+    stderr = np.full_like(params, np.nan)
+    redchi = np.full(n_pix, np.nan)
+    converged = np.zeros(n_pix, bool)
+    rows = np.flatnonzero(valid)
+    if progress:
+        from ptyxr.progress import progress_bar
+
+        rows = progress_bar(rows, enabled=True, desc="fit_xanes (lmfit)", unit="px")
+    for k in rows:
+        guess = {
+            name: _model.ParamGuess(start[k, i], lower[k, i], upper[k, i]) for i, name in enumerate(FIT_PARAMETERS)
+        }
+        result = _model.fit_spectrum(energy, y[k], start=guess)
+        values = _model.paper_params(result)
+        params[k] = [values[name] for name in FIT_PARAMETERS]
+        stderr[k] = [values[name + STDERR_SUFFIX] for name in FIT_PARAMETERS]
+        redchi[k] = result.redchi
+        converged[k] = bool(result.success)
+    success = _solver.success_flags(params, lower, upper, converged) & valid
+    return _pack(params, stderr, redchi, success)
+
+
+def _fit_kernel(
+    y: np.ndarray, energy: np.ndarray, method: str, pre_edge_limit: float | None, progress: bool
+) -> tuple[np.ndarray, ...]:
+    """apply_ufunc kernel: spectra (..., n_E) → 22 arrays (...) (params, stderr, redchi, success)."""
+    lead = y.shape[:-1]
+    rows = np.asarray(y, dtype=float).reshape(-1, energy.size)
+    if method == "batch":
+        res = _solver.fit_batch(energy, rows, pre_edge_limit=pre_edge_limit, progress=progress)
+        packed = _pack(res.params, res.stderr, res.redchi, res.success)
+    else:
+        packed = _fit_lmfit_rows(energy, rows, pre_edge_limit, progress=progress)
+    return tuple(packed[:, k].reshape(lead) for k in range(_N_OUT))
+
+
+def _noise_kernel(y: np.ndarray, energy: np.ndarray, detrend: bool) -> np.ndarray:
+    """σ of the pre-edge points (..., n_pre) → (...): sample std, or std about a fitted line."""
+    y = np.asarray(y, dtype=float)
+    finite = np.isfinite(y)
+    n = finite.sum(axis=-1)
+    x = np.broadcast_to(energy - energy.mean(), y.shape)
+    yz = np.where(finite, y, 0.0)
+    xz = np.where(finite, x, 0.0)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        mean_y = yz.sum(axis=-1) / n
+        if not detrend:
+            ss = (np.where(finite, y - mean_y[..., None], 0.0) ** 2).sum(axis=-1)
+            return np.sqrt(ss / (n - 1))  # unbiased variance (ddof = 1)
+        mean_x = xz.sum(axis=-1) / n
+        dx = np.where(finite, x - mean_x[..., None], 0.0)
+        dy = np.where(finite, y - mean_y[..., None], 0.0)
+        slope = (dx * dy).sum(axis=-1) / (dx * dx).sum(axis=-1)
+        res = dy - slope[..., None] * dx
+        return np.sqrt((res * res).sum(axis=-1) / (n - 2))  # two fitted parameters (ddof = 2)
+
+
+# ------------------------------------------------------------------ stage
+def _validate(ds: Any, method: str, noise: str, pre_edge_limit: float) -> tuple[xr.Dataset, np.ndarray]:
+    if method not in METHODS:
+        raise ValueError(f"{STAGE}: method must be one of {METHODS}, got {method!r}.")
+    if noise not in NOISE_METHODS:
+        raise ValueError(f"{STAGE}: noise must be one of {NOISE_METHODS}, got {noise!r}.")
+    ds = schema.require_dataset(ds, STAGE)
+    schema.require_variables(ds, (ABSORPTION,), STAGE, "Run ds.ptyxr.spectra() first, or build the stack by hand.")
+    if ENERGY not in ds[ABSORPTION].dims:
+        raise SchemaError(
+            f"{STAGE}: {ABSORPTION!r} has no {ENERGY!r} dim (dims {ds[ABSORPTION].dims}); a "
+            f"spectrum per pixel is needed. Stack the energies along {ENERGY!r} (DESIGN §1c)."
+        )
+    energy = schema.require_energy(ds, STAGE)
+    n_par = len(FIT_PARAMETERS)
+    if energy.size <= n_par:
+        raise SchemaError(
+            f"{STAGE}: eq. (1) has {n_par} parameters, so at least {n_par + 1} energies are needed; got {energy.size}."
+        )
+    schema.validate_spectra(ds, STAGE, minimum_energies=n_par + 1)
+    n_pre = int(np.sum(energy < pre_edge_limit))
+    if n_pre < MIN_PRE_EDGE_POINTS:
+        raise SchemaError(
+            f"{STAGE}: the noise σ needs at least {MIN_PRE_EDGE_POINTS} pre-edge energies below "
+            f"pre_edge_limit={pre_edge_limit} eV, got {n_pre}; lower energies are missing or "
+            "pre_edge_limit is too low (paper: 5466 eV, four points)."
+        )
+    if MATERIAL in ds:
+        if ds[MATERIAL].dtype != bool:
+            raise SchemaError(
+                f"{STAGE}: {MATERIAL!r} must be boolean (True inside a particle), got {ds[MATERIAL].dtype}."
+            )
+        schema.require_dims(ds[MATERIAL], (Y, X), STAGE)
+    return ds, energy
+
+
+def fit_xanes(
+    ds: xr.Dataset,
+    method: Literal["batch", "lmfit"] = "batch",
+    noise: Literal["paper", "detrended"] = "paper",
+    pre_edge_limit: float = 5466.0,
+    material: xr.DataArray | None = None,
+    progress: bool = True,
+    chunks: Any = None,
+    keep_fit_curve: bool = False,
+) -> xr.Dataset:
+    """Fit paper eq. (1) to every pixel's absorption spectrum (DESIGN §1d).
+
+    Parameters
+    ----------
+    ds : xarray.Dataset
+        With ``absorption`` (energy, y, x) or (particle, energy, y, x) and coord
+        ``energy`` [eV]; optional ``material`` (y, x) bool. NaN pixels are skipped; NaN
+        values inside a spectrum are left out of its fit.
+    method : {"batch", "lmfit"}
+        ``"batch"``: the vectorised variable-projection solver
+        (:func:`ptyxr.xanes.solver.fit_batch`); ``"lmfit"``: lmfit per pixel (the
+        reference, ≈ 100× slower), same starting values and bounds.
+    noise : {"paper", "detrended"}
+        σ of the pre-edge points (E < ``pre_edge_limit``): ``"paper"`` = their sample
+        standard deviation (ddof = 1), which also measures any pre-edge slope;
+        ``"detrended"`` = the std about a straight-line fit of them (ddof = 2).
+    pre_edge_limit : float
+        Energies below it are pre-edge points [eV] (paper: 5466; at least 3 needed).
+    material : xarray.DataArray, optional
+        Boolean (y, x) mask overriding ``ds.material`` for ``fit_valid``.
+    progress : bool
+        Progress bar (eager input only; on dask input progress is dask's business).
+    chunks : int or dict, optional
+        Chunk the absorption over y/x (e.g. ``{"y": 64, "x": 64}``) and fit lazily with
+        dask; on dask input, the existing chunks are used (energy merged into one chunk).
+    keep_fit_curve : bool
+        Also return ``absorption_fit`` (eq. (1) at the fitted parameters).
+
+    Returns
+    -------
+    xarray.Dataset
+        ``ds`` plus ``a, b1, b2, b3, c11, c12, c13, c21, c22, c23`` and their
+        ``<name>_stderr`` (σ² = redchi·diag((JᵀJ)⁻¹); NaN where undetermined, e.g. centre
+        and width of a zero-height Lorentzian), ``redchi`` (Σr²/(N − 10), unweighted,
+        so ≈ noise² for a noise-limited fit), ``success``, ``noise`` (attr ``method``)
+        and ``fit_valid`` = material (if known) & (b1 ≥ noise) & success; lazy (dask)
+        when the input or ``chunks`` is.
+
+    Raises
+    ------
+    SchemaError
+        No ``absorption``/``energy`` dim, ≤ 10 energies, fewer than 3 pre-edge energies,
+        all-NaN absorption, non-boolean ``material``.
+    """
+    call = {
+        "method": method,
+        "noise": noise,
+        "pre_edge_limit": pre_edge_limit,
+        "material": None if material is None else "<DataArray>",
+        "chunks": chunks,
+        "keep_fit_curve": keep_fit_curve,
+    }
+    ds, energy = _validate(ds, method, noise, pre_edge_limit)
+    absorption = ds[ABSORPTION]
+    if chunks is not None:
+        absorption = absorption.chunk(chunks if isinstance(chunks, dict) else {Y: chunks, X: chunks})
+    lazy = absorption.chunks is not None
+    if lazy:
+        absorption = absorption.chunk({ENERGY: -1})  # a spectrum must sit in one block
+
+    # Not the energy-dependent 1/σ weights: σ is one number per pixel, which does not
+    # change the parameters or their (redchi-scaled) errors, only redchi's scale.
+    outputs = xr.apply_ufunc(
+        _fit_kernel,
+        absorption,
+        input_core_dims=[[ENERGY]],
+        output_core_dims=[[]] * _N_OUT,
+        kwargs={
+            "energy": energy,
+            "method": method,
+            "pre_edge_limit": pre_edge_limit,
+            "progress": progress and not lazy,
+        },
+        dask="parallelized",
+        output_dtypes=[float] * _N_OUT,
+    )
+    n_par = len(FIT_PARAMETERS)
+    new: dict[str, xr.DataArray] = {}
+    for k, name in enumerate(FIT_PARAMETERS):
+        new[name] = schema.with_attrs(outputs[k], name)
+        new[name + STDERR_SUFFIX] = schema.with_attrs(outputs[n_par + k], name + STDERR_SUFFIX)
+    new[REDCHI] = schema.with_attrs(outputs[2 * n_par], REDCHI)
+    new[SUCCESS] = schema.with_attrs(outputs[2 * n_par + 1] > 0.5, SUCCESS)
+
+    pre = absorption.isel({ENERGY: np.flatnonzero(energy < pre_edge_limit)})
+    sigma = xr.apply_ufunc(
+        _noise_kernel,
+        pre,
+        input_core_dims=[[ENERGY]],
+        kwargs={"energy": energy[energy < pre_edge_limit], "detrend": noise == "detrended"},
+        dask="parallelized",
+        output_dtypes=[float],
+    )
+    new[NOISE] = schema.with_attrs(sigma, NOISE, method=noise, pre_edge_limit=float(pre_edge_limit))
+
+    valid = (new["b1"] >= new[NOISE]) & new[SUCCESS]
+    mask = material if material is not None else ds.get(MATERIAL)
+    if mask is not None:
+        valid = valid & mask.astype(bool)
+    new[FIT_VALID] = schema.with_attrs(valid.transpose(*new["b1"].dims), FIT_VALID)
+
+    if keep_fit_curve:
+        e = ds[ENERGY]
+        v = {name: new[name] for name in FIT_PARAMETERS}  # xarray arithmetic: stays lazy on dask
+        curve = (
+            v["a"]
+            + v["b1"] * _model.step(e, v["b2"], v["b3"])
+            + v["c11"] * _model.lorentzian(e, v["c12"], v["c13"])
+            + v["c21"] * _model.lorentzian(e, v["c22"], v["c23"])
+        )
+        new[ABSORPTION_FIT] = schema.with_attrs(curve.transpose(*absorption.dims), ABSORPTION_FIT)
+
+    out = ds.assign(new)
+    return provenance.record(out, STAGE, call)

@@ -1,0 +1,630 @@
+"""Vectorised batch fit of paper eq. (1) to many spectra at once (numpy only).
+
+Variable projection (Golub & Pereyra 1973; Kaufman 1975): the four parameters that enter
+eq. (1) linearly — a, b1, c11, c21 — are, for given nonlinear parameters θ = (b2, b3,
+c12, c13, c22, c23), the solution of a 4-parameter least-squares problem with b1, c11,
+c21 ≥ 0. That problem is solved exactly for every pixel at every trial θ (batched 4×4
+normal equations; when a height would go negative, all 8 active sets of the three
+constrained heights are solved and the best feasible one kept, which is the exact
+non-negative solution). Levenberg–Marquardt then iterates on the 6 nonlinear parameters
+of all pixels at once with the Kaufman Jacobian of the projected residual (analytic
+derivatives; one batched Gram matrix per iteration gives JᵀJ, Jᵀr and the projection),
+per-pixel damping, projection onto box bounds, and parameters that a step pushes
+outward through a bound frozen for that step. Converged pixels leave the active set.
+
+Starting values come from :func:`ptyxr.xanes.model.initial_estimates`, refined by a
+short scan over edge positions and widths (:func:`scan_starts`). Pixels whose fit looks
+wrong (edge behind the white line, edge or widths stuck on a bound) are refit from a few
+alternative starts and the lowest χ² kept.
+
+Standard errors come from the full 10-parameter Jacobian at the solution:
+σ² = redchi · diag((JᵀJ)⁻¹), as lmfit does (``scale_covar=True``). Parameters that are
+undetermined there are reported NaN: centre and width of a Lorentzian whose height is
+zero, edge centre/width when b1 = 0, and nonlinear parameters pinned on a bound.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from scipy.special import erf
+
+from ptyxr.xanes.model import PARAMETERS, WIDTH_BOUNDS, initial_estimates
+
+N_PARAMETERS = len(PARAMETERS)
+# Column indices into the paper-ordered parameter vector.
+_A, _B1, _B2, _B3, _C11, _C12, _C13, _C21, _C22, _C23 = range(N_PARAMETERS)
+_LIN = np.array([_A, _B1, _C11, _C21])
+_NL = np.array([_B2, _B3, _C12, _C13, _C22, _C23])
+# Which linear coefficient (index into _LIN) scales each nonlinear parameter's derivative.
+_NL_OWNER = np.array([1, 1, 2, 2, 3, 3])
+_INV_SQRT_PI = 1.0 / np.sqrt(np.pi)
+# The 8 active sets of the constrained heights (b1, c11, c21): True = free. ``a`` is always free.
+_SUBSETS = np.array([[True, b, c, d] for b in (True, False) for c in (True, False) for d in (True, False)])
+
+
+@dataclass
+class BatchResult:
+    """Results of :func:`fit_batch` for P spectra.
+
+    Attributes
+    ----------
+    params, stderr : ndarray (P, 10)
+        Paper parameters (:data:`ptyxr.xanes.model.PARAMETERS` order) and standard errors.
+    redchi : ndarray (P,)
+        Σ(w·r)² / (N_valid − 10).
+    success : ndarray (P,) bool
+        Converged, finite, and not stuck on a bound absurdly (see :func:`success_flags`).
+    cost : ndarray (P,)
+        Σ(w·r)² at the solution.
+    iterations : ndarray (P,) int
+        Levenberg–Marquardt iterations of the kept start.
+    lower, upper : ndarray (P, 10)
+        The bounds used.
+    covariance : ndarray (P, 10, 10) or None
+        Full covariance (NaN rows/cols for undetermined parameters) if requested.
+    """
+
+    params: np.ndarray
+    stderr: np.ndarray
+    redchi: np.ndarray
+    success: np.ndarray
+    cost: np.ndarray
+    iterations: np.ndarray
+    lower: np.ndarray
+    upper: np.ndarray
+    covariance: np.ndarray | None = None
+
+
+# ------------------------------------------------------------ small batched linear algebra
+def _chol_solve(a: np.ndarray, b: np.ndarray, rtol: float = 1e-12) -> np.ndarray:
+    """Solve SPD systems a x = b for a batch, dropping (x = 0) numerically singular directions.
+
+    A vectorised Cholesky factorisation with the batch on the last axis (contiguous
+    vectors, a few dozen numpy calls for k ≤ 10 instead of one LAPACK call per pixel).
+    A pivot that is not positive (relative to its diagonal) marks a variable that the
+    others already determine; it is decoupled and its solution set to 0, never NaN.
+
+    Parameters
+    ----------
+    a : ndarray (k, k, P)
+        Symmetric positive semi-definite matrices.
+    b : ndarray (k, m, P)
+        Right-hand sides.
+
+    Returns
+    -------
+    ndarray (k, m, P)
+    """
+    k = a.shape[0]
+    low = np.zeros_like(a)
+    b = np.array(b, dtype=float, copy=True)
+    for j in range(k):
+        d = a[j, j] - (low[j, :j] ** 2).sum(axis=0)
+        good = (a[j, j] > 0) & (d > rtol * a[j, j])
+        ljj = np.where(good, np.sqrt(np.where(good, d, 1.0)), 1.0)
+        low[j, j] = ljj
+        low[j, :j] *= good  # a dropped variable is decoupled entirely
+        b[j] *= good[None, :]
+        for i in range(j + 1, k):
+            off = a[i, j] - (low[i, :j] * low[j, :j]).sum(axis=0)
+            low[i, j] = np.where(good, off / ljj, 0.0)
+    z = np.empty_like(b)
+    for j in range(k):
+        z[j] = (b[j] - np.einsum("mp,mqp->qp", low[j, :j], z[:j])) / low[j, j]
+    x = np.empty_like(b)
+    for j in range(k - 1, -1, -1):
+        x[j] = (z[j] - np.einsum("ip,iqp->qp", low[j + 1 :, j], x[j + 1 :])) / low[j, j]
+    return x
+
+
+def _nnls4(gram: np.ndarray, rhs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Least squares for (a, b1, c11, c21) with b1, c11, c21 ≥ 0, for a batch.
+
+    Parameters
+    ----------
+    gram : ndarray (4, 4, P)
+        BᵀB of the weighted basis columns (1, step, pre-edge, white line).
+    rhs : ndarray (4, P)
+        Bᵀy.
+
+    Returns
+    -------
+    coef : ndarray (4, P)
+    free : ndarray (4, P) bool
+        Coefficients not held at zero.
+    """
+    n_pix = rhs.shape[1]
+    coef = _chol_solve(gram, rhs[:, None, :])[:, 0, :]
+    free = np.ones((4, n_pix), bool)
+    bad = np.flatnonzero((coef[1:] < 0).any(axis=0))
+    if bad.size:
+        g, h = gram[:, :, bad], rhs[:, bad]
+        best_obj = np.full(bad.size, np.inf)
+        best = np.zeros((4, bad.size))
+        best_free = np.ones((4, bad.size), bool)
+        eye = np.eye(4)[:, :, None]
+        for subset in _SUBSETS[1:]:
+            keep = (subset[:, None] & subset[None, :])[:, :, None]
+            gs = np.where(keep, g, eye)
+            hs = np.where(subset[:, None], h, 0.0)
+            c = _chol_solve(gs, hs[:, None, :])[:, 0, :]
+            c[~subset] = 0.0
+            feasible = (c[1:] >= 0).all(axis=0)
+            obj = -np.einsum("kp,kp->p", h, c)  # ‖y−Bc‖² − ‖y‖² at a subset's LS solution
+            take = feasible & (obj < best_obj)
+            best_obj = np.where(take, obj, best_obj)
+            best[:, take] = c[:, take]
+            best_free[:, take] = subset[:, None]
+        coef[:, bad] = best
+        free[:, bad] = best_free
+    return coef, free
+
+
+# ------------------------------------------------------------------ model pieces
+class _Problem:
+    """Weighted data of one block of pixels, energies shifted to the window centre."""
+
+    def __init__(self, energy: np.ndarray, y: np.ndarray, weights: np.ndarray) -> None:
+        self.e0 = 0.5 * (energy[0] + energy[-1])  # shift: better-conditioned centres
+        self.x = energy - self.e0
+        finite = np.isfinite(y) & np.isfinite(weights) & (weights > 0)
+        self.w = np.where(finite, weights, 0.0)
+        self.yw = np.where(finite, y, 0.0) * self.w
+        self.n_valid = finite.sum(axis=1)
+        self.unit = bool(np.all(self.w == 1.0))  # skip the weight multiplications
+
+    def basis(self, theta: np.ndarray, idx: np.ndarray):
+        """Unit basis columns s, L1, L2 (P, n) at nonlinear parameters ``theta`` (P, 6)."""
+        x = self.x
+        z = (x - theta[:, 0, None]) / theta[:, 1, None]
+        u1 = (x - theta[:, 2, None]) / theta[:, 3, None]
+        u2 = (x - theta[:, 4, None]) / theta[:, 5, None]
+        s = 0.5 * (1.0 + erf(z))
+        l1 = 1.0 / (1.0 + u1 * u1)
+        l2 = 1.0 / (1.0 + u2 * u2)
+        return s, l1, l2, z, u1, u2
+
+    def _rows(self, theta: np.ndarray, idx: np.ndarray, derivatives: bool) -> np.ndarray:
+        """Weighted rows [1, s, L1, L2, y, (∂s/∂b2, ∂s/∂b3, ∂L1/∂c12, ∂L1/∂c13, ∂L2/∂c22, ∂L2/∂c23)].
+
+        Written in place into one (P, k, n) buffer: this is the hot loop, and memory
+        passes, not arithmetic, dominate it.
+        """
+        n_pix, x = idx.size, self.x
+        m = np.empty((n_pix, 11 if derivatives else 5, x.size))
+        w = None if self.unit else self.w[idx]
+        z = np.subtract(x, theta[:, 0, None])
+        z /= theta[:, 1, None]
+        s = m[:, 1]
+        erf(z, out=s)
+        s += 1.0
+        s *= 0.5
+        if derivatives:
+            e = np.multiply(z, z)
+            np.negative(e, out=e)
+            np.exp(e, out=e)
+            e *= _INV_SQRT_PI / theta[:, 1, None]
+            if w is not None:
+                e *= w
+            np.negative(e, out=m[:, 5])
+            np.multiply(m[:, 5], z, out=m[:, 6])
+        for col, (c, hw) in enumerate(((2, 3), (4, 5))):
+            u = np.subtract(x, theta[:, c, None])
+            u /= theta[:, hw, None]
+            lor = m[:, 2 + col]
+            np.multiply(u, u, out=lor)
+            lor += 1.0
+            np.reciprocal(lor, out=lor)
+            if derivatives:
+                d = m[:, 7 + 2 * col]
+                np.multiply(lor, lor, out=d)
+                d *= u
+                d *= 2.0 / theta[:, hw, None]
+                if w is not None:
+                    d *= w
+                np.multiply(d, u, out=m[:, 8 + 2 * col])
+            if w is not None:
+                lor *= w
+        if w is not None:
+            s *= w
+            m[:, 0] = w
+        else:
+            m[:, 0] = 1.0
+        m[:, 4] = self.yw[idx]
+        return m
+
+    def project(self, theta: np.ndarray, idx: np.ndarray, derivatives: bool = False):
+        """Exact constrained linear coefficients, cost and (optionally) the LM normal equations."""
+        m = self._rows(theta, idx, derivatives)
+        gram_all = np.matmul(m, m.transpose(0, 2, 1)).transpose(1, 2, 0)  # (k, k, P)
+        last = 4
+        gram, rhs, yy = gram_all[:4, :4], gram_all[:4, last], gram_all[last, last]
+        coef, free = _nnls4(gram, rhs)
+        cost = yy - 2.0 * np.einsum("kp,kp->p", rhs, coef) + np.einsum("ip,ijp,jp->p", coef, gram, coef)
+        cost = np.maximum(cost, 0.0)
+        if not derivatives:
+            return coef, free, cost
+        scale = coef[_NL_OWNER]  # (6, P): b1, b1, c11, c11, c21, c21
+        q = gram_all[:4, 5:11] * scale[None]  # Bᵀ J_f
+        jj = gram_all[5:11, 5:11] * scale[:, None] * scale[None, :]
+        jy = gram_all[5:11, last] * scale
+        grad = jy - np.einsum("kjp,kp->jp", q, coef)  # J_fᵀ r (r ⟂ free basis columns)
+        # Golub–Pereyra JᵀJ of the projected residual: Kaufman's J_fᵀ(I − P)J_f plus the
+        # term from the coefficients' response to the residual, (D_kᵀr)(D_lᵀr)(G⁻¹)_{j(k)j(l)}
+        # (the cross terms vanish: (I − P)J_f ⟂ span B). Both need G⁻¹ on the free set only.
+        dr = gram_all[5:11, last] - np.einsum("kjp,kp->jp", gram_all[:4, 5:11], coef)  # D_kᵀ r
+        owner = np.zeros((4, 6, 1))
+        owner[_NL_OWNER, np.arange(6), 0] = 1.0
+        eye = np.eye(4)[:, :, None]
+        keep = free[:, None, :] & free[None, :, :]
+        rhs_all = np.concatenate([q, np.broadcast_to(owner, q.shape)], axis=1)
+        x = _chol_solve(np.where(keep, gram, eye), np.where(free[:, None, :], rhs_all, 0.0))
+        ginv = x[_NL_OWNER, 6:]  # (G⁻¹)_{j(l), j(k)} as [l, k]
+        hess = jj - np.einsum("kip,kjp->ijp", q, x[:, :6]) + dr[:, None, :] * dr[None, :, :] * ginv.transpose(1, 0, 2)
+        return coef, free, cost, hess, grad
+
+
+# ------------------------------------------------------------------ starts
+def _theta(params: np.ndarray, e0: float) -> np.ndarray:
+    theta = params[:, _NL].copy()
+    theta[:, [0, 2, 4]] -= e0
+    return theta
+
+
+def _params(theta: np.ndarray, coef: np.ndarray, e0: float) -> np.ndarray:
+    out = np.empty((theta.shape[0], N_PARAMETERS))
+    out[:, _NL] = theta
+    out[:, _NL[[0, 2, 4]]] += e0
+    out[:, _LIN] = coef.T
+    return out
+
+
+def scan_starts(
+    energy: np.ndarray,
+    y: np.ndarray,
+    start: np.ndarray,
+    lower: np.ndarray,
+    upper: np.ndarray,
+    weights: np.ndarray | None = None,
+    edge_offsets: tuple[float, ...] = (-4.0, -2.0, 2.0, 4.0),
+    width_factors: tuple[float, ...] = (0.5, 2.0),
+) -> np.ndarray:
+    """Refine starting values: try edge positions b2 + offsets [eV], then widths b3·factors.
+
+    For each candidate the linear parameters are solved exactly and the candidate with
+    the lowest χ² is kept (per pixel). Returns the refined ``start`` (P, 10) with the
+    linear parameters replaced by their exact values (heights made slightly positive).
+    """
+    energy = np.asarray(energy, dtype=float)
+    y = np.asarray(y, dtype=float).reshape(-1, energy.size)
+    w = np.ones_like(y) if weights is None else np.broadcast_to(weights, y.shape)
+    ok = np.isfinite(start).all(axis=1)
+    out = start.copy()
+    if not ok.any():
+        return out
+    idx = np.flatnonzero(ok)
+    prob = _Problem(energy, y[idx], np.asarray(w)[idx])
+    local = np.arange(idx.size)
+    lo, hi = _theta(lower[idx], prob.e0), _theta(upper[idx], prob.e0)
+    theta = np.clip(_theta(start[idx], prob.e0), lo, hi)
+    coef, _, cost = prob.project(theta, local)
+    for column, candidates in ((0, edge_offsets), (1, width_factors)):
+        for value in candidates:
+            trial = theta.copy()
+            trial[:, column] = trial[:, column] + value if column == 0 else trial[:, column] * value
+            trial = np.clip(trial, lo, hi)
+            c_t, _, cost_t = prob.project(trial, local)
+            better = cost_t < cost
+            theta[better], coef[:, better], cost[better] = trial[better], c_t[:, better], cost_t[better]
+    refined = _params(theta, coef, prob.e0)
+    # heights start strictly positive so that bounded optimisers (lmfit) can move them
+    floor = 1e-3 * np.maximum(refined[:, _B1], 1e-9)
+    for k in (_B1, _C11, _C21):
+        refined[:, k] = np.maximum(refined[:, k], floor if k != _B1 else 1e-9)
+    out[idx] = refined
+    return out
+
+
+# ------------------------------------------------------------------ LM
+def _levenberg_marquardt(
+    prob: _Problem, theta: np.ndarray, lo: np.ndarray, hi: np.ndarray, max_iter: int, ftol: float, xtol: float
+):
+    """Batched projected LM on the nonlinear parameters; returns theta, coef, cost, iterations, converged.
+
+    Damping follows Nielsen (1999): on an accepted step λ ← λ·max(1/3, 1 − (2ρ − 1)³)
+    with ρ = actual/predicted decrease of χ², else λ ← λ·ν, ν ← 2ν. A pixel stops when
+    both the actual and the predicted relative decrease are ≤ ``ftol`` (MINPACK's test),
+    when a step moves no parameter by more than ``xtol`` [eV], or when λ explodes.
+    """
+    n_pix = theta.shape[0]
+    everyone = np.arange(n_pix)
+    coef, free, cost, hess, grad = prob.project(theta, everyone, derivatives=True)
+    lam = np.full(n_pix, 1e-3)
+    nu = np.full(n_pix, 2.0)
+    iterations = np.zeros(n_pix, int)
+    converged = np.zeros(n_pix, bool)
+    active = everyone.copy()
+    for _ in range(max_iter):
+        if active.size == 0:
+            break
+        th, h, g, lm = theta[active], hess[:, :, active], grad[:, active], lam[active]
+        diag = np.einsum("iip->ip", h).copy()
+        scale = np.maximum(diag.max(axis=0), 1e-300)
+        determined = diag > 1e-12 * scale
+        step = _damped_step(h, g, lm, diag, determined)
+        # freeze parameters that sit on a bound and are pushed through it, then re-solve
+        push = ((th.T <= lo[active].T) & (step < 0)) | ((th.T >= hi[active].T) & (step > 0))
+        if push.any():
+            step = _damped_step(h, g, lm, diag, determined & ~push)
+        trial = np.clip(th + step.T, lo[active], hi[active])
+        step = (trial - th).T  # what was actually taken after the projection
+        moved = np.abs(step).max(axis=0)
+        predicted = np.einsum("ip,ip->p", step, 2.0 * g - np.einsum("ijp,jp->ip", h, step))
+        c_t, f_t, cost_t, h_t, g_t = prob.project(trial, active, derivatives=True)
+        old = cost[active]
+        actual = old - cost_t
+        accept = np.isfinite(cost_t) & (actual > 0)
+        iterations[active] += 1
+        acc = active[accept]
+        theta[acc], cost[acc] = trial[accept], cost_t[accept]
+        coef[:, acc], free[:, acc] = c_t[:, accept], f_t[:, accept]
+        hess[:, :, acc], grad[:, acc] = h_t[:, :, accept], g_t[:, accept]
+        with np.errstate(invalid="ignore", divide="ignore"):
+            rho = np.where(predicted > 0, actual / predicted, 0.0)
+        lam[acc] = lm[accept] * np.maximum(1.0 / 3.0, 1.0 - (2.0 * rho[accept] - 1.0) ** 3)
+        nu[acc] = 2.0
+        rej = active[~accept]
+        lam[rej] = lm[~accept] * nu[rej]
+        nu[rej] *= 2.0
+        tol = ftol * np.maximum(cost[active], 1e-300)
+        small = (np.abs(actual) <= tol) & (predicted <= tol)
+        done = small | (moved <= xtol) | (lam[active] > 1e12)
+        converged[active[done]] = True
+        active = active[~done]
+    return theta, coef, cost, iterations, converged
+
+
+def _damped_step(h: np.ndarray, g: np.ndarray, lam: np.ndarray, diag: np.ndarray, use: np.ndarray) -> np.ndarray:
+    """Marquardt step (H + λ diag H) δ = g over the ``use`` parameters (δ = 0 elsewhere)."""
+    eye = np.eye(h.shape[0])[:, :, None]
+    keep = use[:, None, :] & use[None, :, :]
+    damped = np.where(keep, h + eye * (lam * diag)[None], eye)
+    rhs = np.where(use, g, 0.0)
+    return _chol_solve(damped, rhs[:, None, :])[:, 0, :]
+
+
+# ------------------------------------------------------------------ errors and flags
+def _covariance(
+    prob: _Problem, params: np.ndarray, lower: np.ndarray, upper: np.ndarray, cost: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """Covariance (P, 10, 10) = redchi·(JᵀJ)⁻¹ over determined parameters, and redchi."""
+    n_pix = params.shape[0]
+    idx = np.arange(n_pix)
+    theta = _theta(params, prob.e0)
+    s, l1, l2, z, u1, u2 = prob.basis(theta, idx)
+    w = prob.w
+    ez = np.exp(-z * z) * _INV_SQRT_PI
+    b1, c11, c21 = params[:, _B1, None], params[:, _C11, None], params[:, _C21, None]
+    d1 = 2.0 * u1 * l1 * l1 / theta[:, 3, None]
+    d2 = 2.0 * u2 * l2 * l2 / theta[:, 5, None]
+    jac = np.stack(
+        [
+            w,
+            w * s,
+            -w * b1 * ez / theta[:, 1, None],
+            -w * b1 * ez * z / theta[:, 1, None],
+            w * l1,
+            w * c11 * d1,
+            w * c11 * d1 * u1,
+            w * l2,
+            w * c21 * d2,
+            w * c21 * d2 * u2,
+        ],
+        axis=1,
+    )
+    jtj = np.matmul(jac, jac.transpose(0, 2, 1)).transpose(1, 2, 0)
+    use = _determined(params, lower, upper).T  # (10, P)
+    eye = np.eye(N_PARAMETERS)[:, :, None]
+    keep = use[:, None, :] & use[None, :, :]
+    inv = _chol_solve(np.where(keep, jtj, eye), np.broadcast_to(eye, jtj.shape).copy())
+    dof = prob.n_valid - N_PARAMETERS
+    with np.errstate(invalid="ignore", divide="ignore"):
+        redchi = np.where(dof > 0, cost / dof, np.nan)
+    cov = inv * redchi[None, None, :]
+    cov = np.where(keep, cov, np.nan).transpose(2, 0, 1)
+    return cov, redchi
+
+
+def _determined(params: np.ndarray, lower: np.ndarray, upper: np.ndarray) -> np.ndarray:
+    """(P, 10) True where a parameter's error is defined: owner height > 0 and not on a bound."""
+    use = np.ones(params.shape, bool)
+    on_bound = _on_bound(params, lower, upper)
+    for owner, members in ((_B1, (_B2, _B3)), (_C11, (_C12, _C13)), (_C21, (_C22, _C23))):
+        zero = ~(params[:, owner] > 0)
+        for m in members:
+            use[:, m] = ~zero & ~on_bound[:, m]
+    return use
+
+
+def _on_bound(params: np.ndarray, lower: np.ndarray, upper: np.ndarray) -> np.ndarray:
+    tol = 1e-7 * (1.0 + np.abs(params))
+    on = (np.abs(params - lower) <= tol) | (np.abs(params - upper) <= tol)
+    on[:, _LIN] = False  # linear heights at 0 are legitimate (no peak), handled by _determined
+    return on
+
+
+def success_flags(params: np.ndarray, lower: np.ndarray, upper: np.ndarray, converged: np.ndarray) -> np.ndarray:
+    """Whether each fit succeeded: converged, finite, and not stuck on a bound absurdly.
+
+    Absurd: the edge centre b2 or width b3 on a bound of its box while b1 > 0 (the edge
+    was pushed out of where the data put it), or the pre-edge Lorentzian collapsed to
+    its minimum width while its height is > 0 (fits one noisy point or the sampling gap).
+    """
+    params = np.asarray(params, dtype=float)
+    on = _on_bound(params, lower, upper)
+    ok = np.asarray(converged, bool) & np.isfinite(params).all(axis=1)
+    edge = params[:, _B1] > 0
+    ok &= ~(edge & (on[:, _B2] | on[:, _B3]))
+    collapsed = (params[:, _C11] > 0) & (np.abs(params[:, _C13] - WIDTH_BOUNDS["c13"][0]) <= 1e-7)
+    ok &= ~collapsed
+    return ok
+
+
+def _suspicious(params: np.ndarray, lower: np.ndarray, upper: np.ndarray, converged: np.ndarray) -> np.ndarray:
+    """Fits worth restarting: failed flags, or the edge sliding behind the white line."""
+    behind = (params[:, _C21] > 0) & (params[:, _B2] > params[:, _C22])
+    return ~success_flags(params, lower, upper, converged) | behind
+
+
+# ------------------------------------------------------------------ driver
+#: Alternative starts of the restart scan: (edge shift [eV], white-line offset from the edge [eV]).
+RESTARTS: tuple[tuple[float, float], ...] = ((-3.0, 5.0), (3.0, 5.0), (0.0, 8.0))
+
+
+def _fit_block(
+    energy: np.ndarray,
+    y: np.ndarray,
+    w: np.ndarray,
+    pre_edge_limit: float | None,
+    max_iter: int,
+    ftol: float,
+    xtol: float,
+    restarts: bool,
+    want_cov: bool,
+):
+    n_pix = y.shape[0]
+    params = np.full((n_pix, N_PARAMETERS), np.nan)
+    cost = np.full(n_pix, np.nan)
+    iterations = np.zeros(n_pix, int)
+    converged = np.zeros(n_pix, bool)
+    start, lower, upper = initial_estimates(energy, np.where(w > 0, y, np.nan), pre_edge_limit)
+    valid = np.isfinite(start).all(axis=1) & ((np.isfinite(y) & (w > 0)).sum(axis=1) > N_PARAMETERS)
+    idx = np.flatnonzero(valid)
+    cov = np.full((n_pix, N_PARAMETERS, N_PARAMETERS), np.nan) if want_cov else None
+    stderr = np.full((n_pix, N_PARAMETERS), np.nan)
+    redchi = np.full(n_pix, np.nan)
+    if idx.size == 0:
+        return params, stderr, redchi, np.zeros(n_pix, bool), cost, iterations, lower, upper, cov
+    yv, wv, lo_p, hi_p = y[idx], w[idx], lower[idx], upper[idx]
+    start_v = scan_starts(energy, yv, start[idx], lo_p, hi_p, weights=wv)
+    prob = _Problem(energy, yv, wv)
+    lo, hi = _theta(lo_p, prob.e0), _theta(hi_p, prob.e0)
+    theta, coef, c, it, conv = _levenberg_marquardt(
+        prob, np.clip(_theta(start_v, prob.e0), lo, hi), lo, hi, max_iter, ftol, xtol
+    )
+    p = _params(theta, coef, prob.e0)
+    if restarts:
+        redo = np.flatnonzero(_suspicious(p, lo_p, hi_p, conv))
+        for edge_shift, wl_offset in RESTARTS if redo.size else ():
+            alt = start_v[redo].copy()
+            alt[:, _B2] = alt[:, _B2] + edge_shift
+            alt[:, _C22] = alt[:, _B2] + wl_offset
+            sub = _Problem(energy, yv[redo], wv[redo])
+            lo_r, hi_r = _theta(lo_p[redo], sub.e0), _theta(hi_p[redo], sub.e0)
+            th_r, coef_r, c_r, it_r, conv_r = _levenberg_marquardt(
+                sub, np.clip(_theta(alt, sub.e0), lo_r, hi_r), lo_r, hi_r, max_iter, ftol, xtol
+            )
+            p_r = _params(th_r, coef_r, sub.e0)
+            # keep the lower χ² (least squares decides, not the flags)
+            better = c_r < c[redo] * (1.0 - 1e-9)
+            take = redo[better]
+            p[take], c[take], it[take], conv[take] = p_r[better], c_r[better], it_r[better], conv_r[better]
+            redo = redo[_suspicious(p[redo], lo_p[redo], hi_p[redo], conv[redo])]
+            if redo.size == 0:
+                break
+    cov_v, redchi_v = _covariance(prob, p, lo_p, hi_p, c)
+    params[idx], cost[idx], iterations[idx], converged[idx] = p, c, it, conv
+    redchi[idx] = redchi_v
+    stderr[idx] = np.sqrt(np.einsum("pii->pi", cov_v))
+    if want_cov:
+        cov[idx] = cov_v
+    success = np.zeros(n_pix, bool)
+    success[idx] = success_flags(p, lo_p, hi_p, conv) & np.isfinite(c)
+    return params, stderr, redchi, success, cost, iterations, lower, upper, cov
+
+
+def fit_batch(
+    energy: np.ndarray,
+    mu: np.ndarray,
+    weights: np.ndarray | None = None,
+    pre_edge_limit: float | None = None,
+    max_iter: int = 200,
+    ftol: float = 1e-10,
+    xtol: float = 1e-7,
+    restarts: bool = True,
+    return_covariance: bool = False,
+    block_size: int = 8192,
+    progress: bool = False,
+) -> BatchResult:
+    """Fit paper eq. (1) to every spectrum of ``mu`` at once (variable projection + batched LM).
+
+    Parameters
+    ----------
+    energy : ndarray (n_E,)
+        Photon energies [eV], strictly increasing.
+    mu : ndarray (..., n_E)
+        Absorption spectra μt. NaN values are left out of a spectrum's fit; spectra with
+        ≤ 10 finite values are skipped (NaN results, ``success`` False).
+    weights : ndarray broadcastable to ``mu``, optional
+        Least-squares weights (1/σ); None = unweighted (as lmfit without weights).
+    pre_edge_limit : float, optional
+        Energies below it are pre-edge points for the starting values [eV].
+    max_iter : int
+        Maximum Levenberg–Marquardt iterations per start.
+    ftol : float
+        Stop when an accepted step lowers χ² by less than this fraction.
+    xtol : float
+        Stop when a step moves no nonlinear parameter by more than this [eV].
+    restarts : bool
+        Refit suspicious pixels from :data:`RESTARTS` and keep the best.
+    return_covariance : bool
+        Also return the full (P, 10, 10) covariance.
+    block_size : int
+        Pixels per vectorised block (bounds memory: ≈ 1 kB × n_E per pixel).
+    progress : bool
+        Progress bar over blocks.
+
+    Returns
+    -------
+    BatchResult
+        Arrays with the leading shape of ``mu`` flattened to P.
+    """
+    energy = np.asarray(energy, dtype=float)
+    y = np.asarray(mu, dtype=float).reshape(-1, energy.size)
+    w = (
+        np.ones_like(y)
+        if weights is None
+        else np.broadcast_to(np.asarray(weights, float), np.shape(mu)).reshape(y.shape)
+    )
+    n_pix = y.shape[0]
+    out = {
+        key: []
+        for key in ("params", "stderr", "redchi", "success", "cost", "iterations", "lower", "upper", "covariance")
+    }
+    blocks = range(0, n_pix, block_size)
+    if progress:
+        from ptyxr.progress import progress_bar
+
+        blocks = progress_bar(blocks, enabled=True, desc="fit_xanes (batch)", unit="block")
+    for start in blocks:
+        sl = slice(start, start + block_size)
+        res = _fit_block(energy, y[sl], w[sl], pre_edge_limit, max_iter, ftol, xtol, restarts, return_covariance)
+        for key, value in zip(out, res, strict=True):
+            out[key].append(value)
+    if n_pix == 0:
+        empty = np.zeros((0, N_PARAMETERS))
+        return BatchResult(
+            empty,
+            empty,
+            np.zeros(0),
+            np.zeros(0, bool),
+            np.zeros(0),
+            np.zeros(0, int),
+            empty,
+            empty,
+            np.zeros((0, N_PARAMETERS, N_PARAMETERS)) if return_covariance else None,
+        )
+    cat = {key: (np.concatenate(v) if v[0] is not None else None) for key, v in out.items()}
+    return BatchResult(**cat)

@@ -296,3 +296,31 @@ def test_domain_scatter_links_maps_and_features(chain):
     picked = selection.filter(hv.Dataset(table)).data
     assert set(picked[s.DOMAIN]) == {2}  # only type 2 has edges at 5484 eV
     assert len(picked) == int(((domain == 2) & (chain[s.EDGE_ENERGY].values > 5482.5)).sum())
+
+
+# ------------------------------------------------- with the real stage outputs
+def test_figures_on_real_cluster_and_elbow_outputs():
+    domains = pytest.importorskip("ptyxr.domains")
+    parts = [p.drop_vars("true_type") for p in fc.particle_datasets()]
+    clustered = domains.combine_particles(parts).ptyxr.cluster(n_clusters=3)
+    fig = paper.figure3(clustered)
+    for name in ("P1", "D1"):
+        domain = clustered[s.DOMAIN].sel(particle=name).values
+        _assert_image_is(_image(_axes(fig, f"domain:{name}")), np.where(domain >= 0, domain, np.nan))
+    fig = clustered.ptyxr.plot.elbow(k=range(1, 6), progress=False)
+    elbow = domains.elbow(clustered, k=range(1, 6), progress=False)
+    lines = {ln.get_gid(): ln for ln in fig.axes[0].get_lines()}
+    np.testing.assert_allclose(lines["sse"].get_ydata(), elbow.values)
+    assert list(lines["suggested_k"].get_xdata()) == [elbow.attrs["suggested_k"]]
+
+
+def test_figure1_on_simulated_spectra():
+    simulate = pytest.importorskip("ptyxr.simulate")
+    _, truth = simulate.demo_dataset("tiny", seed=0)
+    spectra = simulate.spectra_from_truth(truth, noise=0.0)
+    fig = paper.figure1(spectra)
+    name = spectra.attrs.get(s.ATTR_PARTICLE, "particle")
+    _assert_image_is(_image(_axes(fig, f"absorption:{name}")), spectra[s.ABSORPTION].isel(energy=-1).values)
+    # without a fit the region sits at the material centroid: its spectrum shows an edge jump
+    (line,) = _axes(fig, "absorption_spectra").get_lines()
+    assert line.get_ydata()[-1] - line.get_ydata()[0] > 0

@@ -11,7 +11,8 @@ returns the constants printed in Uematsu et al. (PCCP 2023) where it defines the
 
 from __future__ import annotations
 
-from typing import Literal, Mapping
+from collections.abc import Mapping
+from typing import Literal
 
 import numpy as np
 from scipy import constants as _c
@@ -90,8 +91,9 @@ def scattering_factors(element: str, energy: float | np.ndarray,
     if table == "chantler":
         import xraydb
 
-        f1 = np.asarray(xraydb.f1_chantler(element, energy), dtype=float)  # already f′ (anomalous)
-        f2 = np.asarray(xraydb.f2_chantler(element, energy), dtype=float)
+        flat = energy.ravel()  # xraydb accepts scalars and 1-D arrays only
+        f1 = np.asarray(xraydb.f1_chantler(element, flat), dtype=float)  # already f′ (anomalous)
+        f2 = np.asarray(xraydb.f2_chantler(element, flat), dtype=float)
         return f1.reshape(energy.shape), f2.reshape(energy.shape)
     import periodictable
 
@@ -249,7 +251,8 @@ def extend_with_table(energy: np.ndarray, f2: np.ndarray, element: str = "V",
     hi_nodes = t_energy > energy[-1] + 1e-9
     quarter = max(1, energy.size // 4)
     lo_pts = energy < pre_edge_limit if pre_edge_limit is not None else np.arange(energy.size) < quarter
-    hi_pts = energy > post_edge_limit if post_edge_limit is not None else np.arange(energy.size) >= energy.size - quarter
+    hi_pts = (energy > post_edge_limit if post_edge_limit is not None
+              else np.arange(energy.size) >= energy.size - quarter)
     ref = np.interp(energy, t_energy, t_f2)
 
     def scale(points: np.ndarray) -> np.ndarray:

@@ -134,7 +134,8 @@ def chemical_state(
     Notes
     -----
     N_V uses λ at each pixel's own edge energy b2 (DESIGN §1e). Re[N_e^eff] is computed
-    from the phase at E_ref alone: the measured Re[N_e^eff]/N_V uses no f′.
+    from the phase at E_ref alone: the measured Re[N_e^eff]/N_V uses no f′. The two ratios
+    (PE/Δμt, Re[N_e^eff]/N_V) are NaN also where b1 ≤ 0.
     """
     ds = validate_fit(ds, STAGE)
     require_variables(ds, (PHASE,), STAGE, "Keep the phase stack from ds.ptyxr.spectra() (DESIGN §1c).")
@@ -164,6 +165,9 @@ def chemical_state(
     valid = ds[FIT_VALID]
     edge_energy = ds[_B2].where(valid)
     edge_jump = ds[_B1].where(valid)
+    # A ratio over a zero edge jump is undefined (fit_valid's b1 ≥ σ passes b1 = 0 when σ = 0,
+    # e.g. noise-free simulations): NaN rather than ±inf.
+    positive_jump = edge_jump.where(edge_jump > 0)
     pre_edge = (np.pi * ds[_C11] * ds[_C13]).where(valid)
     # λ(b2) = hc/b2 written out (physics.wavelength checks its input eagerly, which would
     # compute a dask array); b2 ≤ 0 is unphysical and is masked.
@@ -187,7 +191,7 @@ def chemical_state(
             EDGE_ENERGY: with_attrs(edge_energy, EDGE_ENERGY, formula="b2"),
             EDGE_JUMP: with_attrs(edge_jump, EDGE_JUMP, formula="b1"),
             PRE_EDGE_INTENSITY: with_attrs(pre_edge, PRE_EDGE_INTENSITY, formula="pi*c11*c13"),
-            PRE_EDGE_RATIO: with_attrs(pre_edge / edge_jump, PRE_EDGE_RATIO, formula="pi*c11*c13/b1"),
+            PRE_EDGE_RATIO: with_attrs(pre_edge / positive_jump, PRE_EDGE_RATIO, formula="pi*c11*c13/b1"),
             VANADIUM_DENSITY: with_attrs(
                 n_v, VANADIUM_DENSITY, formula="b1/(r_e*lambda(b2)*delta_f2)", **nv_attrs, **common
             ),
@@ -195,7 +199,7 @@ def chemical_state(
                 n_e, ELECTRON_DENSITY, formula="-phase(E_ref)/(r_e*lambda(E_ref))", **ref_attrs, **common
             ),
             ELECTRONS_PER_VANADIUM: with_attrs(
-                n_e / n_v,
+                n_e / n_v.where(positive_jump > 0),
                 ELECTRONS_PER_VANADIUM,
                 formula="electron_density/vanadium_density (no f')",
                 **nv_attrs,

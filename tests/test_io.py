@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import doctest
+import os
 import tempfile
 from pathlib import Path
 
@@ -352,25 +353,40 @@ def _mutate(path: Path, mutation: tuple, entry_name: str) -> None:
             return
         g = f[entry_name]
         target = mutation[1]
-        if target not in g:
+        try:
+            _apply(g, kind, target, mutation)
+        except KeyError:  # a path an earlier mutation removed: nothing to mutate
             return
-        if kind == "drop":
-            del g[target]
-        elif kind == "string":
-            del g[target]
-            g[target] = np.array([b"not", b"numbers"])
-        elif kind == "shape":
-            del g[target]
-            g[target] = np.ones(mutation[2], np.float32)
-        elif kind == "value":
-            dset = g[target]
-            values = dset[()].astype(np.float64)
-            values.reshape(-1)[0] = mutation[2]
-            del g[target]
-            g[target] = values
 
 
-@settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+def _apply(g: h5py.Group, kind: str, target: str, mutation: tuple) -> None:
+    if target not in g:
+        return
+    if kind == "value" and not (
+        isinstance(g[target], h5py.Dataset) and g[target].dtype.kind in "iuf" and g[target].size
+    ):
+        return
+    if kind == "drop":
+        del g[target]
+    elif kind == "string":
+        del g[target]
+        g[target] = np.array([b"not", b"numbers"])
+    elif kind == "shape":
+        del g[target]
+        g[target] = np.ones(mutation[2], np.float32)
+    elif kind == "value":
+        dset = g[target]
+        values = dset[()].astype(np.float64)
+        values.reshape(-1)[0] = mutation[2]
+        del g[target]
+        g[target] = values
+
+
+@settings(
+    max_examples=int(os.environ.get("PTYXR_FUZZ_EXAMPLES", "100")),
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow],
+)
 @given(
     mutations=st.lists(_mutation, min_size=1, max_size=3),
     layout=st.sampled_from(["entries", "stacked"]),

@@ -193,3 +193,10 @@ def test_domain_explorer_highlights_cluster(chain):
         DomainExplorer(chain, cluster=7, interactive=False)
     with pytest.raises(s.SchemaError, match="domain"):
         DomainExplorer(chain.drop_vars(s.DOMAIN), interactive=False)
+
+
+def test_accessor_opens_explorers(chain):
+    ex = chain.ptyxr.plot.pixel_explorer(particle="D1", pixel=(3, 3), interactive=False)
+    assert isinstance(ex, PixelExplorer) and ex.settings()["pixel"] == (3, 3)
+    dx = chain.ptyxr.plot.domain_explorer(cluster=2, interactive=False)
+    assert isinstance(dx, DomainExplorer) and dx.settings() == {"cluster": 2}

@@ -14,8 +14,9 @@ class PlotMethods:
     """Paper figures and interactive views of a Dataset.
 
     ``ds.ptyxr.plot.figure1()``, ``.chemical_maps()`` (Fig. 2), ``.domains()`` (Fig. 3),
-    ``.elbow()`` (Fig. S3), ``.stack()`` (energy slider) and ``.scatter()`` (linked domain
-    scatter). Each method calls the function of the same purpose in
+    ``.elbow()`` (Fig. S3), ``.stack()`` (energy slider), ``.scatter()`` (linked domain
+    scatter), ``.pixel_explorer()`` and ``.domain_explorer()`` (ipywidgets explorers of
+    :mod:`ptyxr.widgets`). Each method calls the function of the same purpose in
     :mod:`ptyxr.plotting.paper` / :mod:`ptyxr.plotting.interactive` with this Dataset
     and returns what it returns (a matplotlib Figure or a holoviews object).
     """
@@ -59,3 +60,15 @@ class PlotMethods:
     def scatter(self, **kwargs: Any) -> Any:
         """Feature scatter linked to the domain maps; see :func:`ptyxr.plotting.interactive.domain_scatter`."""
         return interactive.domain_scatter(self._obj, **kwargs)
+
+    def pixel_explorer(self, **kwargs: Any) -> Any:
+        """Clickable map with per-pixel spectra and fit; see :class:`ptyxr.widgets.PixelExplorer`."""
+        from ptyxr.widgets import PixelExplorer
+
+        return PixelExplorer(self._obj, **kwargs)
+
+    def domain_explorer(self, **kwargs: Any) -> Any:
+        """Cluster picker over the domain maps; see :class:`ptyxr.widgets.DomainExplorer`."""
+        from ptyxr.widgets import DomainExplorer
+
+        return DomainExplorer(self._obj, **kwargs)

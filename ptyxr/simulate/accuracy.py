@@ -154,9 +154,11 @@ def domain_accuracy(particles: Sequence[xr.Dataset], combined: xr.Dataset, truth
     """
     from sklearn.metrics import adjusted_rand_score
 
-    labels, true_labels, weights, conditions = [], [], [], []
+    labels, true_labels, weights, true_weights, conditions = [], [], [], [], []
     for i, (particle, truth) in enumerate(zip(particles, truths, strict=True)):
-        dom = combined[s.DOMAIN].isel({s.PARTICLE: i}).sel({s.Y: particle[s.Y], s.X: particle[s.X]}, method="nearest")
+        # combine_particles aligns particles by pixel index from each one's first pixel
+        ny, nx = particle.sizes[s.Y], particle.sizes[s.X]
+        dom = combined[s.DOMAIN].isel({s.PARTICLE: i, s.Y: slice(0, ny), s.X: slice(0, nx)})
         true_dom = _truth_on_result_grid(particle, truth, [s.DOMAIN], "nearest")[s.DOMAIN].values
         lab = dom.values
         keep = (lab >= 0) & np.isfinite(true_dom) & (true_dom >= 0)
@@ -164,15 +166,17 @@ def domain_accuracy(particles: Sequence[xr.Dataset], combined: xr.Dataset, truth
         true_labels.append(true_dom[keep].astype(int))
         w = particle[s.VANADIUM_DENSITY].values[keep]
         weights.append(np.where(np.isfinite(w), w, 0.0))
+        true_nv = _truth_on_result_grid(particle, truth, [s.VANADIUM_DENSITY], "nearest")[s.VANADIUM_DENSITY].values
+        true_weights.append(np.nan_to_num(true_nv[keep]))
         conditions.append(np.full(keep.sum(), str(particle.attrs.get(s.ATTR_CONDITION, ""))))
-    lab, tru, w, cond = (np.concatenate(v) for v in (labels, true_labels, weights, conditions))
+    lab, tru, w, tw, cond = (np.concatenate(v) for v in (labels, true_labels, weights, true_weights, conditions))
     out = {"domain_adjusted_rand_index": float(adjusted_rand_score(tru, lab)) if lab.size else float("nan")}
     mapping = {c: np.bincount(tru[lab == c], weights=w[lab == c]).argmax() for c in np.unique(lab)}
     mapped = np.array([mapping[c] for c in lab]) if lab.size else lab
     for group in np.unique(cond):
         g = cond == group
         n_types = int(max(tru.max(), mapped.max()) + 1)
-        f_true = np.bincount(tru[g], weights=w[g], minlength=n_types) / w[g].sum()
+        f_true = np.bincount(tru[g], weights=tw[g], minlength=n_types) / tw[g].sum()
         f_rec = np.bincount(mapped[g], weights=w[g], minlength=n_types) / w[g].sum()
         out[f"fraction_max_abs_err[{group}]"] = float(np.max(np.abs(f_true - f_rec)))
     return out

@@ -399,3 +399,23 @@ def test_exact_placement_matches_nearest_at_highest_energy():
     i_e = raw_e[INTENSITY].isel({ENERGY: -1}).values.astype(float)
     bright = i_n > 1e8
     assert np.median(np.abs(i_e[bright] / i_n[bright] - 1)) < 0.05
+
+
+@pytest.mark.parametrize("preset", ["small", pytest.param("paper", marks=pytest.mark.slow)])
+def test_larger_presets(preset):
+    """The notebook/CI preset and the paper-like preset have the documented set-up (~2 s / ~30 s)."""
+    config = sim.PRESETS[preset]
+    raw, truth = sim.demo_dataset(preset, seed=0, progress=False)
+    schema.validate_raw(raw)
+    n_energies = 40 if preset == "paper" else config.n_energies
+    assert raw.sizes[ENERGY] == n_energies and raw.sizes[schema.DET_Y] == config.frame_size
+    assert truth[Y].attrs[schema.ATTR_PIXEL_SIZE] == pytest.approx(config.pixel_size, rel=1e-9)
+    if preset == "small":
+        assert 50 <= raw.sizes[schema.SCAN] <= 85
+    else:
+        np.testing.assert_allclose(raw[ENERGY].values[[0, -1]], [5420.0, 5540.0])
+        assert config.pixel_size == 15e-9 and config.probe_fwhm == 300e-9 and config.scan_step == 150e-9
+    # the particle lies inside the scanned field, with vacuum around it
+    mat = truth[MATERIAL].values
+    assert mat.any() and not mat[0].any() and not mat[-1].any() and not mat[:, 0].any() and not mat[:, -1].any()
+    assert (np.unique(truth[DOMAIN].values) >= 0).sum() >= 4

@@ -27,6 +27,17 @@ from ptyxr.simulate.presets import (
     resolve_preset,
 )
 
+
+def __getattr__(name: str):
+    # accuracy_report lives in ptyxr.simulate.accuracy (comparison with ground truth); lazy,
+    # so importing the simulator never depends on it
+    if name == "accuracy_report":
+        from ptyxr.simulate.accuracy import accuracy_report
+
+        return accuracy_report
+    raise AttributeError(f"module 'ptyxr.simulate' has no attribute {name!r}")
+
+
 __all__ = [
     "CONDITIONS",
     "DOMAIN_TYPES",
@@ -36,6 +47,7 @@ __all__ = [
     "Condition",
     "DomainType",
     "Preset",
+    "accuracy_report",
     "demo_dataset",
     "paper_energy_grid",
     "paper_particles",

@@ -33,7 +33,7 @@ from ptyxr import provenance
 from ptyxr.optics import real_space_pixel_size
 from ptyxr.progress import progress_bar
 from ptyxr.reconstruct import epie as _epie
-from ptyxr.reconstruct.grid import Grid, common_grid, resample_frames
+from ptyxr.reconstruct.grid import Grid, common_grid, register_shifts, resample_frames
 from ptyxr.reconstruct.probe import coverage_map, guess_probes, setup_probes
 from ptyxr.schema import (
     ATTR_CHECKPOINT,
@@ -354,9 +354,7 @@ def _reconstruct_one(
         done = it + 1
         if kkr_project is not None and done in schedule:
             region = coverage_map(probe, grid.offsets, grid.active, grid.shape, coverage_threshold)
-            obj = np.ascontiguousarray(
-                kkr_project(obj, energy, region, weight=kkr_weight, **kkr_options), dtype=np.complex64
-            )
+            obj = _registered_kkr(kkr_project, obj, energy, region, field, kkr_weight, kkr_options)
         if progress:
             bar.set_postfix(error=f"{float(np.nanmean(errors[:, it])):.3g}")
         if checkpoint is not None and (done % max(int(checkpoint_every), 1) == 0 or done == iterations):
@@ -387,6 +385,41 @@ def _reconstruct_one(
     return out, facts
 
 
+def _registered_kkr(
+    kkr_project: Any,
+    obj: np.ndarray,
+    energy: np.ndarray,
+    region: np.ndarray,
+    field: np.ndarray,
+    weight: float,
+    options: dict[str, Any],
+) -> np.ndarray:
+    """KKR on energies co-registered to the highest one; only the phase correction moves back.
+
+    Sample drift between energies (a few pixels in practice) would make KKR combine
+    different sample points into one "pixel spectrum" and hurt (measured on the simulator:
+    object NRMSE 0.12 → 0.3–0.8 with 1 px rms drift). So each energy is registered onto the
+    highest energy by phase cross-correlation, KKR runs on the registered stack, and each
+    energy's phase correction (a smooth real map) is shifted back and applied to the
+    unregistered object inside its own field; amplitudes are never resampled.
+    """
+    from scipy.ndimage import shift as nd_shift
+
+    shifts = register_shifts(obj, region)
+    registered = obj.copy()
+    for e in np.flatnonzero(np.any(np.abs(shifts) > 1e-3, axis=1)):
+        registered[e] = _epie.fourier_shift(obj[e] - 1, tuple(shifts[e])) + 1
+    projected = kkr_project(registered, energy, region, weight=weight, **options)
+    correction = np.angle(projected * np.conj(registered))
+    out = obj.copy()
+    for e in range(obj.shape[0]):
+        back = correction[e]
+        if np.any(np.abs(shifts[e]) > 1e-3):
+            back = nd_shift(back, -shifts[e], order=1, mode="constant", cval=0.0)
+        out[e] *= np.exp(1j * np.where(field[e], back, 0.0)).astype(np.complex64)
+    return np.ascontiguousarray(out, dtype=np.complex64)
+
+
 # ------------------------------------------------------------------------ the stage
 def reconstruct(
     ds: xr.Dataset,
@@ -411,7 +444,7 @@ def reconstruct(
     *,
     engine: str = "auto",
     fft_backend: str = "auto",
-    interpolation: int = 3,
+    interpolation: int = 1,
     recentre_probe: bool = True,
     kkr_element: str = "V",
     kkr_table: str = "chantler",
@@ -464,9 +497,11 @@ def reconstruct(
     fft_backend : {"auto", "pyfftw", "scipy"}
         FFT implementation.
     interpolation : {1, 3}
-        Order of the detector resampling onto the common grid: Keys cubic (default;
-        ≈0.1 % count bias, ≈1 % pixel error on a 5-px-wide central peak) or linear
-        (≈1.7 % count bias there).
+        Order of the detector resampling onto the common grid: linear (default) or Keys
+        cubic. Cubic is better on smooth patterns (count bias 0.1 % vs 1.7 % on a 5-px
+        Gaussian spot) but rings at the hard edges of a KB pupil's far field: on the
+        simulator's tiny preset it left a 5× larger Fourier error and object NRMSE 0.50
+        vs 0.12 at the resampled energies.
     recentre_probe : bool
         Move each energy's probe centre of mass onto pixel N//2 after each probe-updating
         iteration (object moved alike) so energies stay co-registered.

@@ -328,8 +328,19 @@ def scan_starts(
 
 
 # ------------------------------------------------------------------ LM
+#: Iterations after which a pixel with no edge above the noise is abandoned.
+GIVE_UP_AFTER = 10
+
+
 def _levenberg_marquardt(
-    prob: _Problem, theta: np.ndarray, lo: np.ndarray, hi: np.ndarray, max_iter: int, ftol: float, xtol: float
+    prob: _Problem,
+    theta: np.ndarray,
+    lo: np.ndarray,
+    hi: np.ndarray,
+    max_iter: int,
+    ftol: float,
+    xtol: float,
+    give_up: int = GIVE_UP_AFTER,
 ):
     """Batched projected LM on the nonlinear parameters; returns theta, coef, cost, iterations, converged.
 
@@ -337,6 +348,10 @@ def _levenberg_marquardt(
     with ρ = actual/predicted decrease of χ², else λ ← λ·ν, ν ← 2ν. A pixel stops when
     both the actual and the predicted relative decrease are ≤ ``ftol`` (MINPACK's test),
     when a step moves no parameter by more than ``xtol`` [eV], or when λ explodes.
+    After ``give_up`` iterations a pixel whose edge jump b1 is below half the rms
+    residual is abandoned (not converged): noise-only spectra (vacuum) otherwise wander
+    for a hundred iterations, and their fit means nothing (DESIGN §2b: tiny edge jumps
+    are unfittable — mask, don't pretend).
     """
     n_pix = theta.shape[0]
     everyone = np.arange(n_pix)
@@ -382,7 +397,10 @@ def _levenberg_marquardt(
         small = (np.abs(actual) <= tol) & (predicted <= tol)
         done = small | (moved <= xtol) | (lam[active] > 1e12)
         converged[active[done]] = True
-        active = active[~done]
+        with np.errstate(invalid="ignore", divide="ignore"):
+            rms = np.sqrt(cost[active] / np.maximum(prob.n_valid[active] - N_PARAMETERS, 1))
+        hopeless = (iterations[active] >= give_up) & (coef[1, active] < 0.5 * rms)
+        active = active[~(done | hopeless)]
     return theta, coef, cost, iterations, converged
 
 
@@ -472,15 +490,21 @@ def success_flags(params: np.ndarray, lower: np.ndarray, upper: np.ndarray, conv
     return ok
 
 
-def _suspicious(params: np.ndarray, lower: np.ndarray, upper: np.ndarray, converged: np.ndarray) -> np.ndarray:
-    """Fits worth restarting: failed flags, or the edge sliding behind the white line."""
+def _suspicious(
+    params: np.ndarray, lower: np.ndarray, upper: np.ndarray, converged: np.ndarray, rms: np.ndarray
+) -> np.ndarray:
+    """Fits worth restarting: a clear edge (b1 ≥ 3 rms residual) whose fit failed the
+    flags, slid behind the white line, or lost a Lorentzian (height 0)."""
     behind = (params[:, _C21] > 0) & (params[:, _B2] > params[:, _C22])
-    return ~success_flags(params, lower, upper, converged) | behind
+    lost = (params[:, _C11] <= 0) | (params[:, _C21] <= 0)
+    clear = params[:, _B1] >= 3.0 * rms
+    return clear & (~success_flags(params, lower, upper, converged) | behind | lost)
 
 
 # ------------------------------------------------------------------ driver
-#: Alternative starts of the restart scan: (edge shift [eV], white-line offset from the edge [eV]).
-RESTARTS: tuple[tuple[float, float], ...] = ((-3.0, 5.0), (3.0, 5.0), (0.0, 8.0))
+#: Alternative starts of the restart scan: edge shift from its start, then white-line and
+#: pre-edge centres relative to the shifted edge [eV] (clipped to their bounds).
+RESTARTS: tuple[tuple[float, float, float], ...] = ((-3.0, 5.0, -9.0), (3.0, 5.0, -12.0), (0.0, 8.0, -6.0))
 
 
 def _fit_block(
@@ -515,12 +539,14 @@ def _fit_block(
         prob, np.clip(_theta(start_v, prob.e0), lo, hi), lo, hi, max_iter, ftol, xtol
     )
     p = _params(theta, coef, prob.e0)
+    dof = np.maximum(prob.n_valid - N_PARAMETERS, 1)
     if restarts:
-        redo = np.flatnonzero(_suspicious(p, lo_p, hi_p, conv))
-        for edge_shift, wl_offset in RESTARTS if redo.size else ():
+        redo = np.flatnonzero(_suspicious(p, lo_p, hi_p, conv, np.sqrt(c / dof)))
+        for edge_shift, wl_offset, pre_offset in RESTARTS if redo.size else ():
             alt = start_v[redo].copy()
             alt[:, _B2] = alt[:, _B2] + edge_shift
             alt[:, _C22] = alt[:, _B2] + wl_offset
+            alt[:, _C12] = alt[:, _B2] + pre_offset
             sub = _Problem(energy, yv[redo], wv[redo])
             lo_r, hi_r = _theta(lo_p[redo], sub.e0), _theta(hi_p[redo], sub.e0)
             th_r, coef_r, c_r, it_r, conv_r = _levenberg_marquardt(
@@ -531,7 +557,7 @@ def _fit_block(
             better = c_r < c[redo] * (1.0 - 1e-9)
             take = redo[better]
             p[take], c[take], it[take], conv[take] = p_r[better], c_r[better], it_r[better], conv_r[better]
-            redo = redo[_suspicious(p[redo], lo_p[redo], hi_p[redo], conv[redo])]
+            redo = redo[_suspicious(p[redo], lo_p[redo], hi_p[redo], conv[redo], np.sqrt(c[redo] / dof[redo]))]
             if redo.size == 0:
                 break
     cov_v, redchi_v = _covariance(prob, p, lo_p, hi_p, c)
@@ -550,7 +576,7 @@ def fit_batch(
     mu: np.ndarray,
     weights: np.ndarray | None = None,
     pre_edge_limit: float | None = None,
-    max_iter: int = 200,
+    max_iter: int = 100,
     ftol: float = 1e-10,
     xtol: float = 1e-7,
     restarts: bool = True,

@@ -72,6 +72,7 @@ REDCHI = "redchi"
 SUCCESS = "success"
 NOISE = "noise"
 FIT_VALID = "fit_valid"
+PRE_EDGE_VALID = "pre_edge_valid"
 ABSORPTION_FIT = "absorption_fit"
 
 # ------------------------------------------------- XDI transmission XAFS (io.xdi)
@@ -206,6 +207,8 @@ SPECS: dict[str, VariableSpec] = _specs(
     VariableSpec(SUCCESS, (Y, X), DIMENSIONLESS, "XANES fit converged", "bool"),
     VariableSpec(NOISE, (Y, X), DIMENSIONLESS, "noise of absorption (pre-edge std)", "float64"),
     VariableSpec(FIT_VALID, (Y, X), DIMENSIONLESS, "XANES fit valid (material, edge jump >= noise, converged)", "bool"),
+    VariableSpec(PRE_EDGE_VALID, (Y, X), DIMENSIONLESS,
+                 "pre-edge peak resolved (fit valid, width not collapsed to its lower bound)", "bool"),
     VariableSpec(ABSORPTION_FIT, (ENERGY, Y, X), DIMENSIONLESS, "fitted absorption mu t", "float64"),
     # XDI transmission XAFS (ptyxr.io.xdi)
     VariableSpec(XDI_I0, (ENERGY,), COUNTS, "incident intensity i0", "float64"),

@@ -189,10 +189,12 @@ def _agreement(n: int, seed: int):
     ratio_b = xm.pre_edge_ratio(batch.params)
     ratio_b_err = xm.pre_edge_ratio_stderr(batch.params, batch.covariance)
     ratio_l = xm.pre_edge_ratio(lm_params)
+    # PE/Δμt is compared where the pre-edge width is resolved in both (else it is flagged, not used)
+    resolved = ~xs.pre_edge_collapsed(batch.params) & ~xs.pre_edge_collapsed(lm_params)
     same = (
         (np.abs(batch.params[:, 2] - lm_params[:, 2]) < 0.05)
         & (np.abs(batch.params[:, 1] / lm_params[:, 1] - 1) < 0.01)
-        & (np.abs(ratio_b - ratio_l) <= 0.25 * ratio_b_err)
+        & (~resolved | (np.abs(ratio_b - ratio_l) <= 0.25 * ratio_b_err))
     )
     # DESIGN §2b: where lmfit itself is multimodal, "equal" = a χ² no higher than lmfit's
     # (1e-7 relative: both χ² agree to ~1e-9 when they reach the same minimum)
@@ -202,7 +204,7 @@ def _agreement(n: int, seed: int):
 
 def _check_agreement(n: int, seed: int):
     energy, truth, batch, ratio_b, ratio_b_err, lm_params, lm_err, lm_ok, both, same, not_worse = _agreement(n, seed)
-    assert both.mean() > 0.9  # both converge on ≥ 90 % (the rest: collapsed pre-edge widths, flagged)
+    assert both.mean() > 0.95  # both converge on ≥ 95 %
     assert np.mean(same[both]) > 0.95  # same edge, jump and PE/Δμt on ≥ 95 % …
     # … and where not, batch mostly found a χ² no higher than lmfit's (lmfit itself changes its answer
     # with the start in ~6–8 % of pixels; measured: 100 % at n = 200, 99.5 % at n = 600)
@@ -213,7 +215,7 @@ def _check_agreement(n: int, seed: int):
     for params, err, ok in ((batch.params, batch.stderr, batch.success), (lm_params, lm_err, lm_ok)):
         for k in (1, 2):  # b1, b2
             assert np.mean(np.abs(params[ok, k] - truth[ok, k]) < 3 * err[ok, k]) >= 0.95
-    ok = batch.success
+    ok = batch.success & ~xs.pre_edge_collapsed(batch.params)
     assert np.mean(np.abs(ratio_b[ok] - true_ratio[ok]) < 3 * ratio_b_err[ok]) >= 0.95
 
 
@@ -230,7 +232,7 @@ def test_batch_stderr_is_calibrated_on_many_pixels():
     energy, mu, truth = synthetic(2000, seed=13)
     res = fit_batch(energy, mu, pre_edge_limit=PRE_EDGE_LIMIT)
     ok = res.success
-    assert ok.mean() > 0.9
+    assert ok.mean() > 0.95
     z = (res.params[ok] - truth[ok]) / res.stderr[ok]
     for k in (1, 2, 3):  # b1, b2, b3: well determined, z should be ~N(0, 1)
         zk = z[:, k]

@@ -16,6 +16,7 @@ from ptyxr.schema import (
     FIT_VALID,
     MATERIAL,
     NOISE,
+    PRE_EDGE_VALID,
     REDCHI,
     STDERR_SUFFIX,
     SUCCESS,
@@ -46,7 +47,8 @@ def _fit_lmfit_rows(
     start, lower, upper = _model.initial_estimates(energy, y, pre_edge_limit)
     valid = np.isfinite(start).all(axis=1) & (np.isfinite(y).sum(axis=1) > len(FIT_PARAMETERS))
     if valid.any():
-        start[valid] = _solver.scan_starts(energy, y[valid], start[valid], lower[valid], upper[valid])
+        with np.errstate(over="ignore", invalid="ignore", divide="ignore", under="ignore"):
+            start[valid] = _solver.scan_starts(energy, y[valid], start[valid], lower[valid], upper[valid])
     n_pix = y.shape[0]
     params = np.full((n_pix, len(FIT_PARAMETERS)), np.nan)
     stderr = np.full_like(params, np.nan)
@@ -97,13 +99,14 @@ def _noise_kernel(y: np.ndarray, energy: np.ndarray, detrend: bool) -> np.ndarra
         mean_y = yz.sum(axis=-1) / n
         if not detrend:
             ss = (np.where(finite, y - mean_y[..., None], 0.0) ** 2).sum(axis=-1)
-            return np.sqrt(ss / (n - 1))  # unbiased variance (ddof = 1)
+            return np.where(n >= 2, np.sqrt(ss / np.maximum(n - 1, 1)), np.nan)  # unbiased variance (ddof = 1)
         mean_x = xz.sum(axis=-1) / n
         dx = np.where(finite, x - mean_x[..., None], 0.0)
         dy = np.where(finite, y - mean_y[..., None], 0.0)
         slope = (dx * dy).sum(axis=-1) / (dx * dx).sum(axis=-1)
         res = dy - slope[..., None] * dx
-        return np.sqrt((res * res).sum(axis=-1) / (n - 2))  # two fitted parameters (ddof = 2)
+        # two fitted parameters (ddof = 2)
+        return np.where(n >= 3, np.sqrt((res * res).sum(axis=-1) / np.maximum(n - 2, 1)), np.nan)
 
 
 # ------------------------------------------------------------------ stage
@@ -187,8 +190,10 @@ def fit_xanes(
         ``<name>_stderr`` (σ² = redchi·diag((JᵀJ)⁻¹); NaN where undetermined, e.g. centre
         and width of a zero-height Lorentzian), ``redchi`` (Σr²/(N − 10), unweighted,
         so ≈ noise² for a noise-limited fit), ``success``, ``noise`` (attr ``method``)
-        and ``fit_valid`` = material (if known) & (b1 ≥ noise) & success; lazy (dask)
-        when the input or ``chunks`` is.
+        ``fit_valid`` = material (if known) & (b1 ≥ noise) & success, and
+        ``pre_edge_valid`` = fit_valid & the pre-edge width not collapsed onto its lower
+        bound (where False, PE/Δμt is unreliable; DESIGN §2b); lazy (dask) when the
+        input or ``chunks`` is.
 
     Raises
     ------
@@ -252,6 +257,9 @@ def fit_xanes(
     if mask is not None:
         valid = valid & mask.astype(bool)
     new[FIT_VALID] = schema.with_attrs(valid.transpose(*new["b1"].dims), FIT_VALID)
+    # DESIGN §2b: a pre-edge width pinned at its lower bound flags PE/Δμt, not the whole fit
+    collapsed = (new["c11"] > 0) & (abs(new["c13"] - _model.WIDTH_BOUNDS["c13"][0]) <= 1e-7)
+    new[PRE_EDGE_VALID] = schema.with_attrs(new[FIT_VALID] & ~collapsed, PRE_EDGE_VALID)
 
     if keep_fit_curve:
         e = ds[ENERGY]

@@ -370,7 +370,8 @@ def guess(energy: Any, mu: Any, pre_edge_limit: float | None = None, scan: bool 
     if scan:
         from ptyxr.xanes.solver import scan_starts
 
-        start = scan_starts(energy, np.asarray(mu, dtype=float)[None, :], start, lower, upper)
+        with np.errstate(over="ignore", invalid="ignore", divide="ignore", under="ignore"):
+            start = scan_starts(energy, np.asarray(mu, dtype=float)[None, :], start, lower, upper)
     return {
         name: ParamGuess(float(start[0, i]), float(lower[0, i]), float(upper[0, i]))
         for i, name in enumerate(PARAMETERS)

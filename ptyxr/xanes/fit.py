@@ -74,13 +74,13 @@ def _fit_lmfit_rows(
 
 
 def _fit_kernel(
-    y: np.ndarray, energy: np.ndarray, method: str, pre_edge_limit: float | None, progress: bool
+    y: np.ndarray, energy: np.ndarray, method: str, pre_edge_limit: float | None, progress: bool, workers: int | None
 ) -> tuple[np.ndarray, ...]:
     """apply_ufunc kernel: spectra (..., n_E) → 22 arrays (...) (params, stderr, redchi, success)."""
     lead = y.shape[:-1]
     rows = np.asarray(y, dtype=float).reshape(-1, energy.size)
     if method == "batch":
-        res = _solver.fit_batch(energy, rows, pre_edge_limit=pre_edge_limit, progress=progress)
+        res = _solver.fit_batch(energy, rows, pre_edge_limit=pre_edge_limit, progress=progress, workers=workers)
         packed = _pack(res.params, res.stderr, res.redchi, res.success)
     else:
         packed = _fit_lmfit_rows(energy, rows, pre_edge_limit, progress=progress)
@@ -229,6 +229,7 @@ def fit_xanes(
             "method": method,
             "pre_edge_limit": pre_edge_limit,
             "progress": progress and not lazy,
+            "workers": 1 if lazy else None,  # on dask input, dask's scheduler parallelises
         },
         dask="parallelized",
         output_dtypes=[float] * _N_OUT,

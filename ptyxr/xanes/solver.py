@@ -25,6 +25,7 @@ zero, edge centre/width when b1 = 0, and nonlinear parameters pinned on a bound.
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 
 import numpy as np
@@ -348,7 +349,7 @@ def _levenberg_marquardt(
     with ρ = actual/predicted decrease of χ², else λ ← λ·ν, ν ← 2ν. A pixel stops when
     both the actual and the predicted relative decrease are ≤ ``ftol`` (MINPACK's test),
     when a step moves no parameter by more than ``xtol`` [eV], or when λ explodes.
-    After ``give_up`` iterations a pixel whose edge jump b1 is below half the rms
+    After ``give_up`` iterations a pixel whose edge jump b1 is below the rms
     residual is abandoned (not converged): noise-only spectra (vacuum) otherwise wander
     for a hundred iterations, and their fit means nothing (DESIGN §2b: tiny edge jumps
     are unfittable — mask, don't pretend).
@@ -399,7 +400,7 @@ def _levenberg_marquardt(
         converged[active[done]] = True
         with np.errstate(invalid="ignore", divide="ignore"):
             rms = np.sqrt(cost[active] / np.maximum(prob.n_valid[active] - N_PARAMETERS, 1))
-        hopeless = (iterations[active] >= give_up) & (coef[1, active] < 0.5 * rms)
+        hopeless = (iterations[active] >= give_up) & (coef[1, active] < rms)
         active = active[~(done | hopeless)]
     return theta, coef, cost, iterations, converged
 
@@ -591,6 +592,7 @@ def fit_batch(
     restarts: bool = True,
     return_covariance: bool = False,
     block_size: int = 8192,
+    workers: int | None = None,
     progress: bool = False,
 ) -> BatchResult:
     """Fit paper eq. (1) to every spectrum of ``mu`` at once (variable projection + batched LM).
@@ -618,6 +620,9 @@ def fit_batch(
         Also return the full (P, 10, 10) covariance.
     block_size : int
         Pixels per vectorised block (bounds memory: ≈ 1 kB × n_E per pixel).
+    workers : int, optional
+        Threads fitting blocks concurrently (default: one per CPU core, at most one
+        per block). Results do not depend on it.
     progress : bool
         Progress bar over blocks.
 
@@ -638,18 +643,43 @@ def fit_batch(
         key: []
         for key in ("params", "stderr", "redchi", "success", "cost", "iterations", "lower", "upper", "covariance")
     }
-    blocks = range(0, n_pix, block_size)
-    if progress:
-        from ptyxr.progress import progress_bar
 
-        blocks = progress_bar(blocks, enabled=True, desc="fit_xanes (batch)", unit="block")
-    for start in blocks:
+    def run(start: int):
         sl = slice(start, start + block_size)
         # Degenerate pixels (vacuum, exact zeros) make some batched pivots tiny; their
         # overflow/NaN stays in that pixel (trial points must be finite to be accepted,
-        # success needs finite results), so numpy's warnings are noise here.
+        # success needs finite results), so numpy's warnings are noise here. (errstate
+        # is per thread: set inside the worker.)
         with np.errstate(over="ignore", invalid="ignore", divide="ignore", under="ignore"):
-            res = _fit_block(energy, y[sl], w[sl], pre_edge_limit, max_iter, ftol, xtol, restarts, return_covariance)
+            return _fit_block(energy, y[sl], w[sl], pre_edge_limit, max_iter, ftol, xtol, restarts, return_covariance)
+
+    starts = list(range(0, n_pix, block_size))
+    workers = min(os.cpu_count() or 1, len(starts)) if workers is None else max(1, min(workers, len(starts)))
+    bar = None
+    if progress:
+        from ptyxr.progress import progress_bar
+
+        bar = progress_bar(total=len(starts), enabled=True, desc="fit_xanes (batch)", unit="block")
+    if workers > 1:
+        # numpy releases the GIL in its array loops: blocks in threads use several cores
+        from concurrent.futures import ThreadPoolExecutor
+
+        with ThreadPoolExecutor(max_workers=workers) as pool:
+            futures = [pool.submit(run, start) for start in starts]
+            results = []
+            for future in futures:  # in order: output independent of scheduling
+                results.append(future.result())
+                if bar is not None:
+                    bar.update(1)
+    else:
+        results = []
+        for start in starts:
+            results.append(run(start))
+            if bar is not None:
+                bar.update(1)
+    if bar is not None:
+        bar.close()
+    for res in results:
         for key, value in zip(out, res, strict=True):
             out[key].append(value)
     if n_pix == 0:

@@ -1,0 +1,94 @@
+"""Benchmark: batch XANES fit (variable projection + batched LM) vs lmfit per pixel, same run.
+
+Prints batch px/s, lmfit px/s (on a subset), their ratio (target ≥ 100×), and the time
+and peak memory of a 256×256×40 map (target ≲ 10 s on the 2-core dev machine). Wall
+and CPU (process) times are both printed: on a shared machine the CPU time is the
+stable number. Not a test.
+
+    python benchmarks/bench_fit.py            # full: 256×256 map, 200 lmfit pixels
+    python benchmarks/bench_fit.py --reduced  # quick: 64×64 map, 40 lmfit pixels
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+import tracemalloc
+
+import numpy as np
+
+from ptyxr.simulate.energies import paper_energy_grid
+from ptyxr.xanes import model as xm
+from ptyxr.xanes.fit import _fit_lmfit_rows
+from ptyxr.xanes.solver import fit_batch
+
+PRE_EDGE_LIMIT = 5466.0
+
+
+def synthetic_map(n_pixels: int, material_fraction: float = 0.6, sigma: float = 0.01, seed: int = 0):
+    """Spectra of a map: eq. (1) with realistic random parameters in ``material_fraction`` of
+    the pixels, noise only (vacuum) in the rest."""
+    rng = np.random.default_rng(seed)
+    energy = paper_energy_grid()
+    n = n_pixels
+    b1 = rng.uniform(0.05, 0.5, n) * (rng.random(n) < material_fraction)
+    b2 = rng.uniform(5474.0, 5484.0, n)
+    c13 = rng.uniform(0.8, 1.6, n)
+    params = np.stack(
+        [
+            rng.uniform(0.0, 0.3, n),
+            b1,
+            b2,
+            rng.uniform(1.5, 4.0, n),
+            rng.uniform(0.5, 3.0, n) * b1 / (np.pi * c13),
+            rng.uniform(5467.0, 5470.0, n),
+            c13,
+            rng.uniform(0.2, 0.8, n) * b1,
+            b2 + rng.uniform(3.0, 8.0, n),
+            rng.uniform(2.0, 5.0, n),
+        ],
+        axis=1,
+    )
+    return energy, xm.eq1_array(energy, params) + rng.normal(0.0, sigma, (n, energy.size))
+
+
+def timed(func, *args, **kwargs):
+    wall, cpu = time.perf_counter(), time.process_time()
+    out = func(*args, **kwargs)
+    return out, time.perf_counter() - wall, time.process_time() - cpu
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--reduced", action="store_true", help="64×64 map and 40 lmfit pixels (≈ 10 s)")
+    parser.add_argument("--size", type=int, default=None, help="map side (default 256, reduced 64)")
+    parser.add_argument("--lmfit-pixels", type=int, default=None, help="lmfit subset (default 200, reduced 40)")
+    args = parser.parse_args(argv)
+    side = args.size or (64 if args.reduced else 256)
+    n_lmfit = args.lmfit_pixels or (40 if args.reduced else 200)
+
+    energy, mu = synthetic_map(side * side)
+    print(f"map {side}×{side}×{energy.size}: 60 % material (eq. 1, b1 0.05–0.5), 40 % vacuum, σ = 0.01")
+
+    subset = mu[:n_lmfit]
+    _, lm_wall, lm_cpu = timed(_fit_lmfit_rows, energy, subset, PRE_EDGE_LIMIT)
+    print(f"lmfit  on {n_lmfit} px: {n_lmfit / lm_wall:9.1f} px/s wall, {n_lmfit / lm_cpu:9.1f} px/s CPU")
+
+    res, wall, cpu = timed(fit_batch, energy, mu, pre_edge_limit=PRE_EDGE_LIMIT)
+    n = mu.shape[0]
+    print(f"batch  on {n} px: {n / wall:9.1f} px/s wall, {n / cpu:9.1f} px/s CPU")
+    print(f"ratio batch/lmfit: {(n / wall) / (n_lmfit / lm_wall):.0f}× wall, {(n / cpu) / (n_lmfit / lm_cpu):.0f}× CPU")
+    print(f"{side}×{side}×{energy.size} map: {wall:.2f} s wall, {cpu:.2f} s CPU; success {res.success.mean():.3f}")
+
+    tracemalloc.start()
+    fit_batch(energy, mu, pre_edge_limit=PRE_EDGE_LIMIT)
+    _, peak = tracemalloc.get_traced_memory()
+    tracemalloc.stop()
+    print(
+        f"peak memory of the batch fit (tracemalloc, numpy buffers): {peak / 2**20:.0f} MiB "
+        f"(input {mu.nbytes / 2**20:.0f} MiB)"
+    )
+
+
+if __name__ == "__main__":
+    main()

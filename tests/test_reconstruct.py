@@ -443,9 +443,11 @@ def test_siemens_star_real_data():
     ring = phase[np.round(cy + radius * np.sin(t)).astype(int), np.round(cx + radius * np.cos(t)).astype(int)]
     spectrum = np.abs(np.fft.rfft(ring - ring.mean()))
     peak = int(np.argmax(spectrum[2:200])) + 2
-    # a Siemens star: one dominant angular frequency (its spoke count), far above the rest
+    # a Siemens star: one dominant angular frequency (its spoke count), far above the rest;
+    # measured ≈ 40× the median around the star centre (a noise image gives ≈ 3–4×). The
+    # count itself is not asserted: the data carry no spec and the peak (21–27) moves with
+    # the centre estimate
     assert spectrum[peak] > 5 * np.median(spectrum[2:200])
-    print("spokes", peak)
 
 
 # ----------------------------------------------------- simulator and KKR integration

@@ -130,14 +130,14 @@ def demo(preset: str = "small", out: str | Path = "ptyxr-demo", seed: int = 0,
         ePIE iterations (default: the preset's recommended schedule).
     """
     from ptyxr import simulate
-    from ptyxr.pipeline import run_chain, save_result
+    from ptyxr.pipeline import recommended_options, run_chain, save_result
 
     out = Path(out)
     start = time.perf_counter()
     pairs = simulate.paper_particles(preset, seed=seed, progress=progress)
     raws = [raw for raw, _ in pairs]
     truths = [truth for _, truth in pairs]
-    options = simulate.recommended_options(preset, seed=seed, progress=progress)
+    options = recommended_options(preset, seed=seed, progress=progress)
     if iterations is not None:
         options.reconstruct["iterations"] = iterations
     result = run_chain(raws, options)

@@ -45,6 +45,7 @@ from ptyxr.schema import (
     ATTR_PROBE_FWHM,
     ATTR_RNG_STATE,
     COVERAGE,
+    DET_X,
     DET_Y,
     DETECTOR_MASK,
     ENERGY,
@@ -157,7 +158,9 @@ def _validate(ds: xr.Dataset) -> None:
             f"{np.min(dx):.3g} m; positions must be in metres (did you pass pixels or µm?)."
         )
     intensity = ds[INTENSITY]
-    if not hasattr(intensity.data, "dask"):
+    if hasattr(intensity.data, "dask"):
+        _validate_lazy_intensity(ds, finite)
+    else:
         values = intensity.values
         if DETECTOR_MASK in ds:
             values = np.where(ds[DETECTOR_MASK].values, values, np.nan)
@@ -170,6 +173,41 @@ def _validate(ds: xr.Dataset) -> None:
                 f"(index {where} …); ePIE cannot use an empty frame. Mark them as padding (NaN "
                 "position and NaN frame) or check the data."
             )
+
+
+def _validate_lazy_intensity(ds: xr.Dataset, finite: np.ndarray) -> None:
+    """Value checks of :func:`ptyxr.schema.validate_raw` for dask intensities (it skips them).
+
+    ePIE loads every frame anyway; blockwise reductions bring back only per-frame numbers,
+    so ±inf, negative counts and empty frames at scan points with a position are caught
+    without holding a second copy of the data.
+    """
+    import dask
+
+    data = ds[INTENSITY]
+    if DETECTOR_MASK in ds:
+        data = data.where(ds[DETECTOR_MASK])
+    frame_dims = (DET_Y, DET_X)
+    has_inf, minimum, totals = dask.compute(
+        np.isinf(data.data).any(), data.min(frame_dims, skipna=True).min().data, data.sum(frame_dims, skipna=True).data
+    )
+    if bool(has_inf):
+        raise SchemaError(
+            f"{STAGE}: {INTENSITY!r} holds +-inf values; mark invalid pixels with NaN or in {DETECTOR_MASK!r}."
+        )
+    if np.isfinite(minimum) and minimum < 0:
+        raise SchemaError(
+            f"{STAGE}: {INTENSITY!r} holds negative counts (min {float(minimum):g}); subtract dark frames and clip "
+            "at zero, or mark those pixels NaN."
+        )
+    empty = finite & ~(np.asarray(totals) > 0)
+    if empty.any():
+        where = np.argwhere(empty)[:5].tolist()
+        raise SchemaError(
+            f"{STAGE}: {int(empty.sum())} frame(s) with a position hold no valid pixel or zero counts "
+            f"(index {where} …); ePIE cannot use an empty frame. Mark them as padding (NaN position and NaN "
+            "frame) or check the data."
+        )
 
 
 # ------------------------------------------------------------------- checkpoints

@@ -32,6 +32,9 @@ METHODS = ("batch", "lmfit")
 NOISE_METHODS = ("paper", "detrended")
 #: At least this many pre-edge points for the noise σ (paper: four).
 MIN_PRE_EDGE_POINTS = 3
+#: Smallest edge jump b1 counted as an edge, relative to the pixel's largest |μt| (far below any
+#: measurable edge; above float64 round-off of the solver, ~1e-16).
+MIN_RELATIVE_EDGE = 1e-6
 _N_OUT = 2 * len(FIT_PARAMETERS) + 2  # parameters, stderr, redchi, success
 
 
@@ -190,7 +193,7 @@ def fit_xanes(
         ``<name>_stderr`` (σ² = redchi·diag((JᵀJ)⁻¹); NaN where undetermined, e.g. centre
         and width of a zero-height Lorentzian), ``redchi`` (Σr²/(N − 10), unweighted,
         so ≈ noise² for a noise-limited fit), ``success``, ``noise`` (attr ``method``)
-        ``fit_valid`` = material (if known) & (b1 ≥ noise) & success, and
+        ``fit_valid`` = material (if known) & (b1 ≥ noise) & (b1 > MIN_RELATIVE_EDGE·max|μt|) & success, and
         ``pre_edge_valid`` = fit_valid & the pre-edge width not collapsed onto its lower
         bound (where False, PE/Δμt is unreliable; DESIGN §2b); lazy (dask) when the
         input or ``chunks`` is.
@@ -253,7 +256,10 @@ def fit_xanes(
     )
     new[NOISE] = schema.with_attrs(sigma, NOISE, method=noise, pre_edge_limit=float(pre_edge_limit))
 
-    valid = (new["b1"] >= new[NOISE]) & new[SUCCESS]
+    # b1 ≥ σ alone passes a flat noise-free spectrum (σ = 0, b1 ≈ 1e-16): also demand an edge
+    # above the solver's round-off, MIN_RELATIVE_EDGE of the spectrum's largest |μt|
+    floor = MIN_RELATIVE_EDGE * abs(absorption).max(ENERGY)
+    valid = (new["b1"] >= new[NOISE]) & (new["b1"] > floor) & new[SUCCESS]
     mask = material if material is not None else ds.get(MATERIAL)
     if mask is not None:
         valid = valid & mask.astype(bool)

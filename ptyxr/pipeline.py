@@ -111,7 +111,10 @@ def run_chain(raws: Sequence[xr.Dataset], options: ChainOptions | None = None) -
 
 
 def save_result(result: ChainResult, out: Path, overwrite: bool = True) -> list[Path]:
-    """Write each particle's Dataset, the combined Dataset and timings into ``out``."""
+    """Write each particle's Dataset, the combined Dataset and timings into ``out`` (each file atomically)."""
+    from ptyxr.io.netcdf import atomic_path
+
+    out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     written = []
     for ds in result.particles:
@@ -122,6 +125,7 @@ def save_result(result: ChainResult, out: Path, overwrite: bool = True) -> list[
     result.combined.ptyxr.to_netcdf(path, overwrite=overwrite)
     written.append(path)
     timing_path = out / "timings.json"
-    timing_path.write_text(json.dumps(result.timings, indent=2))
+    with atomic_path(timing_path, overwrite=overwrite) as tmp:  # a crash never leaves half a file
+        tmp.write_text(json.dumps(result.timings, indent=2))
     written.append(timing_path)
     return written

@@ -149,7 +149,10 @@ def demo(preset: str = "small", out: str | Path = "ptyxr-demo", seed: int = 0,
     summary_text = summary if isinstance(summary, str) else str(summary)
     total = time.perf_counter() - start
     summary_text += f"\n\ntotal wall time: {total:.1f} s\nfigures: {[f.name for f in figures]}\n"
-    (out / "summary.txt").write_text(summary_text)
+    from ptyxr.io.netcdf import atomic_path
+
+    with atomic_path(out / "summary.txt", overwrite=True) as tmp:  # a crash never leaves half a file
+        tmp.write_text(summary_text)
     print(summary_text)
     return out
 

@@ -659,6 +659,8 @@ def save_paper_figures(result: Any, out_dir: str | Path, dpi: int = DPI) -> list
     out.mkdir(parents=True, exist_ok=True)
     from matplotlib.backends.backend_agg import FigureCanvasAgg
 
+    from ptyxr.io.netcdf import atomic_path
+
     figures = [
         ("fig1.png", lambda: figure1(result.particles)),
         ("fig2.png", lambda: figure2(result.particles)),
@@ -671,6 +673,7 @@ def save_paper_figures(result: Any, out_dir: str | Path, dpi: int = DPI) -> list
         fig = make()
         FigureCanvasAgg(fig)  # explicit Agg canvas: no pyplot, no GUI backend
         path = out / name
-        fig.savefig(path, dpi=dpi)
+        with atomic_path(path, overwrite=True) as tmp:  # a crash never leaves a truncated PNG
+            fig.savefig(tmp, dpi=dpi, format="png")
         written.append(path)
     return written

@@ -353,6 +353,8 @@ def require_energy(ds: xr.Dataset, stage: str, minimum: int = 1) -> np.ndarray:
     """Check the ``energy`` coord: present, finite, strictly increasing, at least ``minimum`` long."""
     if ENERGY not in ds.coords:
         _fail(f"{stage} needs an {ENERGY!r} coordinate in eV; assign one with ds.assign_coords(energy=...).")
+    if ds[ENERGY].dtype.kind not in "iuf":  # numeric strings would silently pass float()
+        _fail(f"{stage}: the {ENERGY!r} coordinate must hold numbers in eV, got dtype {ds[ENERGY].dtype}.")
     energy = np.asarray(ds[ENERGY].values, dtype=float)
     if energy.ndim != 1:
         _fail(f"{stage}: the {ENERGY!r} coordinate must be 1-D, got shape {energy.shape}.")
@@ -397,6 +399,9 @@ def validate_raw(ds: Any) -> xr.Dataset:
     require_energy(ds, stage)
     for name in RAW_REQUIRED:
         require_dims(ds[name], spec(name).dims, stage)
+        if ds[name].dtype.kind not in "iuf":  # complex/str/bool/object are not counts or metres
+            _fail(f"{stage}: {name!r} must hold real numbers, got dtype {ds[name].dtype}; convert it with "
+                  f".astype('float32') (intensity) or .astype('float64') (positions).")
     require_attrs(ds, RAW_REQUIRED_ATTRS, stage)
     intensity = ds[INTENSITY]
     if intensity.sizes[DET_Y] != intensity.sizes[DET_X]:

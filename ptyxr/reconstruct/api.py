@@ -112,6 +112,16 @@ def _validate(ds: xr.Dataset) -> None:
                 "ePIE needs probe and frames of the same size N (frames smaller than the probe cannot hold it). "
                 "Crop/pad the probe guess or the frames to the same N."
             )
+        values = np.asarray(pg.values)
+        if not np.isfinite(values).all():
+            raise SchemaError(f"{STAGE}: {PROBE_GUESS!r} holds NaN/inf values; ePIE would spread them over the object.")
+        # a probe that is zero at one energy never updates the object there (ePIE divides by max|P|²)
+        dead = ~(np.abs(values) > 0).any(axis=(-2, -1))
+        if dead.any():
+            raise SchemaError(
+                f"{STAGE}: {PROBE_GUESS!r} is zero everywhere at {int(dead.sum())} energy(ies); give a real initial "
+                f"probe there or drop {PROBE_GUESS!r} and set attr {ATTR_PROBE_FWHM!r} to model one."
+            )
     elif ATTR_PROBE_FWHM not in ds.attrs:
         raise SchemaError(
             f"{STAGE} needs an initial probe: a {PROBE_GUESS!r} variable or the Dataset attrs "
@@ -250,8 +260,22 @@ def _write_checkpoint(
 
 
 def _read_checkpoint(path: Path) -> dict[str, Any]:
-    with xr.open_dataset(path, engine="netcdf4") as ds:
-        ds = ds.load()
+    try:
+        with xr.open_dataset(path, engine="netcdf4") as ds:
+            ds = ds.load()
+    except FileNotFoundError:
+        raise FileNotFoundError(f"{STAGE}: checkpoint {path} does not exist.") from None
+    except (OSError, ValueError) as err:
+        raise OSError(f"{STAGE}: cannot read checkpoint {path} (damaged or not netCDF): {err}") from err
+    parts = (OBJECT + REAL_SUFFIX, OBJECT + IMAG_SUFFIX, PROBE + REAL_SUFFIX, PROBE + IMAG_SUFFIX, FOURIER_ERROR)
+    missing = [n for n in parts if n not in ds] + [
+        a for a in (ATTR_ITERATIONS_DONE, ATTR_RNG_STATE, ATTR_CHECKPOINT) if a not in ds.attrs
+    ]
+    if missing:
+        raise SchemaError(
+            f"{STAGE}: {path} is not a ptyxr reconstruct checkpoint (lacks {missing}); pass a file written by "
+            "reconstruct(..., checkpoint=path)."
+        )
     obj = (ds[OBJECT + REAL_SUFFIX].values + 1j * ds[OBJECT + IMAG_SUFFIX].values).astype(np.complex64)
     probe = (ds[PROBE + REAL_SUFFIX].values + 1j * ds[PROBE + IMAG_SUFFIX].values).astype(np.complex64)
     return {

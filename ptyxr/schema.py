@@ -463,6 +463,9 @@ def validate_spectra(ds: Any, stage: str = "fit_xanes", minimum_energies: int = 
     require_dims(ds[ABSORPTION], spec(ABSORPTION).dims, stage)
     if PHASE in ds:
         require_dims(ds[PHASE], spec(PHASE).dims, stage)
+    for name in (ABSORPTION, PHASE):
+        if name in ds and ds[name].dtype.kind not in "iuf":  # str/complex/object cannot be fitted
+            _fail(f"{stage}: {name!r} must hold real numbers, got dtype {ds[name].dtype}.")
     if not _has_dask(ds[ABSORPTION]) and not np.isfinite(ds[ABSORPTION].values).any():
         _fail(f"{stage}: {ABSORPTION!r} is NaN everywhere; nothing to fit.")
     return ds

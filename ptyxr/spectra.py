@@ -54,7 +54,7 @@ __all__ = [
     "align",
     "spectra",
     "detect_background",
-    "edge_image",
+    "registration_image",
     "fit_vacuum",
     "normalise_image",
     "register_images",
@@ -481,19 +481,36 @@ def _pixel_spacing(ds: xr.Dataset, dim: str, stage: str) -> float:
 # =====================================================================================
 # stage: align
 # =====================================================================================
-def edge_image(image: np.ndarray) -> np.ndarray:
-    """Sobel gradient magnitude of an image (what :func:`align` registers by default).
+def registration_image(image: np.ndarray, edges: bool = True, smooth: float = 1.5) -> np.ndarray:
+    """The image :func:`align` cross-correlates: smoothed gradient magnitude, or smoothed image.
 
-    Chemical contrast changes with energy *inside* the particle (e.g. one domain's phase
-    dips at its edge energy while another's does not); cross-correlating whole images
-    then pulls the peak toward the brighter side (0.23 px bias on the test phantom),
-    whereas the outline dominates the gradient magnitude and moves rigidly (0.03 px).
+    Chemical contrast changes with energy *inside* the particle (one domain's phase dips at
+    its edge energy while another's does not); cross-correlating whole images then pulls
+    the peak toward the brighter side, whereas the outline dominates the gradient
+    magnitude and moves rigidly. Smoothing (Gaussian, ``smooth`` pixels) keeps noise out
+    of the gradient. Measured (max |error| / rms, px): test phantom with a half-and-half
+    domain split, whole image 0.24/0.07 vs gradient σ=1.5 0.13/0.04; simulated ``tiny``
+    reconstruction (13-px particle, φ ≈ −0.1 rad), whole image 0.29/0.10 vs gradient
+    σ=1.5 0.38/0.15.
+
+    Parameters
+    ----------
+    image : ndarray, shape (ny, nx)
+        Vacuum-normalised phase [rad] or absorption [1], 0 outside the covered field.
+    edges : bool
+        Gradient magnitude (True) or the image itself (False).
+    smooth : float
+        Gaussian σ [pixels]; 0 = none (then edges use a Sobel gradient).
     """
-    return np.hypot(ndimage.sobel(image, axis=0), ndimage.sobel(image, axis=1))
+    if edges:
+        if smooth > 0:
+            return ndimage.gaussian_gradient_magnitude(image, smooth)
+        return np.hypot(ndimage.sobel(image, axis=0), ndimage.sobel(image, axis=1))
+    return ndimage.gaussian_filter(image, smooth) if smooth > 0 else image
 
 
 def _registration_images(
-    obj: np.ndarray, coverage: np.ndarray, region: np.ndarray, image: str, edges: bool, progress: bool
+    obj: np.ndarray, coverage: np.ndarray, region: np.ndarray, image: str, edges: bool, smooth: float, progress: bool
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Per-energy registration images and vacuum phasors of a (energy, y, x) stack."""
     n = obj.shape[0]
@@ -505,16 +522,16 @@ def _registration_images(
         # each energy finds its own vacuum: the drift moves the particle between energies
         bg = detect_background(frame, coverage)
         amplitudes[i], coeffs[i] = fit_vacuum(frame, bg)
-        mu, phi = normalise_image(frame, coverage, bg, unwrap=True)
+        mu, phi = normalise_image(frame, coverage, bg, unwrap=image == "phase")
         values = phi if image == "phase" else mu
         # vacuum is 0 after normalisation, so 0-filling uncovered pixels adds no edge
         filled = np.where(np.isfinite(values) & region, values, 0.0)
-        images[i] = edge_image(filled) if edges else filled
+        images[i] = registration_image(filled, edges, smooth)
     return images, amplitudes, coeffs
 
 
 def _align_one(
-    ds: xr.Dataset, reference: int, upsample: int, region: Any, image: str, edges: bool, progress: bool
+    ds: xr.Dataset, reference: int, upsample: int, region: Any, image: str, edges: bool, smooth: float, progress: bool
 ) -> tuple[xr.DataArray, xr.DataArray, np.ndarray]:
     """Align one particle: returns (registered object, new coverage, shifts [pixels])."""
     obj = ds[OBJECT].transpose(ENERGY, Y, X)
@@ -523,7 +540,7 @@ def _align_one(
     # registration needs the pixel values: this computes the object stack (dask input
     # included) once; the shifted object below stays lazy on dask input
     images, amplitudes, coeffs = _registration_images(
-        np.asarray(obj.values), np.asarray(cov.values), np.asarray(region_mask.values), image, edges, progress
+        np.asarray(obj.values), np.asarray(cov.values), np.asarray(region_mask.values), image, edges, smooth, progress
     )
     shifts = register_images(images, reference, upsample=upsample, progress=progress)
 
@@ -573,6 +590,7 @@ def align(
     image: str = "phase",
     progress: bool = True,
     edges: bool = True,
+    smooth: float = 1.5,
 ) -> xr.Dataset:
     """Register the energy stack of ``object`` onto a reference energy (sub-pixel).
 
@@ -604,9 +622,11 @@ def align(
     progress : bool
         Show progress bars.
     edges : bool
-        Register the images' gradient magnitude (:func:`edge_image`) rather than the
-        images themselves, so chemical contrast that changes with energy inside the
-        particle does not bias the shifts.
+        Register the images' gradient magnitude rather than the images themselves, so
+        chemical contrast that changes with energy inside the particle does not bias the
+        shifts (:func:`registration_image`).
+    smooth : float
+        Gaussian smoothing [pixels] of the registration images (noise suppression).
 
     Returns
     -------
@@ -631,7 +651,7 @@ def align(
 
     if PARTICLE in ds[OBJECT].dims:
         parts = [
-            _align_one(ds.isel({PARTICLE: i}), ref, int(upsample), region, image, edges, progress)
+            _align_one(ds.isel({PARTICLE: i}), ref, int(upsample), region, image, edges, float(smooth), progress)
             for i in range(ds.sizes[PARTICLE])
         ]
         obj = xr.concat([p[0] for p in parts], dim=PARTICLE).transpose(*ds[OBJECT].dims)
@@ -639,7 +659,7 @@ def align(
         shifts = np.stack([p[2] for p in parts])  # (particle, energy, 2)
         shift_dims: tuple[str, ...] = (PARTICLE, ENERGY)
     else:
-        obj, cov, shifts = _align_one(ds, ref, int(upsample), region, image, edges, progress)
+        obj, cov, shifts = _align_one(ds, ref, int(upsample), region, image, edges, float(smooth), progress)
         shift_dims = (ENERGY,)
     comment = f"registered onto {energy[ref]:g} eV by ptyxr align ({image} images)"
     out = ds.assign(
@@ -660,6 +680,7 @@ def align(
             "image": image,
             "progress": progress,
             "edges": bool(edges),
+            "smooth": float(smooth),
         },
     )
 

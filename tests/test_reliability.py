@@ -389,7 +389,7 @@ reconstruct(raw, iterations=10_000, checkpoint=sys.argv[1], progress=False, **{k
 def test_sigkilled_reconstruction_resumes_bit_exactly(raw, tmp_path):
     """SIGKILL a reconstruction right after its first checkpoint; resuming from that file to
     the same total iterations gives the uninterrupted run's object, probe and errors exactly."""
-    total = 10
+    total = 20
     ck = tmp_path / "state.nc"
     script = KILL_SCRIPT.format(kw=repr(KILL_RUN))
     proc = subprocess.Popen([sys.executable, "-c", script, str(ck)], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)

@@ -268,13 +268,15 @@ class PixelExplorer(_Explorer):
         self.y_box = w.BoundedIntText(value=self.pixel[0], min=0, max=ny - 1, description="y index")
         self.x_box = w.BoundedIntText(value=self.pixel[1], min=0, max=nx - 1, description="x index")
         self.table = w.HTML()
+        # one-line text readout of the selection: readable by users and by browser tests (DOM)
+        self.readout = w.HTML()
         self.map_dropdown.observe(self._on_map_change, names="value")
         self.particle_dropdown.observe(self._on_particle_change, names="value")
         self.y_box.observe(self._on_index_change, names="value")
         self.x_box.observe(self._on_index_change, names="value")
         controls = w.HBox([self.particle_dropdown, self.map_dropdown])
         picker = w.HBox([self.y_box, self.x_box])
-        self._box = w.VBox([controls, picker, w.HBox([self.canvas_widget, self.table])])
+        self._box = w.VBox([controls, picker, self.readout, w.HBox([self.canvas_widget, self.table])])
 
     def _current(self) -> xr.Dataset:
         return _select_particle(self.ds, self.particle)
@@ -479,9 +481,37 @@ class PixelExplorer(_Explorer):
             ax.tick_params(labelsize=7)
         self._update_table()
 
+    def _update_readout(self, ds: xr.Dataset, px: xr.Dataset) -> None:
+        """Text line naming the pixel, its map value and its first absorption values.
+
+        The ``data-*`` attributes carry the same numbers at full precision (``repr``) so a
+        browser test can compare the page with the Dataset exactly.
+        """
+        iy, ix = self.pixel
+        y_um, x_um = ds[s.Y].values[iy] / _MICRON, ds[s.X].values[ix] / _MICRON
+        map_value = float(px[self.map_variable].values)
+        units = ds[self.map_variable].attrs.get(s.ATTR_UNITS, "")
+        energy = ds[s.ENERGY].values.astype(float)[:3]
+        absorption = px[s.ABSORPTION].values.astype(float)[:3]
+        shown = ", ".join(f"{a:.6g} ({e:.1f} eV)" for a, e in zip(absorption, energy, strict=True))
+        attrs = {
+            "data-y": str(iy),
+            "data-x": str(ix),
+            "data-map": self.map_variable,
+            "data-map-value": repr(map_value),
+            "data-absorption": ",".join(repr(float(a)) for a in absorption),
+        }
+        attr_text = " ".join(f'{k}="{html.escape(v)}"' for k, v in attrs.items())
+        text = (
+            f"pixel (y={iy}, x={ix}) at ({y_um:.3f}, {x_um:.3f}) µm · {self.map_variable} = {map_value:.6g} "
+            f"{units} · {s.ABSORPTION}: {shown} …"
+        )
+        self.readout.value = f'<div class="ptyxr-pixel-readout" {attr_text}>{html.escape(text)}</div>'
+
     def _update_table(self) -> None:
         ds = self._current()
         px = ds.isel({s.Y: self.pixel[0], s.X: self.pixel[1]})
+        self._update_readout(ds, px)
         rows = []
         map_value = px[self.map_variable].values
         rows.append((self.map_variable, f"{map_value}", "", ds[self.map_variable].attrs.get(s.ATTR_UNITS, "")))

@@ -307,9 +307,12 @@ def _load_fftw():
     if not found:  # e.g. a pyFFTW built against a system FFTW
         found = [ctypes.util.find_library("fftw3f") or ""]
     try:
+        if not found[0]:
+            return None
         lib = ctypes.CDLL(found[0])
+        lib.fftwf_execute_dft  # noqa: B018 - AttributeError if this is not single-precision FFTW
         llvm.load_library_permanently(found[0])  # lets the compiled kernel resolve the symbol
-    except (OSError, IndexError, RuntimeError):
+    except (OSError, IndexError, RuntimeError, AttributeError):
         return None
     lib.fftwf_plan_dft_2d.restype = ctypes.c_void_p
     lib.fftwf_plan_dft_2d.argtypes = [ctypes.c_int] * 2 + [ctypes.c_void_p] * 2 + [ctypes.c_int, ctypes.c_uint]

@@ -79,53 +79,56 @@ def posthoc_error(exit_wave, propagate, frames) -> float:
 
 
 def bench_ptyxr(g, frames, probes, iterations, engine, fft_backend):
+    """Best-of timings of ptyxr iterations interleaved with the FFT floors.
+
+    The machine is shared and its load changes by the second: each round times one
+    iteration and then both FFT floors right after it, and the minimum of each is kept, so
+    (a)/(b) compares like with like.
+    """
     amps = epie.prepare_amplitudes(frames)
     solver = epie.BatchedEPIE(amps, g.offsets, epie.fourier_norm(frames), engine=engine, fft_backend=fft_backend)
     obj = np.ones((frames.shape[0], *g.shape), np.complex64)
     probe = probes.copy()
     rng = np.random.default_rng(0)
-    solver.iteration(obj, probe, rng.permutation(frames.shape[1])[:2], True)  # compile / warm up
+    n_pos = frames.shape[1]
+    solver.iteration(obj, probe, rng.permutation(n_pos)[:2], True)  # compile / warm up
+    fft_floor(solver, 2)
     obj[...] = 1
     probe[...] = probes
-    times = []
-    for _ in range(iterations):  # best of: the machine is shared, the minimum is the cost
+    t_iter, t_fused, t_scipy = [], [], []
+    for _ in range(iterations):
         t0 = time.perf_counter()
-        err = solver.iteration(obj, probe, rng.permutation(frames.shape[1]), True)
-        times.append(time.perf_counter() - t0)
-    return min(times), err, solver, obj, probe
+        err = solver.iteration(obj, probe, rng.permutation(n_pos), True)
+        t_iter.append(time.perf_counter() - t0)
+        fused, scipy_fft = fft_floor(solver, n_pos)
+        t_fused.append(np.inf if fused is None else fused)
+        t_scipy.append(scipy_fft)
+    fused = None if np.isinf(min(t_fused)) else min(t_fused)
+    return min(t_iter), err, fused, min(t_scipy), solver, obj, probe
 
 
-def fft_floor(solver, n_pos, repeats=3):
+def fft_floor(solver, n_pos):
     """Seconds per iteration of the forward+inverse FFTs alone: (fused engine's FFTW, scipy.fft).
 
     The first is None unless the solver runs the fused engine; it uses the same FFTW plans
     in the same parallel layout (one energy per task, frame in cache). The second is one
-    batched in-place scipy.fft over all energies per position (workers = all cores).
+    batched in-place scipy.fft over all energies per position (workers = all cores). Uses
+    the solver's frame buffer, which is scratch between iterations.
     """
     fused = None
     buf = solver.buf
-    buf[...] = np.random.default_rng(0).standard_normal(buf.shape)
     if getattr(solver, "fused", False):
-        solver.fft.floor(1)
-        times = []
-        for _ in range(repeats):
-            buf *= np.float32(0)  # keep values bounded (unnormalised round trips grow by N²)
-            t0 = time.perf_counter()
-            solver.fft.floor(n_pos)
-            times.append(time.perf_counter() - t0)
-        fused = min(times)
-    scipy_fft = epie._FFT(buf, "scipy")
-    scipy_fft.forward()
-    scipy_fft.backward()
-    times = []
-    for _ in range(repeats):
-        buf[...] = 1
+        buf[...] = 0  # values stay bounded (unnormalised round trips grow by N²)
         t0 = time.perf_counter()
-        for _ in range(n_pos):
-            scipy_fft.forward()
-            scipy_fft.backward()
-        times.append(time.perf_counter() - t0)
-    return fused, min(times)
+        solver.fft.floor(n_pos)
+        fused = time.perf_counter() - t0
+    scipy_fft = epie._FFT(buf, "scipy")
+    buf[...] = 0
+    t0 = time.perf_counter()
+    for _ in range(n_pos):
+        scipy_fft.forward()
+        scipy_fft.backward()
+    return fused, time.perf_counter() - t0
 
 
 def bench_ptylab(energy, dx, py, px, frames, probes, iterations, n_energy_run):
@@ -191,7 +194,7 @@ def main(argv=None):
     ap.add_argument("--energies", type=int, default=40)
     ap.add_argument("--positions", type=int, default=200)
     ap.add_argument("--n", type=int, default=128)
-    ap.add_argument("--iterations", type=int, default=3)
+    ap.add_argument("--iterations", type=int, default=5, help="iterations (= timing rounds, best of)")
     ap.add_argument("--reduced", action="store_true", help="CI size: 8 energies x 64 positions x 64^2")
     ap.add_argument("--engine", default="auto", choices=epie.ENGINES)
     ap.add_argument("--fft-backend", default="auto", choices=epie.FFT_BACKENDS)
@@ -199,20 +202,21 @@ def main(argv=None):
     ap.add_argument("--no-ptylab", action="store_true")
     args = ap.parse_args(argv)
     if args.reduced:
-        args.energies, args.positions, args.n, args.iterations = 8, 64, 64, 3
+        args.energies, args.positions, args.n, args.iterations = 8, 64, 64, 5
     ne, npos, n = args.energies, args.positions, args.n
     print(
         f"data: {ne} energies x {npos} positions x {n}^2 frames, {args.iterations} iterations, {epie.WORKERS} threads"
     )
     energy, dx, py, px, g, frames, probes = make_data(ne, npos, n)
-    t_iter, err, solver, obj, probe = bench_ptyxr(g, frames, probes, args.iterations, args.engine, args.fft_backend)
+    t_iter, err, t_fused, t_scipy, solver, obj, probe = bench_ptyxr(
+        g, frames, probes, args.iterations, args.engine, args.fft_backend
+    )
     per_update = t_iter / (ne * npos)
     kind = "fused numba+FFTW" if getattr(solver, "fused", False) else f"{solver.engine} + {solver.fft.backend}"
     print(
         f"(a) ptyxr ePIE [{kind}]: {t_iter:.3f} s per iteration (all energies), "
         f"{per_update * 1e3:.4f} ms per position-energy update"
     )
-    t_fused, t_scipy = fft_floor(solver, npos, repeats=max(args.iterations, 3))
     floors = {"scipy.fft batched": t_scipy} | ({"FFTW in-kernel": t_fused} if t_fused is not None else {})
     for name, t in floors.items():
         print(f"    FFT floor, {name}: {t:.3f} s per iteration, {t / (ne * npos) * 1e3:.4f} ms per update")

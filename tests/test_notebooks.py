@@ -28,7 +28,8 @@ TUTORIALS = (
     "05-scaling.ipynb",
 )
 NOTEBOOKS = [NOTEBOOK_DIR / name for name in TUTORIALS]
-#: per-notebook limit [s]: each runs in < 35 s here (< 110 s with the plain-numpy ePIE engine); 4× head-room for a loaded CI machine
+#: per-notebook limit [s]: each runs in < 35 s here (< 110 s with the plain-numpy ePIE
+#: engine); 4× head-room for a loaded CI machine
 TIMEOUT = 450
 
 

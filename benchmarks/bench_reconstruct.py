@@ -59,7 +59,7 @@ def make_data(n_energy: int, n_pos: int, n: int, seed: int = 0):
         for k in range(n_pos):
             oy, ox = g.offsets[e, k]
             frames[e, k] = np.abs(far_field(probes[e] * obj[oy : oy + n, ox : ox + n], workers=1)) ** 2
-    frames = rng.poisson(frames).astype(np.float32)
+        frames[e] = rng.poisson(frames[e])  # per energy: keeps the int64 temporary small
     return energy, dx, py, px, g, frames, probes
 
 

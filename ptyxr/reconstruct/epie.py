@@ -73,17 +73,29 @@ def prepare_amplitudes(intensity: np.ndarray, out: np.ndarray | None = None) -> 
     n = intensity.shape[-1]
     if out is None:
         out = np.empty(intensity.shape, dtype=np.float32)
-    shifted = np.fft.ifftshift(intensity, axes=(-2, -1))
-    with np.errstate(invalid="ignore"):
-        np.sqrt(shifted, out=out, dtype=np.float32)
-    out *= np.float32(n)
-    out[~np.isfinite(out)] = -1.0
+    # in chunks of frames: the shifted copy and masks of a whole 4-D stack would double
+    # the peak memory of the largest array in the reconstruction
+    flat_in = intensity.reshape(-1, *intensity.shape[-2:])
+    flat_out = out.reshape(-1, *out.shape[-2:])
+    if not np.shares_memory(flat_out, out):  # pragma: no cover - out is C-contiguous in practice
+        raise ValueError("out must be C-contiguous")
+    chunk = max(1, (8 << 20) // max(1, n * n * 4))  # ~8 MiB of frames at a time
+    for start in range(0, len(flat_in), chunk):
+        dst = flat_out[start : start + chunk]
+        with np.errstate(invalid="ignore"):
+            np.sqrt(np.fft.ifftshift(flat_in[start : start + chunk], axes=(-2, -1)), out=dst, dtype=np.float32)
+        dst *= np.float32(n)
+        dst[~np.isfinite(dst)] = -1.0
     return out
 
 
 def fourier_norm(intensity: np.ndarray) -> np.ndarray:
     """Σ I over valid pixels per energy (the denominator of the Fourier error)."""
-    return np.nansum(np.asarray(intensity, dtype=np.float64), axis=(-3, -2, -1))
+    intensity = np.asarray(intensity)
+    # one energy at a time: a float64 copy of a whole 4-D stack doubled the peak memory
+    flat = intensity.reshape(-1, *intensity.shape[-3:])
+    sums = np.array([np.nansum(block, dtype=np.float64) for block in flat])
+    return sums.reshape(intensity.shape[:-3])
 
 
 # --------------------------------------------------------------------- FFT backends

@@ -150,7 +150,16 @@ def test_kkr_lowers_varying_phase_error_near_edge():
 
 @pytest.mark.slow
 def test_six_particle_demo_accuracy():
-    """The demo (P1–P3, D1–D3): every particle's figures and the pooled domain scores."""
+    """The demo (P1–P3, D1–D3): every particle's figures and the pooled domain scores (~2.5 min).
+
+    Measured (seed 0): NRMSE μt 0.064–0.078, φ 0.018–0.024; alignment 0.09–0.14 px;
+    median |edge error| vs the ideal fit 0.12–0.24 eV, rms vs it 1.0–1.7 eV (mixed-pixel
+    tail, see test_edge_energy_accuracy); ARI 0.69; N_V-weighted fraction errors 0.031
+    (as-prepared) and 0.031 (delithiated). Bounds: issue 3/6 targets where met (0.2 px,
+    fractions 0.05); per-particle NRMSE as for P1; ARI > 0.6 (issue 6 asks 0.8, not
+    reached: mixed pixels carry intermediate edge energies and PE/Δμt that k-means puts
+    in either neighbour's cluster).
+    """
     pairs = simulate.paper_particles("small", seed=0)
     raws, truths = zip(*pairs, strict=True)
     result = run_chain(list(raws), recommended_options("small", progress=False))
@@ -158,7 +167,10 @@ def test_six_particle_demo_accuracy():
     for row in report.rows:
         assert row["absorption_nrmse"] < 0.10
         assert row["phase_nrmse"] < 0.04
-        assert row["alignment_rms_px"] < 0.4
-        assert row["edge_energy_rmse_vs_ideal_eV"] < 0.8
-    # domain recovery: well above chance (ARI 0) but below issue 6's 0.8, see the report
-    assert report.pooled["domain_adjusted_rand_index"] > 0.4
+        assert row["alignment_rms_px"] < 0.2
+        assert row["edge_energy_median_abs_err_vs_ideal_eV"] < 0.3
+        assert row["edge_energy_rmse_vs_ideal_eV"] < 2.0
+    assert report.pooled["domain_adjusted_rand_index"] > 0.6
+    for key, value in report.pooled.items():
+        if key.startswith("fraction_max_abs_err"):
+            assert value < 0.05, key

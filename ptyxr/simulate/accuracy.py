@@ -178,10 +178,22 @@ def particle_accuracy(result: xr.Dataset, truth: xr.Dataset, ideal: xr.Dataset |
             (s.VANADIUM_DENSITY, "vanadium_density_rel_err"),
         ):
             if name in maps:
-                t = true_maps[name].values[valid]
-                rel = (result[name].values[valid] - t) / t
+                # PE/Δμt only where fit_xanes flags the pre-edge as resolved (measured)
+                use = valid
+                if name == s.PRE_EDGE_RATIO and s.PRE_EDGE_VALID in result:
+                    use = result[s.PRE_EDGE_VALID].values
+                t = true_maps[name].values[use]
+                rel = (result[name].values[use] - t) / t
                 row[key] = float(np.nanmedian(np.abs(rel)))
+                if name == s.PRE_EDGE_RATIO and ideal is not None and name in ideal:
+                    ideal_valid = (
+                        ideal[s.PRE_EDGE_VALID].values if s.PRE_EDGE_VALID in ideal else ideal[s.FIT_VALID].values
+                    )
+                    rel_ideal = (ideal[name] - truth[name]).values[ideal_valid] / truth[name].values[ideal_valid]
+                    row["ideal_fit_pre_edge_ratio_rel_err"] = float(np.nanmedian(np.abs(rel_ideal)))
         row["valid_pixels"] = float(valid.sum())
+        if s.PRE_EDGE_VALID in result:
+            row["pre_edge_valid_pixels"] = float(result[s.PRE_EDGE_VALID].values.sum())
     return row
 
 

@@ -16,7 +16,9 @@ fits eq. (1) to the truth's noise-free spectra (:func:`~ptyxr.simulate.spectra_f
 — what a perfect measurement would give — and the report lists both the error against
 the weighted truth (``edge_energy_rmse_eV``: model + measurement) and against that ideal
 fit (``edge_energy_rmse_vs_ideal_eV``: what reconstruction, alignment and noise add),
-plus the ideal fit's own error (``ideal_fit_edge_energy_rmse_eV``: the model floor).
+plus the ideal fit's own error (``ideal_fit_edge_energy_rmse_eV``: the model floor), and
+the error on pixels whose own fitted b2 uncertainty is below :data:`EDGE_STDERR_LIMIT`
+(``edge_energy_rmse_confident_eV``, with ``confident_fraction`` of the valid pixels).
 """
 
 from __future__ import annotations
@@ -90,6 +92,11 @@ def _rms(a: np.ndarray) -> float:
     return float(np.sqrt(np.mean(a**2))) if a.size else float("nan")
 
 
+#: Largest fitted b2 standard error [eV] of the "confident" pixels: the 0.5 eV edge-energy
+#: target of issue 6 is then ≥ 1.6 σ of each pixel's own fit uncertainty. A measured
+#: selection (the fit's covariance), no truth involved; it drops the bistable mixed pixels.
+EDGE_STDERR_LIMIT = 0.3
+
 #: Chemical-state maps compared with the truth (and with the ideal fit).
 MAP_NAMES = (s.EDGE_ENERGY, s.PRE_EDGE_RATIO, s.ELECTRONS_PER_VANADIUM, s.VANADIUM_DENSITY)
 
@@ -159,6 +166,11 @@ def particle_accuracy(result: xr.Dataset, truth: xr.Dataset, ideal: xr.Dataset |
             d = (result[s.EDGE_ENERGY] - true_maps[s.EDGE_ENERGY]).values[valid]
             row["edge_energy_rmse_eV"] = _rms(d)
             row["edge_energy_bias_eV"] = float(np.nanmean(d))
+            if "b2_stderr" in result:
+                confident = valid & (result["b2_stderr"].values < EDGE_STDERR_LIMIT)
+                d_conf = (result[s.EDGE_ENERGY] - true_maps[s.EDGE_ENERGY]).values[confident]
+                row["edge_energy_rmse_confident_eV"] = _rms(d_conf)
+                row["confident_fraction"] = float(confident.sum() / max(valid.sum(), 1))
             if ideal is not None and s.EDGE_ENERGY in ideal:
                 # the ideal maps share the truth's grid, so the same registration applies;
                 # pixels where even the noise-free fit is invalid are NaN there and skipped

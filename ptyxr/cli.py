@@ -3,7 +3,7 @@
 Config schema for ``ptyxr run`` (TOML)::
 
     [output]
-    dir = "results"            # where netCDF files, figures and summary go
+    dir = "results"            # netCDF files and figures (relative to the config file)
     overwrite = false
 
     [[particle]]               # one table per particle, at least one
@@ -90,7 +90,8 @@ def run(config_path: str | Path) -> Path:
     from ptyxr.pipeline import run_chain, save_result
 
     config = load_config(config_path)
-    out = Path(config.get("output", {}).get("dir", "ptyxr-results"))
+    # relative output dirs are taken from the config file's folder, like the data paths
+    out = Path(config_path).parent / config.get("output", {}).get("dir", "ptyxr-results")
     overwrite = bool(config.get("output", {}).get("overwrite", False))
     raws = []
     for i, particle in enumerate(config["particle"]):

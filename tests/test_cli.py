@@ -72,3 +72,31 @@ def test_cli_reports_bad_config_without_traceback(tmp_path):
 def test_cli_help_lists_commands():
     proc = subprocess.run([sys.executable, "-m", "ptyxr.cli", "--help"], capture_output=True, text=True)
     assert proc.returncode == 0 and "demo" in proc.stdout and "run" in proc.stdout
+
+
+def test_run_config_on_cxi_files_writes_results(tmp_path):
+    """`ptyxr run` end to end: simulated particles written as CXI, read back, whole chain."""
+    from ptyxr import simulate
+    from ptyxr.io.cxi import write_cxi
+
+    lines = ['[output]\ndir = "results"\n']
+    for name, condition in (("P1", "as-prepared"), ("D1", "delithiated")):
+        raw, _ = simulate.demo_dataset("tiny", seed=1, particle=name, condition=condition, progress=False)
+        write_cxi(raw, tmp_path / f"{name}.cxi")
+        lines.append(f'[[particle]]\nname = "{name}"\ncondition = "{condition}"\npath = "{name}.cxi"\n')
+    lines.append("[reconstruct]\niterations = 20\nkkr_start = 10\nkkr_every = 10\nprogress = false\n")
+    lines.append("[cluster]\nn_clusters = 3\n[elbow]\nk = [1, 2, 3, 4]\nprogress = false\n")
+    config = tmp_path / "run.toml"
+    config.write_text("\n".join(lines))
+    out = cli.run(config)
+    assert out.resolve() == (tmp_path / "results").resolve()
+    import ptyxr
+
+    domains = ptyxr.open_dataset(out / "domains.nc")
+    assert list(domains["particle"].values) == ["P1", "D1"]
+    assert set(domains["condition"].values) == {"as-prepared", "delithiated"}
+    assert "domain" in domains and "fraction" in domains
+    for name in ("P1", "D1"):
+        assert (out / f"particle-{name}.nc").stat().st_size > 0
+    for figure in ("fig1.png", "fig2.png", "fig3.png", "figS3.png"):
+        assert (out / figure).stat().st_size > 10_000

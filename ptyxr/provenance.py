@@ -53,7 +53,7 @@ def record(ds: xr.Dataset, stage: str, parameters: dict[str, Any]) -> xr.Dataset
     """
     out = ds.copy()
     params = _jsonable(parameters)
-    stamp = _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    stamp = _dt.datetime.now(_dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
     args = ", ".join(f"{k}={json.dumps(v)}" for k, v in params.items())
     line = f"{stamp} ptyxr {version()}: {stage}({args})"
     previous = out.attrs.get(ATTR_HISTORY, "")

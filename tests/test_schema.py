@@ -61,7 +61,7 @@ def test_validate_raw_accepts_good_input():
     [
         (lambda ds: ds.drop_vars(s.INTENSITY), "intensity"),
         (lambda ds: ds.assign_attrs({s.ATTR_DETECTOR_DISTANCE: None}), "detector_distance"),
-        (lambda ds: ds.drop_attrs() if hasattr(ds, "drop_attrs") else ds.assign_attrs(detector_distance=-1), "detector"),
+        (lambda ds: ds.assign_attrs(detector_distance=-1.0), "positive"),
         (lambda ds: ds.assign_coords(energy=ds.energy.values[::-1]), "increasing"),
         (lambda ds: ds.assign_coords(energy=np.array([5420.0, 5420.0, 5430.0])), "increasing"),
         (lambda ds: ds.assign({s.INTENSITY: ds[s.INTENSITY].where(ds.scan != 1, np.inf)}), "inf"),

@@ -365,9 +365,11 @@ if _numba is not None:
         "fftwf_execute_dft", _numba.types.void(_numba.types.uintp, _numba.types.uintp, _numba.types.uintp)
     )
 
-    # reassociation lets LLVM vectorise the error sum; no nnan/ninf (NaN-safe) and no
-    # arcp/afn: approximate reciprocals turned tiny |F| into NaN frames (tiny simulator)
-    _FUSED_OPTIONS = dict(_KERNEL_OPTIONS, fastmath={"reassoc", "contract", "nsz"})
+    # no reassoc: a reassociated (vectorised) error sum came out differently in a freshly
+    # compiled kernel and in the same kernel loaded from numba's disk cache, so a resumed run
+    # (other process) disagreed with an uninterrupted one in its last bits; no nnan/ninf
+    # (NaN-safe) and no arcp/afn: approximate reciprocals turned tiny |F| into NaN frames
+    _FUSED_OPTIONS = dict(_KERNEL_OPTIONS, fastmath={"contract", "nsz"})
 
     @_numba.njit(**_FUSED_OPTIONS)
     def _nb_fused_iteration(

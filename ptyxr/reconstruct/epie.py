@@ -377,7 +377,7 @@ if _numba is not None:
     ):  # pragma: no cover - compiled
         # obj/probe/buf are float32 views (re, im interleaved) so LLVM vectorises the complex
         # arithmetic; max reductions go through a per-column accumulator (a scalar max
-        # reduction does not vectorise without assuming no NaN), error sums per row in float32
+        # reduction does not vectorise without assuming no NaN), error sums per column in float32
         n_e, n = probe.shape[0], probe.shape[1]
         n2 = probe.shape[2]  # 2n floats per row
         base = buf.ctypes.data
@@ -388,6 +388,7 @@ if _numba is not None:
         for e in _numba.prange(n_e):
             ptr = base + e * frame
             acc = np.zeros(n, dtype=np.float32)
+            eacc = np.zeros(n, dtype=np.float32)  # per-column error accumulator
             # max|P|² of the current probe (the object step size), then kept up to date
             for i in range(n):
                 prow = probe[e, i]
@@ -422,20 +423,22 @@ if _numba is not None:
                 for i in range(n):
                     arow = amps[e, k, i]
                     brow = buf[e, i]
-                    sr = zero
                     for j in range(n):
                         a = arow[j]
                         f_r, f_i = brow[2 * j], brow[2 * j + 1]
                         mag = np.sqrt(f_r * f_r + f_i * f_i)
                         valid = a >= zero
                         d = mag - a
-                        sr += d * d if valid else zero
+                        eacc[j] += d * d if valid else zero
                         nz = mag > zero
                         fac = a / mag - one if nz else zero
                         g_r = f_r * fac if nz else a
                         brow[2 * j] = g_r if valid else zero
                         brow[2 * j + 1] = f_i * fac if valid else zero
-                    s += np.float64(sr)
+                # column sums, then one fixed-order sum: vectorises without fastmath reassoc
+                for j in range(n):
+                    s += np.float64(eacc[j])
+                    eacc[j] = zero
                 _fftw_execute(plan_b, ptr, ptr)
                 # same float64 → float32 step sizes as BatchedEPIE.step
                 co = np.float32(alpha * scale / max(np.float64(pm), 1e-30))

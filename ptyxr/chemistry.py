@@ -83,6 +83,111 @@ def theoretical_electrons_per_vanadium(
     }
 
 
+#: Relative finite-difference step of the eq. (1) Jacobian (central differences).
+_JACOBIAN_STEP = 1e-6
+#: Pixels per block of the edge-jump correction (bounds the (P, n_E, 10) Jacobian in memory).
+_CORRECTION_BLOCK = 4096
+
+
+def _eq1_jacobian(energy: np.ndarray, params: np.ndarray) -> np.ndarray:
+    """∂eq.(1)/∂p at parameter rows ``params`` (P, 10) → (P, n_E, 10), central differences."""
+    from ptyxr.xanes.model import eq1_array
+
+    h = _JACOBIAN_STEP * np.maximum(np.abs(params), 1e-3 * np.abs(params[:, [1]]) + 1e-12)
+    jac = np.empty((params.shape[0], energy.size, params.shape[1]))
+    for k in range(params.shape[1]):
+        up, down = params.copy(), params.copy()
+        up[:, k] += h[:, k]
+        down[:, k] -= h[:, k]
+        jac[:, :, k] = (eq1_array(energy, up) - eq1_array(energy, down)) / (2.0 * h[:, [k]])
+    return jac
+
+
+def corrected_edge_jump(
+    energy: np.ndarray, params: np.ndarray, background_f2: np.ndarray, delta_f2: float
+) -> np.ndarray:
+    """Edge jump b1 corrected for what eq. (1) cannot represent, to first order.
+
+    μt = r_e λ(E) Σ N f″ carries λ(E) = hc/E on every feature, and under the V K edge lies
+    the smooth, decaying L-shell f″_V(E) (``background_f2``). Eq. (1) has constant heights
+    and a constant background, so the fitted b1 reads ≈ 1–2 % below r_e λ(b2) N_V Δf″
+    (paper window, 5420–5540 eV). With the fitted parameters p, the part of the spectrum
+    eq. (1) lacks is δμ(E) = (λ(E)/λ(b2) − 1)·[eq1(E; p) − a] + b1·λ(E)/λ(b2)·f″_B(E)/Δf″
+    (the second term is r_e λ(E) N_V f″_B with N_V from b1); the least-squares fit moves the
+    parameters by J⁺δμ (J the Jacobian of eq. 1 at p, unweighted as the fit), and the
+    returned jump is b1 − (J⁺δμ)_b1. A constant in δμ only moves ``a``. The matrix
+    (Li, O) f″ slope is not included (its composition is unknown; ≈ 0.2 % for LiVO2).
+
+    Parameters
+    ----------
+    energy : ndarray (n_E,)
+        Photon energies of the fitted spectra [eV].
+    params : ndarray (..., 10)
+        Eq. (1) parameters in :data:`ptyxr.schema.FIT_PARAMETERS` order; NaN rows give NaN.
+    background_f2 : ndarray (n_E,)
+        Smooth below-edge f″_V at ``energy`` [electrons]
+        (:func:`ptyxr.physics.below_edge_f2`).
+    delta_f2 : float
+        Δf″_V across the edge [electrons].
+
+    Returns
+    -------
+    ndarray (...)
+        Corrected edge jump (μt units, dimensionless).
+    """
+    energy = np.asarray(energy, dtype=float)
+    params = np.asarray(params, dtype=float)
+    lead = params.shape[:-1]
+    rows = params.reshape(-1, params.shape[-1])
+    out = np.full(rows.shape[0], np.nan)
+    good = np.flatnonzero(np.isfinite(rows).all(axis=1) & (rows[:, 2] > 0))
+    for first in range(0, good.size, _CORRECTION_BLOCK):
+        idx = good[first : first + _CORRECTION_BLOCK]
+        p = rows[idx]
+        # λ(E)/λ(b2) = b2/E
+        lam_ratio = p[:, [2]] / energy[None, :]
+        near_edge = eq1_array_minus_background(energy, p)
+        delta_mu = (lam_ratio - 1.0) * near_edge + p[:, [1]] * lam_ratio * background_f2[None, :] / delta_f2
+        jac = _eq1_jacobian(energy, p)
+        # scale columns to unit norm so pinv's cut-off treats eV and μt parameters alike
+        # (zero-height Lorentzians leave their centre/width columns zero: min-norm solution)
+        norm = np.linalg.norm(jac, axis=1, keepdims=True)
+        norm = np.where(norm > 0, norm, 1.0)
+        step = np.matmul(np.linalg.pinv(jac / norm, rcond=1e-10), delta_mu[:, :, None])[:, :, 0] / norm[:, 0, :]
+        out[idx] = p[:, 1] - step[:, 1]
+    return out.reshape(lead)
+
+
+def eq1_array_minus_background(energy: np.ndarray, params: np.ndarray) -> np.ndarray:
+    """eq. (1) without its constant a (edge step and Lorentzians) for rows (P, 10) → (P, n_E)."""
+    from ptyxr.xanes.model import eq1_array
+
+    return eq1_array(energy, params) - params[:, [0]]
+
+
+_CORRECTION_NOTE = (
+    "first order, for lambda(E) and the smooth below-edge f''_V of the table under eq. (1) "
+    "(ptyxr.chemistry.corrected_edge_jump); matrix (Li, O) slope not included"
+)
+#: Name of the temporary core dim holding the ten eq. (1) parameters.
+_PARAMETER_DIM = "eq1_parameter"
+
+
+def _corrected_jump(ds: xr.Dataset, energy: np.ndarray, background: np.ndarray, df2: float) -> xr.DataArray:
+    """:func:`corrected_edge_jump` over the map (lazy on dask: one task per chunk)."""
+    stacked = xr.concat([ds[name] for name in FIT_PARAMETERS], dim=_PARAMETER_DIM, coords="minimal",
+                        compat="override", join="exact")
+    if stacked.chunks is not None:
+        stacked = stacked.chunk({_PARAMETER_DIM: -1})
+    return xr.apply_ufunc(
+        lambda params: corrected_edge_jump(energy, params, background, df2),
+        stacked,
+        input_core_dims=[[_PARAMETER_DIM]],
+        dask="parallelized",
+        output_dtypes=[float],
+    )
+
+
 def _reference_index(energy: np.ndarray, reference_energy: float | None) -> int:
     """Index of E_ref: the lowest energy by default, else the energy nearest to the request."""
     if reference_energy is None:
@@ -96,7 +201,11 @@ def _reference_index(energy: np.ndarray, reference_energy: float | None) -> int:
 
 
 def chemical_state(
-    ds: xr.Dataset, table: physics.Table = "paper", reference_energy: float | None = None, delta_f2: float | None = None
+    ds: xr.Dataset,
+    table: physics.Table = "paper",
+    reference_energy: float | None = None,
+    delta_f2: float | None = None,
+    edge_jump_correction: bool = True,
 ) -> xr.Dataset:
     """Chemical-state maps from a XANES fit and the phase images (DESIGN §1e).
 
@@ -116,6 +225,12 @@ def chemical_state(
     delta_f2 : float, optional
         Override Δf″_V [electrons] (e.g. the simulator's own value); ``table`` then only
         selects the f′ of the theoretical ratios.
+    edge_jump_correction : bool
+        N_V from the edge jump corrected to first order for λ(E) and the table's smooth
+        below-edge f″_V, which eq. (1)'s constant heights and background cannot follow
+        (:func:`corrected_edge_jump`; raises N_V by ≈ 1.5–2 % on the paper's window).
+        False: the paper's formula with the fitted b1 as it is. ``edge_jump`` and
+        PE/Δμt always use the fitted b1 (the paper's definition).
 
     Returns
     -------
@@ -172,7 +287,13 @@ def chemical_state(
     # λ(b2) = hc/b2 written out (physics.wavelength checks its input eagerly, which would
     # compute a dask array); b2 ≤ 0 is unphysical and is masked.
     lam = physics.HC_EV_M / edge_energy.where(edge_energy > 0)
-    n_v = edge_jump / (r_e * lam * df2)
+    if edge_jump_correction:
+        background = physics.below_edge_f2(energy, "V", table)
+        jump_for_nv = _corrected_jump(ds, energy, background, df2).where(valid)
+        nv_formula = "b1_corrected/(r_e*lambda(b2)*delta_f2)"
+    else:
+        jump_for_nv, nv_formula = edge_jump, "b1/(r_e*lambda(b2)*delta_f2)"
+    n_v = jump_for_nv / (r_e * lam * df2)
     phase_ref = ds[PHASE].isel({ENERGY: i_ref}, drop=True)
     n_e = (-phase_ref / (r_e * lambda_ref)).where(valid)
 
@@ -184,7 +305,12 @@ def chemical_state(
         if reference_energy is None
         else f"nearest available energy to {float(reference_energy)} eV",
     }
-    nv_attrs = {"delta_f2": df2, "delta_f2_source": df2_source, "wavelength": "hc/edge_energy per pixel"}
+    nv_attrs = {
+        "delta_f2": df2,
+        "delta_f2_source": df2_source,
+        "wavelength": "hc/edge_energy per pixel",
+        "edge_jump_correction": _CORRECTION_NOTE if edge_jump_correction else "none (fitted b1)",
+    }
     theory = theoretical_electrons_per_vanadium(table, e_ref)
     out = ds.assign(
         {
@@ -193,7 +319,7 @@ def chemical_state(
             PRE_EDGE_INTENSITY: with_attrs(pre_edge, PRE_EDGE_INTENSITY, formula="pi*c11*c13"),
             PRE_EDGE_RATIO: with_attrs(pre_edge / positive_jump, PRE_EDGE_RATIO, formula="pi*c11*c13/b1"),
             VANADIUM_DENSITY: with_attrs(
-                n_v, VANADIUM_DENSITY, formula="b1/(r_e*lambda(b2)*delta_f2)", **nv_attrs, **common
+                n_v, VANADIUM_DENSITY, formula=nv_formula, **nv_attrs, **common
             ),
             ELECTRON_DENSITY: with_attrs(
                 n_e, ELECTRON_DENSITY, formula="-phase(E_ref)/(r_e*lambda(E_ref))", **ref_attrs, **common
@@ -220,6 +346,7 @@ def chemical_state(
             "reference_energy_used": e_ref,
             "delta_f2": df2,
             "delta_f2_source": df2_source,
+            "edge_jump_correction": bool(edge_jump_correction),
             "classical_electron_radius": r_e,
             "theoretical_electrons_per_vanadium": theory,
             "theoretical_f1_source": _F1_SOURCES[table],

@@ -11,6 +11,7 @@ returns the constants printed in Uematsu et al. (PCCP 2023) where it defines the
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Mapping
 from typing import Literal
 
@@ -130,6 +131,64 @@ def tabulated_f2(element: str, table: Literal["henke", "chantler"] = "chantler",
     else:
         raise ValueError(f"tabulated_f2 takes table 'henke' or 'chantler', got {table!r}")
     return energy, f2
+
+
+#: Tabulated nodes closer than this below the K edge belong to the edge (Chantler broadens
+#: its step over ~30 eV) and are replaced by the power-law continuation [eV].
+BELOW_EDGE_GAP: float = 40.0
+#: Nodes closer than this above the K edge belong to the edge [eV].
+ABOVE_EDGE_GAP: float = 15.0
+
+
+def k_edge_energy(element: str = "V") -> float:
+    """K-edge energy of ``element`` [eV] (xraydb; V: 5465 eV)."""
+    import xraydb
+
+    return float(xraydb.xray_edge(element, "K").energy)
+
+
+def loglog_interp(x: np.ndarray, xp: np.ndarray, fp: np.ndarray) -> np.ndarray:
+    """Interpolation linear in log(x)–log(y) (power laws between nodes; positive values)."""
+    return np.exp(np.interp(np.log(x), np.log(xp), np.log(fp)))
+
+
+@functools.lru_cache(maxsize=8)
+def k_edge_table_parts(element: str = "V", table: Literal["henke", "chantler"] = "chantler") -> dict[str, object]:
+    """The table's f″ nodes of ``element`` split at its K edge, for smooth continuations.
+
+    Returns a dict with ``edge`` [eV], ``e_lo``/``f_lo`` (nodes more than
+    :data:`BELOW_EDGE_GAP` below the edge), ``slope`` (log–log slope of the last 600 eV of
+    those, the power law continuing them) and ``e_hi``/``f_hi`` (nodes more than
+    :data:`ABOVE_EDGE_GAP` above the edge).
+    """
+    energy, f2 = tabulated_f2(element, table)
+    edge = k_edge_energy(element)
+    ok = f2 > 0
+    energy, f2 = energy[ok], f2[ok]
+    below = energy < edge - BELOW_EDGE_GAP
+    above = energy > edge + ABOVE_EDGE_GAP
+    e_lo, f_lo = energy[below], f2[below]
+    fit = e_lo > e_lo[-1] - 600.0
+    slope = float(np.polyfit(np.log(e_lo[fit]), np.log(f_lo[fit]), 1)[0])
+    return {"edge": edge, "e_lo": e_lo, "f_lo": f_lo, "slope": slope, "e_hi": energy[above], "f_hi": f2[above]}
+
+
+def below_edge_f2(energy: float | np.ndarray, element: str = "V", table: Table = "chantler") -> np.ndarray:
+    """f″ of ``element`` without its K edge: the table's below-edge f″ continued across it [e].
+
+    The smooth L-shell (and outer-shell) absorption of the atom under its K edge, log–log
+    interpolated between the table's nodes below the edge and continued above the last of
+    them by the power law fitted to its last 600 eV. ``table="paper"`` uses Henke (the
+    source of the paper's constants).
+    """
+    _check_table(table)
+    parts = k_edge_table_parts(element, "henke" if table == "paper" else table)
+    energy = np.asarray(energy, dtype=float)
+    e_lo, f_lo = parts["e_lo"], parts["f_lo"]
+    out = loglog_interp(np.minimum(energy, e_lo[-1]), e_lo, f_lo)
+    high = energy > e_lo[-1]
+    out[high] = f_lo[-1] * (energy[high] / e_lo[-1]) ** parts["slope"]
+    return out
 
 
 def delta_f2(element: str = "V", edge_energy: float = 5465.0, table: Table = "paper",

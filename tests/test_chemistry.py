@@ -74,7 +74,7 @@ def random_fit():
 
 def test_formulas_match_independent_physics(random_fit):
     ds, n_e = random_fit
-    out = chemical_state(ds)
+    out = chemical_state(ds, edge_jump_correction=False)  # the paper's formulas as printed
     valid = ds[s.FIT_VALID].values
     b1, b2 = ds[B1].values, ds[B2].values
     pe = np.pi * ds[C11].values * ds[C13].values
@@ -129,8 +129,9 @@ def test_reference_energy_picks_nearest(random_fit):
 @pytest.mark.parametrize("table", ["henke", "chantler"])
 def test_tabulated_delta_f2(random_fit, table):
     ds, _ = random_fit
-    paper = chemical_state(ds)
-    out = chemical_state(ds, table=table)
+    # the paper's formula as printed (the default correction depends on the table's f″ slope too)
+    paper = chemical_state(ds, edge_jump_correction=False)
+    out = chemical_state(ds, table=table, edge_jump_correction=False)
     df2 = physics.delta_f2("V", table=table)
     assert 2.5 < df2 < 4.5  # V K-edge f″ jump is ≈3.5 e in every table
     assert out[s.VANADIUM_DENSITY].attrs["delta_f2"] == df2
@@ -141,8 +142,8 @@ def test_tabulated_delta_f2(random_fit, table):
 
 def test_delta_f2_override(random_fit):
     ds, _ = random_fit
-    out = chemical_state(ds, delta_f2=3.0)
-    paper = chemical_state(ds)
+    out = chemical_state(ds, delta_f2=3.0, edge_jump_correction=False)
+    paper = chemical_state(ds, edge_jump_correction=False)
     np.testing.assert_allclose(out[s.VANADIUM_DENSITY], paper[s.VANADIUM_DENSITY] * 3.53 / 3.0, rtol=1e-12)
     assert out[s.VANADIUM_DENSITY].attrs["delta_f2"] == 3.0
     with pytest.raises(s.SchemaError, match="positive"):
@@ -167,7 +168,7 @@ def test_standard_reproduces_paper_ratio(composition, paper_value):
     b1 = R_E * lam(b2) * n_v * 3.53  # paper eq. (2) inverted: Δμt of that N_V
     ds = fit_dataset(n_e, b1, b2, energy=paper_energy_grid())
     assert ds[s.ENERGY].values[0] == e_ref == 5420.0
-    out = chemical_state(ds, table="paper")
+    out = chemical_state(ds, table="paper", edge_jump_correction=False)  # b1 built by eq. (2) itself
     # 1 %: the paper prints 3 significant figures (35.0 vs 35.01 from its own constants)
     np.testing.assert_allclose(out[s.ELECTRONS_PER_VANADIUM], paper_value, rtol=0.01)
     np.testing.assert_allclose(out[s.VANADIUM_DENSITY], n_v, rtol=0.02)
@@ -258,7 +259,8 @@ def test_simulated_standard_from_truth(material, paper_value):
         }
     )
     delta = truth.attrs["delta_f2_vanadium"]  # compare with the simulator's own constants (DESIGN §1e)
-    out = chemical_state(fit, delta_f2=delta)
+    # the true Δμt is the exact jump: the formula as printed (no eq. (1) fit to correct)
+    out = chemical_state(fit, delta_f2=delta, edge_jump_correction=False)
     inside = material_mask.values
     assert np.isnan(out[s.ELECTRONS_PER_VANADIUM].values[~inside]).all()
     # phase from a complex64 object: relative error ≲ 1e-5, far inside the 1 % / 2 % targets
@@ -272,9 +274,14 @@ def test_zero_edge_jump_gives_nan_ratios(random_fit):
     ds, _ = random_fit
     b1 = ds[B1].copy()
     b1[1, 1] = 0.0  # fit_valid's b1 ≥ σ passes b1 = 0 when σ = 0 (noise-free data)
-    out = chemical_state(ds.assign({B1: b1}))  # filterwarnings=error: no divide-by-zero warning either
-    assert out[s.VANADIUM_DENSITY].values[1, 1] == 0.0
-    assert np.isnan(out[s.ELECTRONS_PER_VANADIUM].values[1, 1]) and np.isnan(out[s.PRE_EDGE_RATIO].values[1, 1])
+    for correction in (False, True):  # filterwarnings=error: no divide-by-zero warning either
+        out = chemical_state(ds.assign({B1: b1}), edge_jump_correction=correction)
+        n_v = out[s.VANADIUM_DENSITY].values
+        if correction:  # the first-order correction of a zero jump is tiny, not a ratio blow-up
+            assert abs(n_v[1, 1]) < 0.05 * np.nanmedian(n_v)
+        else:
+            assert n_v[1, 1] == 0.0
+        assert np.isnan(out[s.ELECTRONS_PER_VANADIUM].values[1, 1]) and np.isnan(out[s.PRE_EDGE_RATIO].values[1, 1])
 
 
 @pytest.mark.parametrize(("material", "paper_value"), [("LiVO2", 35.0), ("LiVO3", 43.1)])
@@ -287,9 +294,44 @@ def test_end_to_end_standard_with_xanes_fit(material, paper_value):
     out = chemical_state(fit, delta_f2=truth.attrs["delta_f2_vanadium"])
     ok = np.isfinite(out[s.ELECTRONS_PER_VANADIUM].values)
     assert ok.sum() >= 0.7 * truth[s.MATERIAL].values.sum()
-    # eq. (1)'s flat erf step fitted to the simulator's f″ (which decays above the edge)
-    # gives b1 ≈ 2 % below Δμt(5420→5540 eV) = r_e λ N_V Δf″; N_V inherits it and the
-    # ratio rises by it: 3 % tolerance (pure chemistry is tested to 1e-12 above).
-    np.testing.assert_allclose(np.median(out[s.ELECTRONS_PER_VANADIUM].values[ok]), paper_value, rtol=0.03)
+    # Issue 4 acceptance: ratio within 1 % and N_V within 2 % on every valid pixel. The edge-jump
+    # correction (default) removes the ≈ 2 % bias of eq. (1)'s flat heights under λ(E) and the
+    # L-shell slope; what is left (≈ 0.3 %) is the uncorrected Li/O f″ slope.
+    np.testing.assert_allclose(out[s.ELECTRONS_PER_VANADIUM].values[ok], paper_value, rtol=0.01)
     ratio = out[s.VANADIUM_DENSITY].values[ok] / truth[s.VANADIUM_DENSITY].values[ok]
-    np.testing.assert_allclose(np.median(ratio), 1.0, rtol=0.03)
+    np.testing.assert_allclose(ratio, 1.0, rtol=0.02)
+    # without the correction the bias is there (so the correction is what makes the 1 % hold)
+    raw = chemical_state(fit, delta_f2=truth.attrs["delta_f2_vanadium"], edge_jump_correction=False)
+    raw_ratio = raw[s.VANADIUM_DENSITY].values[ok] / truth[s.VANADIUM_DENSITY].values[ok]
+    assert np.median(raw_ratio) < 0.99
+
+
+@pytest.mark.parametrize("grid", ["paper", "coarse"])
+def test_corrected_edge_jump_recovers_true_jump(grid):
+    """μt = r_e λ(E) N_V f″_V(E) of each simulated domain type (V only), fitted by eq. (1) with
+    lmfit: the corrected jump equals r_e λ(b2) N_V Δf″ within 0.3 %; the raw b1 is > 1 % low."""
+    from ptyxr.chemistry import corrected_edge_jump
+    from ptyxr.simulate.presets import DOMAIN_TYPES
+    from ptyxr.simulate.scattering import vanadium_f2
+    from ptyxr.xanes import fit_spectrum
+    from ptyxr.xanes.model import paper_params
+
+    energy = paper_energy_grid() if grid == "paper" else np.linspace(5420.0, 5540.0, 16)
+    n_v = 2.5e22
+    for domain in DOMAIN_TYPES.values():
+        mu = R_E * lam(energy) * n_v * vanadium_f2(energy, domain, "chantler", 3.53)
+        fitted = paper_params(fit_spectrum(energy, mu))
+        params = np.array([[fitted[p] for p in s.FIT_PARAMETERS]])
+        true_jump = R_E * lam(domain.edge_energy) * n_v * 3.53
+        assert fitted[B1] / true_jump < 0.99, domain.name
+        corrected = corrected_edge_jump(energy, params, physics.below_edge_f2(energy, "V", "chantler"), 3.53)
+        np.testing.assert_allclose(corrected, true_jump, rtol=0.003, err_msg=domain.name)
+
+
+def test_corrected_edge_jump_nan_rows_and_shape():
+    from ptyxr.chemistry import corrected_edge_jump
+
+    energy = paper_energy_grid()
+    params = np.full((2, 3, 10), np.nan)
+    out = corrected_edge_jump(energy, params, physics.below_edge_f2(energy), 3.53)
+    assert out.shape == (2, 3) and np.isnan(out).all()

@@ -45,46 +45,20 @@ from ptyxr.simulate.presets import DomainType
 E_FLAT: float = 5600.0
 #: Energy at which f′_V is matched to the reference table [eV] (the paper's E_ref).
 F1_REFERENCE_ENERGY: float = physics.PAPER_REFERENCE_ENERGY
-#: Tabulated nodes closer than this below the K edge are treated as edge (Chantler
-#: broadens its step over ~30 eV) and replaced by the power-law background [eV].
-_BELOW_EDGE_GAP = 40.0
-_ABOVE_EDGE_GAP = 15.0
 
 
 def _k_edge() -> float:
-    import xraydb
-
-    return float(xraydb.xray_edge("V", "K").energy)
+    return physics.k_edge_energy("V")
 
 
-def _loglog(x: np.ndarray, xp: np.ndarray, fp: np.ndarray) -> np.ndarray:
-    return np.exp(np.interp(np.log(x), np.log(xp), np.log(fp)))
-
-
-@functools.lru_cache(maxsize=4)
 def _table_parts(table: str) -> dict[str, object]:
-    """Below-edge nodes, power-law continuation and above-edge nodes of the table's f″_V."""
-    energy, f2 = physics.tabulated_f2("V", table)
-    edge = _k_edge()
-    ok = f2 > 0
-    energy, f2 = energy[ok], f2[ok]
-    below = energy < edge - _BELOW_EDGE_GAP
-    above = energy > edge + _ABOVE_EDGE_GAP
-    e_lo, f_lo = energy[below], f2[below]
-    fit = e_lo > e_lo[-1] - 600.0
-    slope = float(np.polyfit(np.log(e_lo[fit]), np.log(f_lo[fit]), 1)[0])
-    return {"edge": edge, "e_lo": e_lo, "f_lo": f_lo, "slope": slope, "e_hi": energy[above], "f_hi": f2[above]}
+    return physics.k_edge_table_parts("V", table)
 
 
 def background_f2(energy: np.ndarray, table: str = "chantler") -> np.ndarray:
-    """B(E): the table's below-edge f″_V continued by a power law above the edge [e]."""
-    parts = _table_parts(table)
-    energy = np.asarray(energy, dtype=float)
-    e_lo, f_lo = parts["e_lo"], parts["f_lo"]
-    out = _loglog(np.minimum(energy, e_lo[-1]), e_lo, f_lo)
-    high = energy > e_lo[-1]
-    out[high] = f_lo[-1] * (energy[high] / e_lo[-1]) ** parts["slope"]
-    return out
+    """B(E): the table's below-edge f″_V continued by a power law above the edge [e]
+    (:func:`ptyxr.physics.below_edge_f2`)."""
+    return physics.below_edge_f2(energy, "V", table)
 
 
 def _post_edge_decay(energy: np.ndarray, table: str) -> np.ndarray:
@@ -95,7 +69,7 @@ def _post_edge_decay(energy: np.ndarray, table: str) -> np.ndarray:
     if np.any(high):
 
         def jump(e: np.ndarray) -> np.ndarray:
-            return _loglog(e, parts["e_hi"], parts["f_hi"]) - background_f2(e, table)
+            return physics.loglog_interp(e, parts["e_hi"], parts["f_hi"]) - background_f2(e, table)
 
         g[high] = jump(energy[high]) / jump(np.array([E_FLAT]))[0]
     return g

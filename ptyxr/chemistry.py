@@ -85,6 +85,8 @@ def theoretical_electrons_per_vanadium(
 
 #: Relative finite-difference step of the eq. (1) Jacobian (central differences).
 _JACOBIAN_STEP = 1e-6
+#: Largest relative edge-jump correction trusted (the physical one is 1–2 %).
+_MAX_RELATIVE_CORRECTION = 0.1
 #: Pixels per block of the edge-jump correction (bounds the (P, n_E, 10) Jacobian in memory).
 _CORRECTION_BLOCK = 4096
 
@@ -117,6 +119,8 @@ def corrected_edge_jump(
     parameters by J⁺δμ (J the Jacobian of eq. 1 at p, unweighted as the fit), and the
     returned jump is b1 − (J⁺δμ)_b1. A constant in δμ only moves ``a``. The matrix
     (Li, O) f″ slope is not included (its composition is unknown; ≈ 0.2 % for LiVO2).
+    Where the correction would exceed 10 % of b1 (a fit the linearisation cannot describe,
+    e.g. b1 within its own error of zero) the fitted b1 is returned unchanged.
 
     Parameters
     ----------
@@ -154,7 +158,12 @@ def corrected_edge_jump(
         norm = np.linalg.norm(jac, axis=1, keepdims=True)
         norm = np.where(norm > 0, norm, 1.0)
         step = np.matmul(np.linalg.pinv(jac / norm, rcond=1e-10), delta_mu[:, :, None])[:, :, 0] / norm[:, 0, :]
-        out[idx] = p[:, 1] - step[:, 1]
+        corrected = p[:, 1] - step[:, 1]
+        # a first-order correction is only meaningful where it is small (the physical one is
+        # 1–2 %); beyond _MAX_RELATIVE_CORRECTION the fit is one the linearisation cannot
+        # describe (e.g. b1 within its own error of zero): keep the fitted b1 there
+        trusted = np.abs(step[:, 1]) <= _MAX_RELATIVE_CORRECTION * np.abs(p[:, 1])
+        out[idx] = np.where(trusted, corrected, p[:, 1])
     return out.reshape(lead)
 
 

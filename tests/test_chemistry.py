@@ -328,6 +328,18 @@ def test_corrected_edge_jump_recovers_true_jump(grid):
         np.testing.assert_allclose(corrected, true_jump, rtol=0.003, err_msg=domain.name)
 
 
+def test_corrected_edge_jump_keeps_b1_where_linearisation_fails():
+    """A noise fit from a reconstructed rim pixel (b1 ≈ 0.0016 ± 0.34, edge at 5512 eV): the
+    first-order step would make the jump negative (a negative N_V weight skews every
+    N_V-weighted fraction); such pixels keep their fitted b1."""
+    from ptyxr.chemistry import corrected_edge_jump
+
+    energy = paper_energy_grid()
+    rim = [-0.0004, 0.0016, 5511.83, 2.5, 0.0028, 5475.03, 0.5, 0.0, 5540.0, 3.0]
+    out = corrected_edge_jump(energy, np.array([rim]), physics.below_edge_f2(energy), 3.53)
+    assert out[0] == rim[1]
+
+
 def test_corrected_edge_jump_nan_rows_and_shape():
     from ptyxr.chemistry import corrected_edge_jump
 

@@ -202,12 +202,17 @@ def _agreement(n: int, seed: int):
     return energy, truth, batch, ratio_b, ratio_b_err, lm_params, lm_err, lm_ok, both, same, not_worse
 
 
-def _check_agreement(n: int, seed: int):
+def _check_agreement(n: int, seed: int, strict: float):
     energy, truth, batch, ratio_b, ratio_b_err, lm_params, lm_err, lm_ok, both, same, not_worse = _agreement(n, seed)
     assert both.mean() > 0.95  # both converge on ≥ 95 %
-    assert np.mean(same[both]) > 0.95  # same edge, jump and PE/Δμt on ≥ 95 % …
-    # … and where not, batch mostly found a χ² no higher than lmfit's (lmfit itself changes its answer
-    # with the start in ~6–8 % of pixels; measured: 100 % at n = 200, 99.5 % at n = 600)
+    # Same edge, jump and PE/Δμt on the strict criteria alone. Both follow one multi-start
+    # protocol (scan, restarts of suspicious fits, lowest χ²); what is left are pixels where
+    # eq. (1) has near-equal minima and the two local optimisers (projected LM on 6 nonlinear
+    # parameters vs lmfit's trust-region on 10) part ways from the same start, and one's
+    # first fit looks wrong (restarts) while the other's does not. Measured: 98.99 % (587 of
+    # 593) at n = 600 seed 12, 99.33 % at seed 21, 98.5 % at n = 200 seed 11.
+    assert np.mean(same[both]) >= strict
+    # … and where not, batch mostly found a χ² no higher than lmfit's
     assert np.mean((same | not_worse)[both]) >= 0.99
     # ground truth within 3 stderr on ≥ 95 % of valid pixels (Gaussian: 99.7 %; nonlinear fits at
     # SNR 5 have heavier tails, hence the margin)
@@ -219,13 +224,13 @@ def _check_agreement(n: int, seed: int):
     assert np.mean(np.abs(ratio_b[ok] - true_ratio[ok]) < 3 * ratio_b_err[ok]) >= 0.95
 
 
-def test_batch_agrees_with_lmfit_fast():
-    _check_agreement(200, seed=11)  # ≈ 4 s of lmfit on an idle core
+def test_batch_agrees_with_lmfit_600_pixels():
+    _check_agreement(600, seed=12, strict=0.985)  # ≈ 10 s of lmfit on an idle core
 
 
 @pytest.mark.slow
-def test_batch_agrees_with_lmfit_600_pixels():
-    _check_agreement(600, seed=12)
+def test_batch_agrees_with_lmfit_2000_pixels():
+    _check_agreement(2000, seed=21, strict=0.985)
 
 
 def test_batch_stderr_is_calibrated_on_many_pixels():

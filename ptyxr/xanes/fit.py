@@ -36,6 +36,12 @@ MIN_PRE_EDGE_POINTS = 3
 #: measurable edge; above float64 round-off of the solver, ~1e-16).
 MIN_RELATIVE_EDGE = 1e-6
 _N_OUT = 2 * len(FIT_PARAMETERS) + 2  # parameters, stderr, redchi, success
+#: lmfit's minimiser for the reference fits: ``least_squares`` (trust-region reflective) keeps
+#: bounds exactly, as the batch solver does. lmfit's default ``leastsq`` maps bounded
+#: parameters through sin/sqrt transforms whose gradient vanishes at a bound, so it stalls
+#: short of minima with a width on its bound (a collapsed pre-edge, ~10 % of pixels) and,
+#: from the same start, ends elsewhere than an exact-bounds solver.
+LMFIT_METHOD = "least_squares"
 
 
 # ------------------------------------------------------------------ kernels (numpy)
@@ -43,10 +49,28 @@ def _pack(params: np.ndarray, stderr: np.ndarray, redchi: np.ndarray, success: n
     return np.concatenate([params, stderr, redchi[:, None], success[:, None].astype(float)], axis=1)
 
 
+def _lmfit_one(energy: np.ndarray, y: np.ndarray, start: np.ndarray, lower: np.ndarray, upper: np.ndarray):
+    """One lmfit fit of eq. (1) from ``start`` (10,) within the bounds; (params, stderr, χ², converged)."""
+    guess = {name: _model.ParamGuess(start[i], lower[i], upper[i]) for i, name in enumerate(FIT_PARAMETERS)}
+    result = _model.fit_spectrum(energy, y, start=guess, method=LMFIT_METHOD)
+    values = _model.paper_params(result)
+    params = np.array([values[name] for name in FIT_PARAMETERS])
+    stderr = np.array([values[name + STDERR_SUFFIX] for name in FIT_PARAMETERS])
+    return params, stderr, float(result.chisqr), bool(result.success)
+
+
 def _fit_lmfit_rows(
     energy: np.ndarray, y: np.ndarray, pre_edge_limit: float | None, progress: bool = False
 ) -> np.ndarray:
-    """lmfit per spectrum (the reference), same starts and bounds as the batch solver."""
+    """lmfit per spectrum (the reference), with the batch solver's starts, bounds and restarts.
+
+    The same protocol as :func:`ptyxr.xanes.solver.fit_batch`: a fit from the scanned start
+    (:func:`~ptyxr.xanes.solver.scan_starts`); where that fit looks wrong
+    (:func:`~ptyxr.xanes.solver.needs_restart`), refits from the alternative starts of
+    :data:`~ptyxr.xanes.solver.RESTARTS` in order, keeping the lowest χ², until one
+    looks right. Only the local optimiser differs (MINPACK on all 10 parameters here),
+    so where eq. (1) has several minima both methods still end in the same one.
+    """
     start, lower, upper = _model.initial_estimates(energy, y, pre_edge_limit)
     valid = np.isfinite(start).all(axis=1) & (np.isfinite(y).sum(axis=1) > len(FIT_PARAMETERS))
     if valid.any():
@@ -55,23 +79,38 @@ def _fit_lmfit_rows(
     n_pix = y.shape[0]
     params = np.full((n_pix, len(FIT_PARAMETERS)), np.nan)
     stderr = np.full_like(params, np.nan)
-    redchi = np.full(n_pix, np.nan)
+    chisqr = np.full(n_pix, np.nan)
     converged = np.zeros(n_pix, bool)
+    n_valid = np.isfinite(y).sum(axis=1)
     rows = np.flatnonzero(valid)
+    it = rows
     if progress:
         from ptyxr.progress import progress_bar
 
-        rows = progress_bar(rows, enabled=True, desc="fit_xanes (lmfit)", unit="px")
-    for k in rows:
-        guess = {
-            name: _model.ParamGuess(start[k, i], lower[k, i], upper[k, i]) for i, name in enumerate(FIT_PARAMETERS)
-        }
-        result = _model.fit_spectrum(energy, y[k], start=guess)
-        values = _model.paper_params(result)
-        params[k] = [values[name] for name in FIT_PARAMETERS]
-        stderr[k] = [values[name + STDERR_SUFFIX] for name in FIT_PARAMETERS]
-        redchi[k] = result.redchi
-        converged[k] = bool(result.success)
+        it = progress_bar(rows, enabled=True, desc="fit_xanes (lmfit)", unit="px")
+    for k in it:
+        params[k], stderr[k], chisqr[k], converged[k] = _lmfit_one(energy, y[k], start[k], lower[k], upper[k])
+
+    def suspicious(idx: np.ndarray) -> np.ndarray:
+        with np.errstate(invalid="ignore"):
+            return idx[
+                _solver.needs_restart(params[idx], lower[idx], upper[idx], converged[idx], chisqr[idx], n_valid[idx])
+            ]
+
+    redo = suspicious(rows)
+    for shifts in _solver.RESTARTS if redo.size else ():
+        with np.errstate(over="ignore", invalid="ignore", divide="ignore", under="ignore"):
+            alt = _solver.restart_start(energy, y[redo], start[redo], lower[redo], upper[redo], shifts)
+        for j, k in enumerate(redo):
+            p_r, e_r, c_r, ok_r = _lmfit_one(energy, y[k], alt[j], lower[k], upper[k])
+            if c_r < chisqr[k] * (1.0 - 1e-9):  # the lower χ² decides, as in the batch solver
+                params[k], stderr[k], chisqr[k], converged[k] = p_r, e_r, c_r, ok_r
+        redo = suspicious(redo)
+        if redo.size == 0:
+            break
+    dof = n_valid - len(FIT_PARAMETERS)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        redchi = np.where(dof > 0, chisqr / dof, np.nan)
     success = _solver.success_flags(params, lower, upper, converged) & valid
     return _pack(params, stderr, redchi, success)
 

@@ -291,8 +291,10 @@ def scan_starts(
     weights: np.ndarray | None = None,
     edge_offsets: tuple[float, ...] = (-4.0, -2.0, 2.0, 4.0),
     width_factors: tuple[float, ...] = (0.5, 2.0),
+    centres: np.ndarray | None = None,
 ) -> np.ndarray:
-    """Refine starting values: try edge positions b2 + offsets [eV], then widths b3·factors.
+    """Refine starting values: try edge positions b2 + offsets [eV], then widths b3·factors,
+    then (optionally) pre-edge centres c12 and white-line centres c22 at ``centres`` [eV].
 
     For each candidate the linear parameters are solved exactly and the candidate with
     the lowest χ² is kept (per pixel). Returns the refined ``start`` (P, 10) with the
@@ -311,10 +313,21 @@ def scan_starts(
     lo, hi = _theta(lower[idx], prob.e0), _theta(upper[idx], prob.e0)
     theta = np.clip(_theta(start[idx], prob.e0), lo, hi)
     coef, _, cost = prob.project(theta, local)
-    for column, candidates in ((0, edge_offsets), (1, width_factors)):
+    scans: list[tuple[int, tuple[float, ...]]] = [(0, tuple(edge_offsets)), (1, tuple(width_factors))]
+    if centres is not None:
+        grid = np.asarray(centres, float) - prob.e0
+        for column in (2, 4):  # only centres inside some pixel's bounds (others clip: repeats)
+            inside = (grid >= lo[:, column].min()) & (grid <= hi[:, column].max())
+            scans.append((column, tuple(grid[inside])))
+    for column, candidates in scans:
         for value in candidates:
             trial = theta.copy()
-            trial[:, column] = trial[:, column] + value if column == 0 else trial[:, column] * value
+            if column == 0:
+                trial[:, 0] += value
+            elif column == 1:
+                trial[:, 1] *= value
+            else:
+                trial[:, column] = value
             trial = np.clip(trial, lo, hi)
             c_t, _, cost_t = prob.project(trial, local)
             better = cost_t < cost
@@ -503,18 +516,85 @@ def _suspicious(
     params: np.ndarray, lower: np.ndarray, upper: np.ndarray, converged: np.ndarray, rms: np.ndarray
 ) -> np.ndarray:
     """Fits worth restarting: a clear edge (b1 ≥ 3 rms residual) whose fit failed the
-    flags, slid behind the white line, or lost a Lorentzian (height 0)."""
+    flags, slid behind the white line, lost a Lorentzian (height 0), or has a centre or
+    width of a present feature pinned on a bound.
+
+    Pinned features are where the two local optimisers (this one and lmfit's) most often
+    part ways from the same start, so restarting them is what lets both end in the
+    same minimum (measured: it removes ~40 % of the batch–lmfit disagreements).
+    """
     behind = (params[:, _C21] > 0) & (params[:, _B2] > params[:, _C22])
     lost = (params[:, _C11] <= 0) | (params[:, _C21] <= 0)
     clear = params[:, _B1] >= 3.0 * rms
     bad = ~success_flags(params, lower, upper, converged) | pre_edge_collapsed(params)
-    return clear & (bad | behind | lost)
+    present = np.zeros(params.shape, bool)
+    for owner, members in ((_B1, (_B2, _B3)), (_C11, (_C12, _C13)), (_C21, (_C22, _C23))):
+        present[:, members] = (params[:, owner] > 0)[:, None]
+    pinned = (_on_bound(params, lower, upper) & present).any(axis=1)
+    return clear & (bad | behind | lost | pinned)
 
 
 # ------------------------------------------------------------------ driver
 #: Alternative starts of the restart scan: edge shift from its start, then white-line and
 #: pre-edge centres relative to the shifted edge [eV] (clipped to their bounds).
 RESTARTS: tuple[tuple[float, float, float], ...] = ((-3.0, 5.0, -9.0), (3.0, 5.0, -12.0), (0.0, 8.0, -6.0))
+
+
+def restart_start(
+    energy: np.ndarray,
+    y: np.ndarray,
+    start: np.ndarray,
+    lower: np.ndarray,
+    upper: np.ndarray,
+    shifts: tuple[float, float, float],
+    weights: np.ndarray | None = None,
+) -> np.ndarray:
+    """One alternative start of the restart scan (:data:`RESTARTS`).
+
+    The edge is shifted and the peaks placed relative to it, then both peak centres are
+    re-placed by a scan over the energies (:func:`scan_starts` with ``centres``): a peak
+    put where the data have none would start at height 0, and at height 0 its centre
+    has no gradient (it would stay lost). Shared by the batch solver and the lmfit
+    reference (``fit_xanes(method="lmfit")``): both follow the same multi-start protocol.
+
+    Parameters
+    ----------
+    energy : ndarray (n_E,)
+    y : ndarray (P, n_E)
+    start, lower, upper : ndarray (P, 10)
+        The scanned start (:func:`scan_starts`) and the bounds.
+    shifts : (float, float, float)
+        Edge shift from its start, then white-line and pre-edge centres relative to the
+        shifted edge [eV].
+    weights : ndarray (P, n_E), optional
+
+    Returns
+    -------
+    ndarray (P, 10)
+        Inside the bounds, heights solved exactly (and made slightly positive).
+    """
+    edge_shift, wl_offset, pre_offset = shifts
+    alt = start.copy()
+    alt[:, _B2] = alt[:, _B2] + edge_shift
+    alt[:, _C22] = alt[:, _B2] + wl_offset
+    alt[:, _C12] = alt[:, _B2] + pre_offset
+    alt = np.clip(alt, lower, upper)
+    return scan_starts(energy, y, alt, lower, upper, weights, edge_offsets=(), width_factors=(), centres=energy)
+
+
+def needs_restart(
+    params: np.ndarray,
+    lower: np.ndarray,
+    upper: np.ndarray,
+    converged: np.ndarray,
+    cost: np.ndarray,
+    n_valid: np.ndarray,
+) -> np.ndarray:
+    """Which fits the restart scan refits: :func:`_suspicious` with rms = √(χ²/(N − 10))."""
+    dof = np.maximum(np.asarray(n_valid) - N_PARAMETERS, 1)
+    with np.errstate(invalid="ignore"):
+        rms = np.sqrt(np.asarray(cost) / dof)
+    return _suspicious(params, lower, upper, converged, rms)
 
 
 def _fit_block(
@@ -549,14 +629,10 @@ def _fit_block(
         prob, np.clip(_theta(start_v, prob.e0), lo, hi), lo, hi, max_iter, ftol, xtol
     )
     p = _params(theta, coef, prob.e0)
-    dof = np.maximum(prob.n_valid - N_PARAMETERS, 1)
     if restarts:
-        redo = np.flatnonzero(_suspicious(p, lo_p, hi_p, conv, np.sqrt(c / dof)))
-        for edge_shift, wl_offset, pre_offset in RESTARTS if redo.size else ():
-            alt = start_v[redo].copy()
-            alt[:, _B2] = alt[:, _B2] + edge_shift
-            alt[:, _C22] = alt[:, _B2] + wl_offset
-            alt[:, _C12] = alt[:, _B2] + pre_offset
+        redo = np.flatnonzero(needs_restart(p, lo_p, hi_p, conv, c, prob.n_valid))
+        for shifts in RESTARTS if redo.size else ():
+            alt = restart_start(energy, yv[redo], start_v[redo], lo_p[redo], hi_p[redo], shifts, wv[redo])
             sub = _Problem(energy, yv[redo], wv[redo])
             lo_r, hi_r = _theta(lo_p[redo], sub.e0), _theta(hi_p[redo], sub.e0)
             th_r, coef_r, c_r, it_r, conv_r = _levenberg_marquardt(
@@ -567,7 +643,7 @@ def _fit_block(
             better = c_r < c[redo] * (1.0 - 1e-9)
             take = redo[better]
             p[take], c[take], it[take], conv[take] = p_r[better], c_r[better], it_r[better], conv_r[better]
-            redo = redo[_suspicious(p[redo], lo_p[redo], hi_p[redo], conv[redo], np.sqrt(c[redo] / dof[redo]))]
+            redo = redo[needs_restart(p[redo], lo_p[redo], hi_p[redo], conv[redo], c[redo], prob.n_valid[redo])]
             if redo.size == 0:
                 break
     cov_v, redchi_v = _covariance(prob, p, lo_p, hi_p, c)

@@ -52,7 +52,10 @@ def _pack(params: np.ndarray, stderr: np.ndarray, redchi: np.ndarray, success: n
 def _lmfit_one(energy: np.ndarray, y: np.ndarray, start: np.ndarray, lower: np.ndarray, upper: np.ndarray):
     """One lmfit fit of eq. (1) from ``start`` (10,) within the bounds; (params, stderr, χ², converged)."""
     guess = {name: _model.ParamGuess(start[i], lower[i], upper[i]) for i, name in enumerate(FIT_PARAMETERS)}
-    result = _model.fit_spectrum(energy, y, start=guess, method=LMFIT_METHOD)
+    # a degenerate fit (e.g. vacuum) can give lmfit a covariance with a negative diagonal: lmfit
+    # then takes its sqrt (NaN, reported as an undetermined error by paper_params)
+    with np.errstate(invalid="ignore"):
+        result = _model.fit_spectrum(energy, y, start=guess, method=LMFIT_METHOD)
     values = _model.paper_params(result)
     params = np.array([values[name] for name in FIT_PARAMETERS])
     stderr = np.array([values[name + STDERR_SUFFIX] for name in FIT_PARAMETERS])

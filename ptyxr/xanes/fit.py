@@ -35,6 +35,10 @@ MIN_PRE_EDGE_POINTS = 3
 #: Smallest edge jump b1 counted as an edge, relative to the pixel's largest |μt| (far below any
 #: measurable edge; above float64 round-off of the solver, ~1e-16).
 MIN_RELATIVE_EDGE = 1e-6
+#: Default ``min_edge_significance``: an edge counts only when its jump b1 stands this many
+#: standard errors clear of zero (the paper's b1 ≥ σ alone passes pure-noise pixels whose
+#: erf sits on the last few points, b1 ± 100 × b1).
+EDGE_SIGNIFICANCE = 3.0
 _N_OUT = 2 * len(FIT_PARAMETERS) + 2  # parameters, stderr, redchi, success
 #: lmfit's minimiser for the reference fits: ``least_squares`` (trust-region reflective) keeps
 #: bounds exactly, as the batch solver does. lmfit's default ``leastsq`` maps bounded
@@ -199,6 +203,7 @@ def fit_xanes(
     progress: bool = True,
     chunks: Any = None,
     keep_fit_curve: bool = False,
+    min_edge_significance: float = EDGE_SIGNIFICANCE,
 ) -> xr.Dataset:
     """Fit paper eq. (1) to every pixel's absorption spectrum (DESIGN §1d).
 
@@ -227,6 +232,10 @@ def fit_xanes(
         dask; on dask input, the existing chunks are used (energy merged into one chunk).
     keep_fit_curve : bool
         Also return ``absorption_fit`` (eq. (1) at the fitted parameters).
+    min_edge_significance : float
+        ``fit_valid`` also needs b1 ≥ this × its standard error and the edge energy b2
+        determined (standard error below the ±EDGE_RANGE = 8 eV it may move): a detected,
+        located edge. 0 keeps only the paper's b1 ≥ σ (and b2 determined).
 
     Returns
     -------
@@ -235,7 +244,8 @@ def fit_xanes(
         ``<name>_stderr`` (σ² = redchi·diag((JᵀJ)⁻¹); NaN where undetermined, e.g. centre
         and width of a zero-height Lorentzian), ``redchi`` (Σr²/(N − 10), unweighted,
         so ≈ noise² for a noise-limited fit), ``success``, ``noise`` (attr ``method``)
-        ``fit_valid`` = material (if known) & (b1 ≥ noise) & (b1 > MIN_RELATIVE_EDGE·max|μt|) & success, and
+        ``fit_valid`` = material (if known) & (b1 ≥ noise) & (b1 > MIN_RELATIVE_EDGE·max|μt|) & success
+        & (b1 ≥ ``min_edge_significance`` × b1_stderr) & (b2_stderr < 8 eV), and
         ``pre_edge_valid`` = fit_valid & the pre-edge width not collapsed onto its lower
         bound (where False, PE/Δμt is unreliable; DESIGN §2b); lazy (dask) when the
         input or ``chunks`` is.
@@ -253,7 +263,10 @@ def fit_xanes(
         "material": None if material is None else "<DataArray>",
         "chunks": chunks,
         "keep_fit_curve": keep_fit_curve,
+        "min_edge_significance": min_edge_significance,
     }
+    if not (np.isfinite(min_edge_significance) and min_edge_significance >= 0):
+        raise SchemaError(f"{STAGE}: min_edge_significance must be a number ≥ 0, got {min_edge_significance!r}.")
     ds, energy = _validate(ds, method, noise, pre_edge_limit)
     absorption = ds[ABSORPTION]
     if chunks is not None:
@@ -302,6 +315,10 @@ def fit_xanes(
     # above the solver's round-off, MIN_RELATIVE_EDGE of the spectrum's largest |μt|
     floor = MIN_RELATIVE_EDGE * abs(absorption).max(ENERGY)
     valid = (new["b1"] >= new[NOISE]) & (new["b1"] > floor) & new[SUCCESS]
+    # a detected and located edge: b1 clear of zero by its own error, b2 known to better than
+    # the box it may move in (NaN errors = undetermined compare False)
+    valid = valid & (new["b1"] >= min_edge_significance * new["b1_stderr"])
+    valid = valid & (new["b2_stderr"] < _model.EDGE_RANGE)
     mask = material if material is not None else ds.get(MATERIAL)
     if mask is not None:
         valid = valid & mask.astype(bool)

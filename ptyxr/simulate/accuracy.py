@@ -195,6 +195,7 @@ def particle_accuracy(result: xr.Dataset, truth: xr.Dataset, ideal: xr.Dataset |
                 d_pure = (result[s.EDGE_ENERGY] - true_maps[s.EDGE_ENERGY]).values[valid & pure]
                 row["edge_energy_rmse_single_domain_eV"] = _rms(d_pure)
                 row["single_domain_fraction"] = float((valid & pure).sum() / max(valid.sum(), 1))
+                row["single_domain_valid_pixels"] = float(np.isfinite(d_pure).sum())
             if "b2_stderr" in result:
                 confident = valid & (result["b2_stderr"].values < EDGE_STDERR_LIMIT)
                 d_conf = (result[s.EDGE_ENERGY] - true_maps[s.EDGE_ENERGY]).values[confident]
@@ -282,6 +283,12 @@ def accuracy_report(result, truths: Sequence[xr.Dataset], ideal: bool = True, pr
             ideal_combined = combine_particles(ideals).ptyxr.cluster(n_clusters=k, seed=0)
             scores = domain_accuracy(ideals, ideal_combined, truths)
             report.pooled.update({f"ideal_fit {key}": value for key, value in scores.items()})
+    counts = [r.get("single_domain_valid_pixels", 0.0) for r in report.rows]
+    if sum(counts) > 0:
+        squares = [
+            r["edge_energy_rmse_single_domain_eV"] ** 2 * n for r, n in zip(report.rows, counts, strict=True) if n
+        ]
+        report.pooled["edge_energy_rmse_single_domain_eV (all particles)"] = float(np.sqrt(sum(squares) / sum(counts)))
     for key in (
         "edge_energy_rmse_eV",
         "edge_energy_rmse_single_domain_eV",

@@ -184,8 +184,9 @@ _PARAMETER_DIM = "eq1_parameter"
 
 def _corrected_jump(ds: xr.Dataset, energy: np.ndarray, background: np.ndarray, df2: float) -> xr.DataArray:
     """:func:`corrected_edge_jump` over the map (lazy on dask: one task per chunk)."""
-    stacked = xr.concat([ds[name] for name in FIT_PARAMETERS], dim=_PARAMETER_DIM, coords="minimal",
-                        compat="override", join="exact")
+    stacked = xr.concat(
+        [ds[name] for name in FIT_PARAMETERS], dim=_PARAMETER_DIM, coords="minimal", compat="override", join="exact"
+    )
     if stacked.chunks is not None:
         stacked = stacked.chunk({_PARAMETER_DIM: -1})
     return xr.apply_ufunc(
@@ -327,9 +328,7 @@ def chemical_state(
             EDGE_JUMP: with_attrs(edge_jump, EDGE_JUMP, formula="b1"),
             PRE_EDGE_INTENSITY: with_attrs(pre_edge, PRE_EDGE_INTENSITY, formula="pi*c11*c13"),
             PRE_EDGE_RATIO: with_attrs(pre_edge / positive_jump, PRE_EDGE_RATIO, formula="pi*c11*c13/b1"),
-            VANADIUM_DENSITY: with_attrs(
-                n_v, VANADIUM_DENSITY, formula=nv_formula, **nv_attrs, **common
-            ),
+            VANADIUM_DENSITY: with_attrs(n_v, VANADIUM_DENSITY, formula=nv_formula, **nv_attrs, **common),
             ELECTRON_DENSITY: with_attrs(
                 n_e, ELECTRON_DENSITY, formula="-phase(E_ref)/(r_e*lambda(E_ref))", **ref_attrs, **common
             ),

@@ -115,8 +115,13 @@ def _write_figures(result, out: Path, truths=None) -> list[Path]:
     return save_paper_figures(result, out)
 
 
-def demo(preset: str = "small", out: str | Path = "ptyxr-demo", seed: int = 0,
-         iterations: int | None = None, progress: bool = True) -> Path:
+def demo(
+    preset: str = "small",
+    out: str | Path = "ptyxr-demo",
+    seed: int = 0,
+    iterations: int | None = None,
+    progress: bool = True,
+) -> Path:
     """Simulate particles, run the whole chain, write netCDF, figures and a summary.
 
     Parameters

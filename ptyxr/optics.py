@@ -30,14 +30,16 @@ def back_propagate(detector_wave: np.ndarray, workers: int = FFT_WORKERS) -> np.
     return sfft.ifft2(sfft.ifftshift(detector_wave, axes=(-2, -1)), norm="ortho", workers=workers)
 
 
-def real_space_pixel_size(energy: float | np.ndarray, detector_distance: float,
-                          detector_pixel_size: float, n_pixels: int) -> float | np.ndarray:
+def real_space_pixel_size(
+    energy: float | np.ndarray, detector_distance: float, detector_pixel_size: float, n_pixels: int
+) -> float | np.ndarray:
     """Reconstructed pixel size dx = λ z / (N p) [m] at ``energy`` [eV]."""
     return wavelength(energy) * detector_distance / (n_pixels * detector_pixel_size)
 
 
-def kb_probe(energy: float, n_pixels: int, pixel_size: float, fwhm: float,
-             defocus: float = 0.0, photons: float = 1.0) -> np.ndarray:
+def kb_probe(
+    energy: float, n_pixels: int, pixel_size: float, fwhm: float, defocus: float = 0.0, photons: float = 1.0
+) -> np.ndarray:
     """Complex probe of a Kirkpatrick–Baez focus on an ``n_pixels``² grid.
 
     Two crossed mirrors act as a rectangular pupil; the focus is a sinc in each axis

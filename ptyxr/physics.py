@@ -68,8 +68,9 @@ def _check_table(table: str) -> None:
         raise ValueError(f"table must be one of {TABLES}, got {table!r}")
 
 
-def scattering_factors(element: str, energy: float | np.ndarray,
-                       table: Table = "henke") -> tuple[np.ndarray, np.ndarray]:
+def scattering_factors(
+    element: str, energy: float | np.ndarray, table: Table = "henke"
+) -> tuple[np.ndarray, np.ndarray]:
     """Anomalous scattering factors (f′, f″) of ``element`` at ``energy`` [eV].
 
     Parameters
@@ -109,8 +110,9 @@ def scattering_factors(element: str, energy: float | np.ndarray,
     return f1.reshape(energy.shape), f2.reshape(energy.shape)
 
 
-def tabulated_f2(element: str, table: Literal["henke", "chantler"] = "chantler",
-                 energy_range: tuple[float, float] = (10.0, 1e6)) -> tuple[np.ndarray, np.ndarray]:
+def tabulated_f2(
+    element: str, table: Literal["henke", "chantler"] = "chantler", energy_range: tuple[float, float] = (10.0, 1e6)
+) -> tuple[np.ndarray, np.ndarray]:
     """The table's own f″ nodes of ``element``: (energy [eV], f″), for KK integrals.
 
     Duplicate energies (edge jumps) are kept in order; zero-width segments are handled
@@ -191,8 +193,13 @@ def below_edge_f2(energy: float | np.ndarray, element: str = "V", table: Table =
     return out
 
 
-def delta_f2(element: str = "V", edge_energy: float = 5465.0, table: Table = "paper",
-             below: float = 5420.0, above: float = 5540.0) -> float:
+def delta_f2(
+    element: str = "V",
+    edge_energy: float = 5465.0,
+    table: Table = "paper",
+    below: float = 5420.0,
+    above: float = 5540.0,
+) -> float:
     """Jump of f″ across an absorption edge: f″(above) − f″(below) [electrons].
 
     ``table="paper"`` returns the paper's Δf″_V = 3.53 (Henke); other tables evaluate f″
@@ -275,10 +282,14 @@ def relativistic_correction(element: str) -> float:
     return -((atomic_number(element) / 82.5) ** 2.37)
 
 
-def extend_with_table(energy: np.ndarray, f2: np.ndarray, element: str = "V",
-                      table: Literal["henke", "chantler"] = "chantler",
-                      pre_edge_limit: float | None = None,
-                      post_edge_limit: float | None = None) -> tuple[np.ndarray, np.ndarray]:
+def extend_with_table(
+    energy: np.ndarray,
+    f2: np.ndarray,
+    element: str = "V",
+    table: Literal["henke", "chantler"] = "chantler",
+    pre_edge_limit: float | None = None,
+    post_edge_limit: float | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
     """Extend an f″-like spectrum measured on a narrow window with scaled tabulated tails.
 
     Below the window the table's f″ is scaled to the measured pre-edge points, above it
@@ -310,8 +321,9 @@ def extend_with_table(energy: np.ndarray, f2: np.ndarray, element: str = "V",
     hi_nodes = t_energy > energy[-1] + 1e-9
     quarter = max(1, energy.size // 4)
     lo_pts = energy < pre_edge_limit if pre_edge_limit is not None else np.arange(energy.size) < quarter
-    hi_pts = (energy > post_edge_limit if post_edge_limit is not None
-              else np.arange(energy.size) >= energy.size - quarter)
+    hi_pts = (
+        energy > post_edge_limit if post_edge_limit is not None else np.arange(energy.size) >= energy.size - quarter
+    )
     ref = np.interp(energy, t_energy, t_f2)
 
     def scale(points: np.ndarray) -> np.ndarray:
@@ -324,8 +336,9 @@ def extend_with_table(energy: np.ndarray, f2: np.ndarray, element: str = "V",
     return nodes, extended
 
 
-def electrons_per_formula(composition: Mapping[str, float], energy: float = PAPER_REFERENCE_ENERGY,
-                          table: Table = "paper") -> float:
+def electrons_per_formula(
+    composition: Mapping[str, float], energy: float = PAPER_REFERENCE_ENERGY, table: Table = "paper"
+) -> float:
     """Σ_j n_j (Z_j + f′_j(E)) for a composition ``{element: atoms}`` [electrons]."""
     total = 0.0
     for element, count in composition.items():
@@ -334,8 +347,9 @@ def electrons_per_formula(composition: Mapping[str, float], energy: float = PAPE
     return total
 
 
-def electrons_per_vanadium(composition: Mapping[str, float] | str, table: Table = "paper",
-                           energy: float = PAPER_REFERENCE_ENERGY) -> float:
+def electrons_per_vanadium(
+    composition: Mapping[str, float] | str, table: Table = "paper", energy: float = PAPER_REFERENCE_ENERGY
+) -> float:
     """Theoretical Re[N_e^eff]/N_V of a composition (paper eqs. 4–5).
 
     Parameters

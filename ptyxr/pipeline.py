@@ -77,8 +77,9 @@ def _timed(timings: dict[str, float], stage: str, func: Callable[[], Any]) -> An
     return out
 
 
-def process_particle(raw: xr.Dataset, options: ChainOptions | None = None,
-                     timings: dict[str, float] | None = None) -> xr.Dataset:
+def process_particle(
+    raw: xr.Dataset, options: ChainOptions | None = None, timings: dict[str, float] | None = None
+) -> xr.Dataset:
     """Run reconstruct → align → spectra → fit_xanes → chemical_state on one particle."""
     options = options or ChainOptions()
     timings = {} if timings is None else timings

@@ -160,8 +160,18 @@ def _specs(*specs: VariableSpec) -> dict[str, VariableSpec]:
     return {s.name: s for s in specs}
 
 
-_FIT_UNITS = {"a": "1", "b1": "1", "b2": EV, "b3": EV, "c11": "1", "c12": EV, "c13": EV,
-              "c21": "1", "c22": EV, "c23": EV}
+_FIT_UNITS = {
+    "a": "1",
+    "b1": "1",
+    "b2": EV,
+    "b3": EV,
+    "c11": "1",
+    "c12": EV,
+    "c13": EV,
+    "c21": "1",
+    "c22": EV,
+    "c23": EV,
+}
 _FIT_LONG = {
     "a": "constant background of absorption",
     "b1": "edge jump (erf step height)",
@@ -202,14 +212,21 @@ SPECS: dict[str, VariableSpec] = _specs(
     VariableSpec(MATERIAL, (Y, X), DIMENSIONLESS, "inside a particle", "bool"),
     # 1d
     *[VariableSpec(p, (Y, X), _FIT_UNITS[p], _FIT_LONG[p], "float64") for p in FIT_PARAMETERS],
-    *[VariableSpec(p + STDERR_SUFFIX, (Y, X), _FIT_UNITS[p], "standard error of " + _FIT_LONG[p], "float64")
-      for p in FIT_PARAMETERS],
+    *[
+        VariableSpec(p + STDERR_SUFFIX, (Y, X), _FIT_UNITS[p], "standard error of " + _FIT_LONG[p], "float64")
+        for p in FIT_PARAMETERS
+    ],
     VariableSpec(REDCHI, (Y, X), DIMENSIONLESS, "reduced chi-square of the XANES fit", "float64"),
     VariableSpec(SUCCESS, (Y, X), DIMENSIONLESS, "XANES fit converged", "bool"),
     VariableSpec(NOISE, (Y, X), DIMENSIONLESS, "noise of absorption (pre-edge std)", "float64"),
     VariableSpec(FIT_VALID, (Y, X), DIMENSIONLESS, "XANES fit valid (material, edge jump >= noise, converged)", "bool"),
-    VariableSpec(PRE_EDGE_VALID, (Y, X), DIMENSIONLESS,
-                 "pre-edge peak resolved (fit valid, width not collapsed to its lower bound)", "bool"),
+    VariableSpec(
+        PRE_EDGE_VALID,
+        (Y, X),
+        DIMENSIONLESS,
+        "pre-edge peak resolved (fit valid, width not collapsed to its lower bound)",
+        "bool",
+    ),
     VariableSpec(ABSORPTION_FIT, (ENERGY, Y, X), DIMENSIONLESS, "fitted absorption mu t", "float64"),
     # XDI transmission XAFS (ptyxr.io.xdi)
     VariableSpec(XDI_I0, (ENERGY,), COUNTS, "incident intensity i0", "float64"),
@@ -221,41 +238,73 @@ SPECS: dict[str, VariableSpec] = _specs(
     VariableSpec(PRE_EDGE_INTENSITY, (Y, X), EV, "pre-edge peak intensity PE", "float64"),
     VariableSpec(PRE_EDGE_RATIO, (Y, X), EV, "normalised pre-edge intensity PE/delta mu t", "float64"),
     VariableSpec(VANADIUM_DENSITY, (Y, X), PER_SQUARE_METRE, "projected V density N_V", "float64"),
-    VariableSpec(ELECTRON_DENSITY, (Y, X), PER_SQUARE_METRE, "effective projected electron density Re[N_e^eff]",
-                 "float64"),
+    VariableSpec(
+        ELECTRON_DENSITY, (Y, X), PER_SQUARE_METRE, "effective projected electron density Re[N_e^eff]", "float64"
+    ),
     VariableSpec(ELECTRONS_PER_VANADIUM, (Y, X), DIMENSIONLESS, "electrons per vanadium Re[N_e^eff]/N_V", "float64"),
     # 1f
     VariableSpec(DOMAIN, (PARTICLE, Y, X), DIMENSIONLESS, "chemical domain (cluster label)", "int16"),
-    VariableSpec(CLUSTER_CENTER, (CLUSTER, FEATURE), "various", "cluster centre in original feature units",
-                 "float64"),
+    VariableSpec(CLUSTER_CENTER, (CLUSTER, FEATURE), "various", "cluster centre in original feature units", "float64"),
     VariableSpec(FRACTION, (GROUP, CLUSTER), DIMENSIONLESS, "N_V-weighted fraction of cluster", "float64"),
-    VariableSpec(CLUSTER_SPECTRUM, (CLUSTER, ENERGY), DIMENSIONLESS, "mean normalised absorption of cluster",
-                 "float64"),
-    VariableSpec(INERTIA, (N_CLUSTERS,), DIMENSIONLESS,
-                 "within-cluster sum of squared errors of the standardised features", "float64"),
+    VariableSpec(
+        CLUSTER_SPECTRUM, (CLUSTER, ENERGY), DIMENSIONLESS, "mean normalised absorption of cluster", "float64"
+    ),
+    VariableSpec(
+        INERTIA,
+        (N_CLUSTERS,),
+        DIMENSIONLESS,
+        "within-cluster sum of squared errors of the standardised features",
+        "float64",
+    ),
 )
 
 # Simulation ground truth (ptyxr.simulate): per-type eq. (1) parameters of f'' of V.
-SPECS.update(_specs(
-    VariableSpec(DOMAIN_TYPE, (DOMAIN_TYPE,), DIMENSIONLESS, "simulated chemical domain type"),
-    VariableSpec(ELEMENT, (ELEMENT,), DIMENSIONLESS, "chemical element"),
-    VariableSpec(THICKNESS, (Y, X), METRE, "projected thickness", "float64"),
-    VariableSpec(PARTIAL_DENSITY, (DOMAIN_TYPE, ELEMENT, Y, X), PER_SQUARE_METRE,
-                 "projected atom density per domain type and element", "float64"),
-    VariableSpec(ANOMALOUS_F1, (DOMAIN_TYPE, ELEMENT, ENERGY), DIMENSIONLESS,
-                 "anomalous scattering factor f' (electrons)", "float64"),
-    VariableSpec(ANOMALOUS_F2, (DOMAIN_TYPE, ELEMENT, ENERGY), DIMENSIONLESS,
-                 "anomalous scattering factor f'' (electrons)", "float64"),
-    VariableSpec(ATOMIC_NUMBER, (ELEMENT,), DIMENSIONLESS, "atomic number Z", "int64"),
-    *[VariableSpec(TRUE_PREFIX + p, (DOMAIN_TYPE,), _FIT_UNITS[p],
-                   "true " + _FIT_LONG[p] + " of f'' of V (heights in electrons)", "float64")
-      for p in FIT_PARAMETERS],
-    VariableSpec(TRUE_FRACTION, (DOMAIN_TYPE,), DIMENSIONLESS, "true N_V-weighted fraction of domain type",
-                 "float64"),
-    VariableSpec(TRUE_PRE_EDGE_RATIO, (DOMAIN_TYPE,), EV, "true PE/delta mu t of domain type", "float64"),
-    VariableSpec(TRUE_ELECTRONS_PER_VANADIUM, (DOMAIN_TYPE,), DIMENSIONLESS,
-                 "true Re[N_e^eff]/N_V of domain type", "float64"),
-))
+SPECS.update(
+    _specs(
+        VariableSpec(DOMAIN_TYPE, (DOMAIN_TYPE,), DIMENSIONLESS, "simulated chemical domain type"),
+        VariableSpec(ELEMENT, (ELEMENT,), DIMENSIONLESS, "chemical element"),
+        VariableSpec(THICKNESS, (Y, X), METRE, "projected thickness", "float64"),
+        VariableSpec(
+            PARTIAL_DENSITY,
+            (DOMAIN_TYPE, ELEMENT, Y, X),
+            PER_SQUARE_METRE,
+            "projected atom density per domain type and element",
+            "float64",
+        ),
+        VariableSpec(
+            ANOMALOUS_F1,
+            (DOMAIN_TYPE, ELEMENT, ENERGY),
+            DIMENSIONLESS,
+            "anomalous scattering factor f' (electrons)",
+            "float64",
+        ),
+        VariableSpec(
+            ANOMALOUS_F2,
+            (DOMAIN_TYPE, ELEMENT, ENERGY),
+            DIMENSIONLESS,
+            "anomalous scattering factor f'' (electrons)",
+            "float64",
+        ),
+        VariableSpec(ATOMIC_NUMBER, (ELEMENT,), DIMENSIONLESS, "atomic number Z", "int64"),
+        *[
+            VariableSpec(
+                TRUE_PREFIX + p,
+                (DOMAIN_TYPE,),
+                _FIT_UNITS[p],
+                "true " + _FIT_LONG[p] + " of f'' of V (heights in electrons)",
+                "float64",
+            )
+            for p in FIT_PARAMETERS
+        ],
+        VariableSpec(
+            TRUE_FRACTION, (DOMAIN_TYPE,), DIMENSIONLESS, "true N_V-weighted fraction of domain type", "float64"
+        ),
+        VariableSpec(TRUE_PRE_EDGE_RATIO, (DOMAIN_TYPE,), EV, "true PE/delta mu t of domain type", "float64"),
+        VariableSpec(
+            TRUE_ELECTRONS_PER_VANADIUM, (DOMAIN_TYPE,), DIMENSIONLESS, "true Re[N_e^eff]/N_V of domain type", "float64"
+        ),
+    )
+)
 
 #: Variables required at the entry of each stage.
 RAW_REQUIRED = (INTENSITY, POSITION_Y, POSITION_X)
@@ -336,8 +385,10 @@ def require_variables(ds: xr.Dataset, names: Iterable[str], stage: str, hint: st
     """Raise naming every variable of ``names`` that ``ds`` lacks."""
     missing = [n for n in names if n not in ds.variables]
     if missing:
-        _fail(f"{stage} needs variable(s) {missing} which the Dataset lacks "
-              f"(it has {sorted(map(str, ds.data_vars))}). {hint}".strip())
+        _fail(
+            f"{stage} needs variable(s) {missing} which the Dataset lacks "
+            f"(it has {sorted(map(str, ds.data_vars))}). {hint}".strip()
+        )
 
 
 def require_dims(da: xr.DataArray, dims: Iterable[str], stage: str, allow_particle: bool = True) -> None:
@@ -345,9 +396,11 @@ def require_dims(da: xr.DataArray, dims: Iterable[str], stage: str, allow_partic
     dims = tuple(dims)
     ok = da.dims == dims or (allow_particle and da.dims == (PARTICLE, *dims))
     if not ok:
-        _fail(f"{stage}: variable {da.name!r} has dims {da.dims}, expected {dims}"
-              + (f" or {(PARTICLE, *dims)}" if allow_particle else "")
-              + ". Use .transpose()/.rename() to match the ptyxr data model (DESIGN §1).")
+        _fail(
+            f"{stage}: variable {da.name!r} has dims {da.dims}, expected {dims}"
+            + (f" or {(PARTICLE, *dims)}" if allow_particle else "")
+            + ". Use .transpose()/.rename() to match the ptyxr data model (DESIGN §1)."
+        )
 
 
 def require_energy(ds: xr.Dataset, stage: str, minimum: int = 1) -> np.ndarray:
@@ -365,8 +418,10 @@ def require_energy(ds: xr.Dataset, stage: str, minimum: int = 1) -> np.ndarray:
         _fail(f"{stage}: the {ENERGY!r} coordinate holds non-finite values.")
     if energy.size > 1 and np.any(np.diff(energy) <= 0):
         bad = np.flatnonzero(np.diff(energy) <= 0)
-        _fail(f"{stage}: energies must be strictly increasing (duplicate or decreasing at index "
-              f"{bad.tolist()[:5]}); sort with ds.sortby('energy') and drop duplicates.")
+        _fail(
+            f"{stage}: energies must be strictly increasing (duplicate or decreasing at index "
+            f"{bad.tolist()[:5]}); sort with ds.sortby('energy') and drop duplicates."
+        )
     return energy
 
 
@@ -401,13 +456,17 @@ def validate_raw(ds: Any) -> xr.Dataset:
     for name in RAW_REQUIRED:
         require_dims(ds[name], spec(name).dims, stage)
         if ds[name].dtype.kind not in "iuf":  # complex/str/bool/object are not counts or metres
-            _fail(f"{stage}: {name!r} must hold real numbers, got dtype {ds[name].dtype}; convert it with "
-                  f".astype('float32') (intensity) or .astype('float64') (positions).")
+            _fail(
+                f"{stage}: {name!r} must hold real numbers, got dtype {ds[name].dtype}; convert it with "
+                f".astype('float32') (intensity) or .astype('float64') (positions)."
+            )
     require_attrs(ds, RAW_REQUIRED_ATTRS, stage)
     intensity = ds[INTENSITY]
     if intensity.sizes[DET_Y] != intensity.sizes[DET_X]:
-        _fail(f"{stage}: detector frames must be square, got {intensity.sizes[DET_Y]}x{intensity.sizes[DET_X]};"
-              " crop them to N x N around the zero frequency.")
+        _fail(
+            f"{stage}: detector frames must be square, got {intensity.sizes[DET_Y]}x{intensity.sizes[DET_X]};"
+            " crop them to N x N around the zero frequency."
+        )
     if DETECTOR_MASK in ds:
         require_dims(ds[DETECTOR_MASK], spec(DETECTOR_MASK).dims, stage, allow_particle=False)
         if ds[DETECTOR_MASK].dtype != bool:
@@ -419,8 +478,10 @@ def validate_raw(ds: Any) -> xr.Dataset:
         if np.isinf(values).any():
             _fail(f"{stage}: {INTENSITY!r} holds +-inf values; mark invalid pixels with NaN or in {DETECTOR_MASK!r}.")
         if (values < 0).any():
-            _fail(f"{stage}: {INTENSITY!r} holds negative counts (min {np.nanmin(values):g}); subtract dark "
-                  "frames and clip at zero, or mark those pixels NaN.")
+            _fail(
+                f"{stage}: {INTENSITY!r} holds negative counts (min {np.nanmin(values):g}); subtract dark "
+                "frames and clip at zero, or mark those pixels NaN."
+            )
     py, px = ds[POSITION_Y].values, ds[POSITION_X].values
     if np.isinf(py).any() or np.isinf(px).any():
         _fail(f"{stage}: positions hold +-inf; use NaN only for padding scan points.")
@@ -432,11 +493,15 @@ def validate_raw(ds: Any) -> xr.Dataset:
             frame_valid = np.isfinite(np.where(mask, intensity.values, np.nan)).any(axis=(-2, -1))
         used = ~pos_nan
         if (used & ~frame_valid).any():
-            _fail(f"{stage}: some scan points have a position but a frame with no valid pixel; mark them as "
-                  "padding (NaN position) or fix the mask.")
+            _fail(
+                f"{stage}: some scan points have a position but a frame with no valid pixel; mark them as "
+                "padding (NaN position) or fix the mask."
+            )
         if ((pos_nan & ~(np.isnan(py) & np.isnan(px))) | (pos_nan & frame_valid)).any():
-            _fail(f"{stage}: NaN positions found at scan points that hold data; NaN positions are allowed only "
-                  "for padding (frames that are entirely NaN).")
+            _fail(
+                f"{stage}: NaN positions found at scan points that hold data; NaN positions are allowed only "
+                "for padding (frames that are entirely NaN)."
+            )
     if pos_nan.all(axis=-1).any():
         _fail(f"{stage}: at least one energy has no scan point with a finite position.")
     return ds

@@ -114,12 +114,14 @@ def test_kk_matrix_exact_for_a_box():
     a, b = 5000.0, 6000.0
     energy = np.array([1000.0, 4999.0, 5300.0, 5500.5, 5999.0, 7000.0, 50000.0])
     expected = np.log(np.abs((energy**2 - a**2) / (energy**2 - b**2))) / np.pi
-    np.testing.assert_allclose(physics.kramers_kronig_f1(np.array([a, b]), np.array([1.0, 1.0]), energy), expected,
-                               rtol=1e-10, atol=1e-12)
+    np.testing.assert_allclose(
+        physics.kramers_kronig_f1(np.array([a, b]), np.array([1.0, 1.0]), energy), expected, rtol=1e-10, atol=1e-12
+    )
     # the same box on a fine grid and with a duplicated (zero-width) node gives the same
     nodes = np.concatenate([np.linspace(a, 5500.0, 17), [5500.0], np.linspace(5500.0, b, 9)[1:]])
-    np.testing.assert_allclose(physics.kramers_kronig_f1(nodes, np.ones_like(nodes), energy), expected, rtol=1e-9,
-                               atol=1e-11)
+    np.testing.assert_allclose(
+        physics.kramers_kronig_f1(nodes, np.ones_like(nodes), energy), expected, rtol=1e-9, atol=1e-11
+    )
     with pytest.raises(ValueError, match="non-decreasing"):
         physics.kramers_kronig_matrix(np.array([2.0, 1.0]), energy)
 
@@ -161,8 +163,9 @@ def test_kk_truncated_window_and_tail_extension():
 def test_extend_with_table_scales_tails_by_least_squares():
     table_e, table_f2 = physics.tabulated_f2("V", "chantler")
     spectrum = np.stack([2.0 * np.interp(WINDOW, table_e, table_f2), 0.5 * np.interp(WINDOW, table_e, table_f2)])
-    nodes, extended = physics.extend_with_table(WINDOW, spectrum, "V", "chantler", pre_edge_limit=5460.0,
-                                                post_edge_limit=5500.0)
+    nodes, extended = physics.extend_with_table(
+        WINDOW, spectrum, "V", "chantler", pre_edge_limit=5460.0, post_edge_limit=5500.0
+    )
     assert extended.shape == (2, nodes.size) and np.all(np.diff(nodes) > 0)
     outside = (nodes < WINDOW[0]) | (nodes > WINDOW[-1])
     reference = np.interp(nodes[outside], table_e, table_f2)
@@ -177,23 +180,29 @@ def test_kk_is_linear(scale, shift):
     f2 = np.exp(-(((nodes - 5500.0) / 50.0) ** 2))
     energy = np.array([5200.0, 5500.0, 5800.0])
     base = physics.kramers_kronig_f1(nodes, f2, energy)
-    np.testing.assert_allclose(physics.kramers_kronig_f1(nodes, scale * f2, energy), scale * base, rtol=1e-10,
-                               atol=1e-12)
+    np.testing.assert_allclose(
+        physics.kramers_kronig_f1(nodes, scale * f2, energy), scale * base, rtol=1e-10, atol=1e-12
+    )
     # a constant added inside [5000, 6000] adds the analytic box transform
     box = np.log(np.abs((energy**2 - 5000.0**2) / (energy**2 - 6000.0**2))) / np.pi
-    np.testing.assert_allclose(physics.kramers_kronig_f1(nodes, f2 + shift, energy), base + shift * box,
-                               rtol=1e-9, atol=1e-9)
+    np.testing.assert_allclose(
+        physics.kramers_kronig_f1(nodes, f2 + shift, energy), base + shift * box, rtol=1e-9, atol=1e-9
+    )
 
 
 # ------------------------------------------------------------------ optics
 @settings(max_examples=20, deadline=None)
-@given(arrays(np.complex128, (3, 8, 8), elements=st.complex_numbers(max_magnitude=1e3, allow_nan=False,
-                                                                     allow_infinity=False)))
+@given(
+    arrays(
+        np.complex128, (3, 8, 8), elements=st.complex_numbers(max_magnitude=1e3, allow_nan=False, allow_infinity=False)
+    )
+)
 def test_far_field_unitary_and_inverse(wave):
     far = optics.far_field(wave)
     # Parseval: Σ|Ψ|² = Σ|ψ|² per frame (orthonormal FFT)
-    np.testing.assert_allclose(np.sum(np.abs(far) ** 2, axis=(1, 2)), np.sum(np.abs(wave) ** 2, axis=(1, 2)),
-                               rtol=1e-10, atol=1e-8)
+    np.testing.assert_allclose(
+        np.sum(np.abs(far) ** 2, axis=(1, 2)), np.sum(np.abs(wave) ** 2, axis=(1, 2)), rtol=1e-10, atol=1e-8
+    )
     np.testing.assert_allclose(optics.back_propagate(far), wave, rtol=1e-10, atol=1e-9)
     np.testing.assert_allclose(optics.far_field(optics.back_propagate(wave)), wave, rtol=1e-10, atol=1e-9)
 

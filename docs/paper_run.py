@@ -2,7 +2,7 @@
 
 Usage::
 
-    ptyxr demo --preset paper --out paper-run          # ~70 min on 2 cores
+    ptyxr demo --preset paper --out paper-run          # ~35 min on 2 cores
     python docs/paper_run.py paper-run [--refit]
 
 Reads ``particle-*.nc`` and ``truth-*.nc`` from the demo's output folder, combines and
@@ -11,7 +11,7 @@ Figs. 1–3 and S3 into ``docs/images/paper/`` and the accuracy table (with the 
 stage timings) into ``docs/paper-preset-report.txt``. With ``--refit`` the stages after
 the reconstruction (``fit_xanes``, ``chemical_state``) are re-run with the installed
 ptyxr first: the reconstruction, by far the costliest stage, is reused, so a report can
-follow later changes to the fitting or chemistry without a new 70-minute run.
+follow later changes to the fitting or chemistry without a new half-hour run.
 """
 
 from __future__ import annotations

@@ -150,3 +150,14 @@ def test_readme_has_binder_badge_and_tutorials():
     assert re.search(r"\[!\[Binder\]\(https://mybinder\.org/badge_logo\.svg\)\]\(https://mybinder\.org/v2/gh/", readme)
     for path in sorted((ROOT / "notebooks").glob("[0-9][0-9]-*.ipynb")):  # the numbered tutorials
         assert f"notebooks/{path.name}" in readme, f"README's Tutorials list lacks {path.name}"
+
+
+@pytest.mark.parametrize("doc", ["README.md", "docs/paper-preset.md", "docs/reliability.md"])
+def test_relative_links_of_docs_resolve(doc):
+    """Every relative link and image of the docs names a file that is in the repository."""
+    path = ROOT / doc
+    targets = re.findall(r"\]\(([^)#\s]+)\)", path.read_text())
+    local = [t for t in targets if "://" not in t]
+    assert local or doc != "docs/paper-preset.md"  # the paper-preset page does link its figures
+    missing = [t for t in local if not (path.parent / t).exists()]
+    assert not missing, f"{doc} links to missing files: {missing}"

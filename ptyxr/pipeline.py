@@ -17,6 +17,7 @@ import xarray as xr
 
 import ptyxr  # noqa: F401  (registers the accessor)
 from ptyxr import schema
+from ptyxr.xanes.fit import LOCATED_EDGE_STDERR
 
 
 @dataclass
@@ -58,13 +59,17 @@ RECONSTRUCT_SCHEDULES: dict[str, dict[str, Any]] = {
 
 
 def recommended_options(preset: str = "small", seed: int = 0, progress: bool = True) -> ChainOptions:
-    """Stage options for a simulation preset (schedule from :data:`RECONSTRUCT_SCHEDULES`)."""
+    """Stage options for a simulation preset (schedule from :data:`RECONSTRUCT_SCHEDULES`).
+
+    ``fit_xanes`` also asks for a located edge (``max_edge_stderr`` =
+    :data:`ptyxr.xanes.fit.LOCATED_EDGE_STDERR`), stricter than its paper-like default.
+    """
     if preset not in RECONSTRUCT_SCHEDULES:
         raise schema.SchemaError(f"unknown preset {preset!r}; choose one of {sorted(RECONSTRUCT_SCHEDULES)}")
     return ChainOptions(
         reconstruct={**RECONSTRUCT_SCHEDULES[preset], "seed": seed, "progress": progress},
         align={"progress": progress},
-        fit_xanes={"progress": progress},
+        fit_xanes={"progress": progress, "max_edge_stderr": LOCATED_EDGE_STDERR},
         cluster={"seed": seed},
         elbow={"seed": seed, "progress": progress},
     )

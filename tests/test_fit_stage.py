@@ -217,3 +217,19 @@ def test_spectra_from_simulated_truth():
     # compare the fitted edge with the truth's Δμt-weighted edge energy to within 1 eV
     diff = (out["b2"] - truth["edge_energy"]).values[valid]
     assert np.median(np.abs(diff)) < 1.0
+
+
+def test_max_edge_stderr_tightens_fit_valid_only(fitted):
+    ds, _, out = fitted
+    err = out["b2_stderr"].values
+    limit = float(np.median(err[out["fit_valid"].values]))  # halves the valid set: the cut bites
+    tight = ds.ptyxr.fit_xanes(progress=False, max_edge_stderr=limit)
+    valid, valid_tight = out["fit_valid"].values, tight["fit_valid"].values
+    # the same fits; fit_valid is the default's minus exactly the pixels with b2 stderr ≥ limit
+    np.testing.assert_array_equal(tight["b2"].values, out["b2"].values)
+    np.testing.assert_array_equal(valid_tight, valid & (err < limit))
+    assert 0 < valid_tight.sum() < valid.sum()
+    assert tight.attrs["ptyxr_fit_xanes"].count('"max_edge_stderr"') == 1  # provenance
+    for bad in (0.0, -1.0, np.nan, np.inf):
+        with pytest.raises(SchemaError, match="max_edge_stderr"):
+            fit_xanes(ds, progress=False, max_edge_stderr=bad)

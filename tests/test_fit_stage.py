@@ -230,6 +230,6 @@ def test_max_edge_stderr_tightens_fit_valid_only(fitted):
     np.testing.assert_array_equal(valid_tight, valid & (err < limit))
     assert 0 < valid_tight.sum() < valid.sum()
     assert tight.attrs["ptyxr_fit_xanes"].count('"max_edge_stderr"') == 1  # provenance
-    for bad in (0.0, -1.0, np.nan, np.inf):
+    for bad in (0.0, -1.0, np.nan, np.inf, "0.5", True):
         with pytest.raises(SchemaError, match="max_edge_stderr"):
             fit_xanes(ds, progress=False, max_edge_stderr=bad)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numbers
 from typing import Any, Literal
 
 import numpy as np
@@ -200,6 +201,11 @@ def _validate(ds: Any, method: str, noise: str, pre_edge_limit: float) -> tuple[
     return ds, energy
 
 
+def _is_real(value: Any) -> bool:
+    """A finite real number (not bool, not text: np.isfinite would raise a TypeError on those)."""
+    return isinstance(value, numbers.Real) and not isinstance(value, bool) and bool(np.isfinite(value))
+
+
 def fit_xanes(
     ds: xr.Dataset,
     method: Literal["batch", "lmfit"] = "batch",
@@ -240,12 +246,11 @@ def fit_xanes(
     keep_fit_curve : bool
         Also return ``absorption_fit`` (eq. (1) at the fitted parameters).
     min_edge_significance : float
-        ``fit_valid`` also needs b1 ≥ this × its standard error and the edge energy b2
-        determined (standard error below the ±EDGE_RANGE = 8 eV it may move): a detected,
-        located edge. 0 keeps only the paper's b1 ≥ σ (and b2 determined).
+        ``fit_valid`` also needs b1 ≥ this × its standard error: a detected edge. 0 keeps
+        only the paper's b1 ≥ σ (with b2 located, ``max_edge_stderr``).
     max_edge_stderr : float
         ``fit_valid`` needs the edge energy's standard error below this [eV]. The default,
-        the ±8 eV box b2 may move in, only demands a located edge; a tighter value (e.g.
+        the ±EDGE_RANGE = 8 eV box b2 may move in, only demands a located edge; a tighter value (e.g.
         0.5 eV, against ≈ 0.05 eV typical for the paper preset's bulk pixels) also drops
         the weak-edge pixels of a particle's thin rim, whose fitted edges are biased high by
         reconstruction artefacts (docs/paper-preset.md).
@@ -280,9 +285,9 @@ def fit_xanes(
         "min_edge_significance": min_edge_significance,
         "max_edge_stderr": max_edge_stderr,
     }
-    if not (np.isfinite(min_edge_significance) and min_edge_significance >= 0):
+    if not (_is_real(min_edge_significance) and min_edge_significance >= 0):
         raise SchemaError(f"{STAGE}: min_edge_significance must be a number ≥ 0, got {min_edge_significance!r}.")
-    if not (np.isfinite(max_edge_stderr) and max_edge_stderr > 0):
+    if not (_is_real(max_edge_stderr) and max_edge_stderr > 0):
         raise SchemaError(f"{STAGE}: max_edge_stderr must be a number > 0 [eV], got {max_edge_stderr!r}.")
     ds, energy = _validate(ds, method, noise, pre_edge_limit)
     absorption = ds[ABSORPTION]
@@ -333,9 +338,9 @@ def fit_xanes(
     floor = MIN_RELATIVE_EDGE * abs(absorption).max(ENERGY)
     valid = (new["b1"] >= new[NOISE]) & (new["b1"] > floor) & new[SUCCESS]
     # a detected and located edge: b1 clear of zero by its own error, b2 known to better than
-    # the box it may move in (NaN errors = undetermined compare False)
-    valid = valid & (new["b1"] >= min_edge_significance * new["b1_stderr"])
-    valid = valid & (new["b2_stderr"] < max_edge_stderr)
+    # max_edge_stderr (default: the box it may move in; NaN errors = undetermined compare False)
+    valid = valid & (new["b1"] >= min_edge_significance * new["b1" + STDERR_SUFFIX])
+    valid = valid & (new["b2" + STDERR_SUFFIX] < max_edge_stderr)
     mask = material if material is not None else ds.get(MATERIAL)
     if mask is not None:
         valid = valid & mask.astype(bool)

@@ -312,6 +312,15 @@ def _sample(a: np.ndarray, layer: _Layer, y: np.ndarray, x: np.ndarray, order: i
     return map_coordinates(a.astype(float), coords, order=order, mode="nearest")
 
 
+def _axis(origin: float, n: int, pixel: float) -> np.ndarray:
+    """Pixel centres origin + i·pixel; on ptyxr's lattice (index × pixel, anchored at 0 m) when
+    the origin sits on it, so maps combine exactly with ptyxr's own reconstructions."""
+    start = origin / pixel
+    if abs(start - round(start)) < 1e-6:
+        return (round(start) + np.arange(n)) * pixel
+    return origin + np.arange(n) * pixel
+
+
 def _common(
     layers: list[_Layer], pixel_size: float | None, order: int
 ) -> tuple[np.ndarray, np.ndarray, float, list[Any]]:
@@ -327,8 +336,7 @@ def _common(
         if lay.coords is not None:
             y, x = lay.coords
         else:
-            y = lay.origin[0] + np.arange(lay.obj.shape[0]) * lay.pixel
-            x = lay.origin[1] + np.arange(lay.obj.shape[1]) * lay.pixel
+            y, x = (_axis(o, n, lay.pixel) for o, n in zip(lay.origin, lay.obj.shape, strict=True))
         return y, x, lay.pixel, [lay.obj for lay in layers]
     dx = float(pixel_size) if pixel_size is not None else min(lay.pixel for lay in layers)
     ext = np.array([lay.extent() for lay in layers])

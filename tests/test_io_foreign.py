@@ -173,11 +173,12 @@ def test_ptylab_pixels_differing_per_energy_are_resampled_to_one_grid(tmp_path, 
     crop = {s.Y: slice(offset, offset + rec.sizes[s.Y]), s.X: slice(offset, offset + rec.sizes[s.X])}
     true_obj = truth[s.OBJECT].isel(crop).values
     # highest energy: native = common pixel, read back exactly; others went through
-    # two interpolations (cubic here, bilinear in the reader): |ΔO| well under the
-    # object contrast |O − 1| ≈ 0.3 at the particle's edge
+    # two interpolations (cubic here, bilinear in the reader) of a field smooth on the
+    # pixel scale: measured max |ΔO| 0.003 (object contrast |O − 1| ≤ 0.10); the same
+    # object shifted by half a pixel differs by 0.026, by one pixel by 0.049
     np.testing.assert_allclose(rec[s.OBJECT].values[-1], true_obj[-1], rtol=0, atol=1e-6)
     err = np.abs(rec[s.OBJECT].values - true_obj)
-    assert np.median(err) < 0.005 and err.max() < 0.1
+    assert err.max() < 0.01
     result = _chain(rec)
     assert edge_rmse(result, truth.isel(crop)) < EDGE_RMSE_EV
 

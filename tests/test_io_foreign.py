@@ -207,6 +207,13 @@ def test_plain_array_with_pixel_sizes_and_coverage_from_positions(truth):
     assert rec[s.COVERAGE].values.sum() > 4
 
 
+def test_plain_array_through_the_chain(truth, reference):
+    rec = open_reconstruction(truth[s.OBJECT].values, energy=truth[s.ENERGY].values, pixel_size=_pixel(truth))
+    result = _chain(rec)
+    np.testing.assert_allclose(result[s.EDGE_ENERGY].values, reference[s.EDGE_ENERGY].values, rtol=0, atol=1e-6)
+    assert edge_rmse(result, truth) < EDGE_RMSE_EV
+
+
 def test_write_reconstruction_round_trip(tmp_path, truth):
     cov = np.asarray(truth[s.MATERIAL].values) | (np.arange(truth.sizes[s.X]) > 30)[None, :]
     rec = xr.Dataset(

@@ -12,12 +12,22 @@ Layout read (per ``entry_<n>``; CXI 1.6, https://www.cxidb.org/cxi.html):
 ``instrument_1/detector_1/x_pixel_size``, ``y_pixel_size``  pixel pitch [m]
 ``instrument_1/detector_1/mask`` (optional)  nonzero = bad pixel (CXI bit flags)
 ``instrument_1/source_1/probe`` or ``illumination`` (optional)  initial probe
+``instrument_1/monitor_1/data`` (optional)   incident flux I0 per frame → ``monitor``
 ============================================  =====================================
 
+NeXus ``NXcxi_ptycho`` entries (``definition`` = "NXcxi_ptycho") are read with its names
+too: raster frames (npts_x, npts_y, ny, nx) flattened in C order, positions from
+``data_1/x`` and ``data_1/y`` (per point, or the raster's 1-D axes), energy from
+``instrument_1/beam_1/energy``, mask from ``instrument_1/detector_1/pixel_mask``, I0
+from ``monitor_reference/data``.
+
 A ``units`` attr on a dataset (``J``/``eV``/``keV``, ``m``/``mm``/``um``/``nm``) overrides
-the CXI default unit. Several entries (``entry_1``, ``entry_2`` …) are several energies:
+the CXI default unit. Several entries (``entry_1``, ``entry_2`` …), and several files
+(a list or glob: one scan per energy, as beamlines write them), are several energies:
 they are sorted by energy and their scans padded with NaN positions (and all-NaN
-frames) to a common length.
+frames) to a common length. Frames compressed with HDF5 filter plugins (bitshuffle/LZ4,
+Blosc …) are decoded through :mod:`hdf5plugin`; with ``lazy`` they stay on disk as a dask
+array (:mod:`ptyxr.io.lazy`) until computed.
 
 Conventions applied: the probe position is the negative of the stored *sample*
 translation (``flip_translation=True``), position_y from the translation's y column and

@@ -246,3 +246,21 @@ def test_lazy_equals_eager_with_orientation_crop_and_flagged_pixels(tmp_path):
     xr.testing.assert_equal(lazy[s.INTENSITY].compute(), eager[s.INTENSITY])
     xr.testing.assert_equal(lazy[s.DETECTOR_MASK], eager[s.DETECTOR_MASK])
     assert np.isnan(eager[s.INTENSITY].values[..., ~eager[s.DETECTOR_MASK].values]).all()
+
+
+@pytest.mark.parametrize(
+    ("drop", "message"),
+    [
+        ("data_1/x", r"no sample translations.*data_1/x"),
+        ("instrument_1/beam_1/energy", r"no photon energy.*beam_1/energy"),
+        ("instrument_1/detector_1/distance", r"detector distance.*distance="),
+        ("instrument_1/detector_1/data", r"no diffraction frames"),
+    ],
+)
+def test_nxcxi_missing_pieces_are_named(tmp_path, particle, drop, message):
+    path = write_cxi(particle.isel({s.ENERGY: [0, 1]}), tmp_path / "P2.nxs", layout="nxcxi")
+    with h5py.File(path, "a") as f:
+        del f[f"entry_2/{drop}"]
+    with pytest.raises(SchemaError, match=message) as info:
+        open_scan(path)
+    assert "P2.nxs" in str(info.value)

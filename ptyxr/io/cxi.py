@@ -304,7 +304,10 @@ def _read_entry(
         else:
             _, w_dset = _find(group, (WAVELENGTH_PATH,))
             if w_dset is None:
-                raise SchemaError(f"{name} has neither {ENERGY_PATH} nor {WAVELENGTH_PATH}; pass energy=... [eV].")
+                raise SchemaError(
+                    f"{name} has no photon energy (none of {list(ENERGY_PATHS)}) and no {WAVELENGTH_PATH}; "
+                    "pass energy=... [eV]."
+                )
             wl = _widen(_read(w_dset, "wavelength")).reshape(-1)
             wl = wl * _scale(w_dset, _LENGTH_UNITS, "m", "wavelength")
             with np.errstate(divide="ignore", invalid="ignore"):

@@ -16,7 +16,13 @@ except PackageNotFoundError:  # running from a source tree without installation
 
 from ptyxr import physics, schema  # noqa: E402
 from ptyxr.accessor import PtyxrAccessor  # noqa: E402
-from ptyxr.api import combine_particles, open_dataset, open_scan, scan_from_arrays  # noqa: E402
+from ptyxr.api import (  # noqa: E402
+    combine_particles,
+    open_dataset,
+    open_reconstruction,
+    open_scan,
+    scan_from_arrays,
+)
 from ptyxr.schema import SchemaError  # noqa: E402
 
 __all__ = [
@@ -25,6 +31,7 @@ __all__ = [
     "__version__",
     "combine_particles",
     "open_dataset",
+    "open_reconstruction",
     "open_scan",
     "physics",
     "scan_from_arrays",

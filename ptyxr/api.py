@@ -23,4 +23,5 @@ def _lazy(module: str, name: str) -> Callable[..., Any]:
 open_scan = _lazy("ptyxr.io.cxi", "open_scan")
 scan_from_arrays = _lazy("ptyxr.io.arrays", "scan_from_arrays")
 open_dataset = _lazy("ptyxr.io.netcdf", "open_dataset")
+open_reconstruction = _lazy("ptyxr.io.foreign", "open_reconstruction")
 combine_particles = _lazy("ptyxr.domains", "combine_particles")

@@ -9,7 +9,13 @@ Config schema for ``ptyxr run`` (TOML)::
     [[particle]]               # one table per particle, at least one
     name = "P1"
     condition = "as-prepared"
-    path = "P1.cxi"            # CXI / NeXus HDF5 read by ptyxr.open_scan
+    path = "P1.cxi"            # CXI / NeXus HDF5 read by ptyxr.open_scan; also a folder of
+                               # per-energy files ("P1/"), a glob ("P1/scan_*.h5") or a list
+
+    [particles]                # instead of [[particle]]: folder-per-particle layout
+    root = "scans"             # one sub-folder per particle, named after it
+    files = "*.h5"             # per-energy files in each sub-folder (default: all HDF5 suffixes)
+    condition = {P1 = "as-prepared", D1 = "delithiated"}   # optional, by particle name
 
     [open_scan]                # keyword arguments of ptyxr.open_scan (all optional)
     [reconstruct]              # keyword arguments of each stage (all optional)
@@ -26,6 +32,7 @@ Unknown sections or keys are errors (a typo must not silently fall back to a def
 from __future__ import annotations
 
 import argparse
+import glob
 import sys
 import time
 import tomllib
@@ -35,9 +42,12 @@ from typing import Any
 from ptyxr.schema import SchemaError
 
 STAGE_SECTIONS = ("reconstruct", "align", "spectra", "fit_xanes", "chemical_state", "cluster", "elbow")
-CONFIG_SECTIONS = ("output", "particle", "open_scan", *STAGE_SECTIONS)
+CONFIG_SECTIONS = ("output", "particle", "particles", "open_scan", *STAGE_SECTIONS)
 OUTPUT_KEYS = ("dir", "overwrite")
 PARTICLE_KEYS = ("name", "condition", "path")
+PARTICLES_KEYS = ("root", "files", "condition")
+#: File suffixes taken as HDF5 scans in a particle's folder.
+HDF5_SUFFIXES = (".h5", ".hdf5", ".hdf", ".cxi", ".nxs", ".nx5")
 
 
 class ConfigError(SchemaError):
@@ -61,6 +71,8 @@ def load_config(path: str | Path) -> dict[str, Any]:
         raise ConfigError(f"config file {path} is not valid TOML: {err}") from None
     _check_keys(config, CONFIG_SECTIONS, f"{path} (top level)")
     _check_keys(config.get("output", {}), OUTPUT_KEYS, "[output]")
+    if "particles" in config:
+        config["particle"] = config.get("particle", []) + _particle_folders(config["particles"], path.parent)
     particles = config.get("particle", [])
     if not isinstance(particles, list) or not particles:
         raise ConfigError(f"{path}: give at least one [[particle]] table with name, condition and path")
@@ -68,14 +80,74 @@ def load_config(path: str | Path) -> dict[str, Any]:
         _check_keys(particle, PARTICLE_KEYS, f"[[particle]] #{i + 1}")
         if "path" not in particle:
             raise ConfigError(f"[[particle]] #{i + 1} needs a 'path'")
-        file = (path.parent / particle["path"]).resolve()
-        if not file.exists():
-            raise ConfigError(f"[[particle]] #{i + 1}: data file {file} does not exist")
-        particle["path"] = str(file)
+        particle["path"] = _scan_files(particle["path"], path.parent, f"[[particle]] #{i + 1}")
     for section in STAGE_SECTIONS + ("open_scan",):
         if not isinstance(config.get(section, {}), dict):
             raise ConfigError(f"[{section}] must be a table of keyword arguments")
     return config
+
+
+def _scan_files(value: Any, base: Path, where: str, pattern: str | None = None) -> str | list[str]:
+    """A particle's data: one file, or the sorted per-energy files of a folder / glob / list."""
+    values = value if isinstance(value, list) else [value]
+    if not values or not all(isinstance(v, str) for v in values):
+        raise ConfigError(f"{where}: 'path' must be a file, folder or glob pattern (or a list of them), got {value!r}")
+    files: list[Path] = []
+    for v in values:
+        item = base / v
+        if item.is_dir():
+            found = (
+                sorted(item.glob(pattern))
+                if pattern
+                else sorted(p for p in item.iterdir() if p.suffix.lower() in HDF5_SUFFIXES)
+            )
+            if not found:
+                what = pattern or f"HDF5 files ({', '.join(HDF5_SUFFIXES)})"
+                raise ConfigError(f"{where}: folder {item.resolve()} holds no {what}")
+            files.extend(found)
+        elif item.exists():
+            files.append(item)
+        elif any(c in v for c in "*?["):
+            found = sorted(Path(p) for p in glob.glob(str(base / v)))
+            if not found:
+                raise ConfigError(f"{where}: no data file matches {(base / v)}")
+            files.extend(found)
+        else:
+            raise ConfigError(f"{where}: data file {item.resolve()} does not exist")
+    resolved = [str(f.resolve()) for f in files]
+    single_file = isinstance(value, str) and (base / value).is_file()
+    return resolved[0] if single_file else resolved
+
+
+def _particle_folders(table: Any, base: Path) -> list[dict[str, Any]]:
+    """[particles] root/files/condition → one [[particle]] per sub-folder of root, sorted by name."""
+    if not isinstance(table, dict):
+        raise ConfigError("[particles] must be a table with 'root' (and optional 'files', 'condition')")
+    _check_keys(table, PARTICLES_KEYS, "[particles]")
+    if "root" not in table:
+        raise ConfigError("[particles] needs 'root', the folder holding one sub-folder per particle")
+    root = (base / table["root"]).resolve()
+    if not root.is_dir():
+        raise ConfigError(f"[particles]: root folder {root} does not exist")
+    conditions = table.get("condition", {})
+    if not isinstance(conditions, dict):
+        raise ConfigError("[particles] condition must be a table {particle name = condition}")
+    folders = sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
+    if not folders:
+        raise ConfigError(f"[particles]: root folder {root} holds no particle sub-folder")
+    unknown = sorted(set(conditions) - {p.name for p in folders})
+    if unknown:
+        raise ConfigError(f"[particles] condition names {unknown}, which are not sub-folders of {root}")
+    out = []
+    for folder in folders:
+        particle = {
+            "name": folder.name,
+            "path": _scan_files(str(folder), base, f"[particles] {folder.name}", table.get("files")),
+        }
+        if folder.name in conditions:
+            particle["condition"] = conditions[folder.name]
+        out.append(particle)
+    return out
 
 
 def _options(config: dict[str, Any]):

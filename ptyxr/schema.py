@@ -51,6 +51,7 @@ POSITION_Y = "position_y"
 POSITION_X = "position_x"
 DETECTOR_MASK = "detector_mask"
 PROBE_GUESS = "probe_guess"
+MONITOR = "monitor"  # incident flux (I0) per frame, when the beamline recorded one
 
 # ---------------------------------------------------------------- 1b reconstruction
 OBJECT = "object"
@@ -198,6 +199,7 @@ SPECS: dict[str, VariableSpec] = _specs(
     VariableSpec(POSITION_X, (ENERGY, SCAN), METRE, "probe position x", "float64"),
     VariableSpec(DETECTOR_MASK, (DET_Y, DET_X), DIMENSIONLESS, "valid detector pixel", "bool"),
     VariableSpec(PROBE_GUESS, (ENERGY, PROBE_Y, PROBE_X), "sqrt(counts)", "initial probe", "complex64"),
+    VariableSpec(MONITOR, (ENERGY, SCAN), COUNTS, "incident flux monitor (I0) per frame", "float64"),
     # 1b
     VariableSpec(OBJECT, (ENERGY, Y, X), DIMENSIONLESS, "complex transmission of the object", "complex64"),
     VariableSpec(PROBE, (ENERGY, PROBE_Y, PROBE_X), "sqrt(counts)", "complex probe", "complex64"),

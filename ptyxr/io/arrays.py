@@ -24,6 +24,7 @@ from ptyxr.schema import (
     DETECTOR_MASK,
     ENERGY,
     INTENSITY,
+    MONITOR,
     POSITION_X,
     POSITION_Y,
     PROBE_GUESS,
@@ -87,6 +88,7 @@ def build_raw(
     probe_defocus: float | None = None,
     positions_in: str = "m",
     extra_attrs: dict[str, Any] | None = None,
+    monitor: Any = None,
 ) -> xr.Dataset:
     """:func:`scan_from_arrays` without the provenance record (shared with the file readers)."""
     # ---- intensity: (energy, scan, N, N) float32, or (scan, N, N) for one energy
@@ -146,6 +148,12 @@ def build_raw(
         if mask.dtype.kind not in "biuf":
             raise SchemaError(f"detector_mask must be boolean (True = valid pixel), got dtype {mask.dtype}.")
         data_vars[DETECTOR_MASK] = variable(DETECTOR_MASK, mask.astype(bool))
+    if monitor is not None:
+        i0 = _positions(monitor, MONITOR, n_energy, n_scan)
+        used = np.isfinite(py) & np.isfinite(px)
+        if not np.all(np.isfinite(i0[used]) & (i0[used] > 0)):
+            raise SchemaError(f"{MONITOR} (I0) must be positive and finite at every scan point with a position.")
+        data_vars[MONITOR] = variable(MONITOR, i0)
     if probe_guess is not None:
         probe = np.asarray(probe_guess)
         if probe.dtype.kind not in "biufc":
@@ -192,6 +200,7 @@ def scan_from_arrays(
     probe_fwhm: float | None = None,
     probe_defocus: float | None = None,
     positions_in: str = "m",
+    monitor: Any = None,
 ) -> xr.Dataset:
     """A validated raw scan series (DESIGN §1a) from numpy arrays.
 
@@ -226,6 +235,9 @@ def scan_from_arrays(
     positions_in : {"m", "mm", "um", "nm", "pixels"}
         Unit of the positions. "pixels" means reconstruction pixels λz/(Np) at each
         energy's own wavelength (as ptychography codes such as tike store them).
+    monitor : array-like, optional
+        Incident flux (I0) per frame [counts], (energy, scan) or (scan,); stored as the
+        ``monitor`` variable (NaN at padding).
 
     Returns
     -------
@@ -270,6 +282,7 @@ def scan_from_arrays(
         probe_fwhm=probe_fwhm,
         probe_defocus=probe_defocus,
         positions_in=positions_in,
+        monitor=monitor,
     )
     return provenance.record(
         ds,
@@ -285,5 +298,6 @@ def scan_from_arrays(
             "positions_in": positions_in,
             "detector_mask": detector_mask is not None,
             "probe_guess": probe_guess is not None,
+            "monitor": monitor is not None,
         },
     )

@@ -458,7 +458,7 @@ def frc_images(
     Returns
     -------
     frc, count : ndarray, shape (n_rings,)
-        Curve and ring pixel counts.
+        Curve (ring 0, the removed mean, is NaN) and ring pixel counts.
     shift : ndarray, shape (2,)
         The (dy, dx) [pixels] applied to ``b``.
     """
@@ -488,6 +488,7 @@ def frc_images(
         if not np.iscomplexobj(a):
             b = b.real
     frc, count = fourier_ring_correlation(a, b, bins_per_unit, n_rings)
+    frc[0] = np.nan  # the means were removed: ring 0 holds rounding noise only
     return frc, count, shift
 
 

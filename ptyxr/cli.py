@@ -112,7 +112,11 @@ def _write_figures(result, out: Path, truths=None) -> list[Path]:
     except ImportError:  # plotting extra not installed
         print("matplotlib/plotting not available: no figures written", file=sys.stderr)
         return []
-    return save_paper_figures(result, out)
+    from ptyxr.plotting.resolution import save_resolution_figure
+
+    written = save_paper_figures(result, out)
+    s5 = save_resolution_figure(result.particles, out)  # Fig. S5: PRTF per particle and energy
+    return written + ([s5] if s5 is not None else [])
 
 
 def demo(
@@ -153,6 +157,9 @@ def demo(
     figures = _write_figures(result, out, truths)
     summary = simulate.accuracy_report(result, truths)
     summary_text = summary if isinstance(summary, str) else str(summary)
+    from ptyxr.plotting.resolution import resolution_summary
+
+    summary_text += "\n\n" + resolution_summary(result.particles)
     total = time.perf_counter() - start
     summary_text += f"\n\ntotal wall time: {total:.1f} s\nfigures: {[f.name for f in figures]}\n"
     from ptyxr.io.netcdf import atomic_path

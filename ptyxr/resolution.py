@@ -484,9 +484,8 @@ def frc_images(
         from skimage.registration import phase_cross_correlation
 
         shift = np.asarray(phase_cross_correlation(a, b, upsample_factor=upsample, normalization=None)[0], float)
-        b = fourier_shift(b, tuple(shift))
-        if not np.iscomplexobj(a):
-            b = b.real
+        moved = fourier_shift(b.astype(np.complex128), tuple(shift))
+        b = moved if np.iscomplexobj(a) else moved.real
     frc, count = fourier_ring_correlation(a, b, bins_per_unit, n_rings)
     frc[0] = np.nan  # the means were removed: ring 0 holds rounding noise only
     return frc, count, shift

@@ -34,6 +34,9 @@ class ChainOptions:
     #: ``ptyxr.resolution.prtf`` options right after reconstruct (None: skip). The PRTF costs
     #: one forward pass (≈ one ePIE iteration); an FRC would need two more reconstructions.
     resolution: dict[str, Any] | None = field(default_factory=dict)
+    #: Also reconstruct the even/odd scan halves and add their FRC (½-bit): ≈ doubles the
+    #: reconstruction time, so off by default (``ptyxr demo --frc``).
+    frc_halves: bool = False
 
     STAGES = ("reconstruct", "align", "spectra", "fit_xanes", "chemical_state", "cluster", "elbow")
 
@@ -94,6 +97,10 @@ def process_particle(
     ds = _timed(timings, "reconstruct", lambda: raw.ptyxr.reconstruct(**options.reconstruct))
     if options.resolution is not None and schema.INTENSITY in ds:  # the PRTF needs the measured frames
         ds = _timed(timings, "resolution", lambda: ds.ptyxr.resolution(**options.resolution))
+    if options.frc_halves:
+        from ptyxr.resolution import add_frc_of_halves
+
+        ds = _timed(timings, "frc_halves", lambda: add_frc_of_halves(ds, raw, **options.reconstruct))
     ds = _timed(timings, "align", lambda: ds.ptyxr.align(**options.align))
     ds = _timed(timings, "spectra", lambda: ds.ptyxr.spectra(**options.spectra))
     ds = _timed(timings, "fit_xanes", lambda: ds.ptyxr.fit_xanes(**options.fit_xanes))

@@ -429,6 +429,20 @@ def reconstruct_halves(raw: xr.Dataset, **reconstruct_kwargs: Any) -> tuple[xr.D
     return tuple(reconstruct(h, **reconstruct_kwargs) for h in split_scan(raw))
 
 
+def add_frc_of_halves(ds: xr.Dataset, raw: xr.Dataset, **reconstruct_kwargs: Any) -> xr.Dataset:
+    """``ds`` plus ``frc``, ``frc_threshold``, ``frc_resolution`` of the two :func:`reconstruct_halves` of ``raw``.
+
+    ``ds`` is the full reconstruction of ``raw``; the halves get the same reconstruct options
+    (checkpoint/resume paths dropped: they would collide with the full run's).
+    """
+    kwargs = {k: v for k, v in reconstruct_kwargs.items() if k not in ("checkpoint", "resume_from")}
+    kwargs["keep_raw"] = False  # the halves' frames are not needed again
+    a, b = reconstruct_halves(raw, **kwargs)
+    result = frc(a, b)
+    out = ds.assign({name: result[name] for name in (FRC, FRC_THRESHOLD, FRC_RESOLUTION)})
+    return provenance.record(out, STAGE, {"method": "frc", "of": "reconstruct_halves", **kwargs})
+
+
 def _frc_image(obj: np.ndarray, quantity: str) -> np.ndarray:
     if quantity == "complex":
         return obj.astype(np.complex128)

@@ -368,3 +368,21 @@ def test_siemens_star_resolution_matches_its_spokes():
     q0 = np.sum(q * q) / np.sum(q * (1 - transfer[fit]))  # least squares of 1 − T = q/q0
     assert 0.6 / q0 <= res_px <= 1.6 / q0, (res_px, 1 / q0)
     assert 2.0 <= res_px < finest, (res_px, finest)
+
+
+def test_demo_pieces_report_and_plot_resolution(noisy, tmp_path):
+    """What ``ptyxr demo`` adds: FRC of the halves next to the PRTF, figS5.png, a summary line."""
+    from ptyxr.plotting.resolution import resolution_summary, save_resolution_figure
+
+    raw, _, rec = noisy
+    ds = R.add_frc_of_halves(R.prtf(rec), raw, **RECON)
+    assert S.PRTF in ds and S.FRC in ds
+    res = float(ds[S.FRC_RESOLUTION].values[0])
+    assert DX / KC / 1.6 <= res <= DX / KC * 1.02  # the band limit, as for the halves above
+    ds.attrs[S.ATTR_PARTICLE] = "B1"
+    text = resolution_summary([ds])
+    assert f"B1: PRTF <= {2 * DX * 1e9:.0f}" in text  # PRTF never below 1/e here: pixel-limited
+    assert f"FRC {res * 1e9:.0f} / {res * 1e9:.0f} / {res * 1e9:.0f}" in text
+    path = save_resolution_figure([ds], tmp_path)
+    assert path.name == "figS5.png" and path.stat().st_size > 10_000
+    assert save_resolution_figure([rec], tmp_path / "none") is None  # nothing to plot

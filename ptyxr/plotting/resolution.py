@@ -80,7 +80,12 @@ def figure_s5(
                 top.axhline(float(ds[curve].attrs[s.ATTR_THRESHOLD]), color="k", ls=":", lw=1, label="1/e")
             else:
                 top.plot(q, ds[thr].values, "k-.", lw=1, label="½-bit")
-            bottom.plot(energy, ds[res].values * NM, "o" + style, ms=3, label=label)
+            values = ds[res].values * NM
+            bottom.plot(energy, values, "o" + style, ms=3, label=label)
+            limited = ~np.isfinite(values)
+            if limited.any():  # no crossing up to Nyquist: resolution ≤ 2 pixels
+                nyquist = 1 / float(ds[s.SPATIAL_FREQUENCY].values[-1]) * NM
+                bottom.plot(energy[limited], np.full(limited.sum(), nyquist), "v", mfc="none", label=f"{label} ≤ 2 px")
         top.set(xlabel="spatial frequency [1/µm]", ylabel="PRTF / FRC", title=name, ylim=(-0.1, 1.2))
         top.legend(fontsize=6)
         if show_paper:
@@ -110,20 +115,23 @@ def save_resolution_figure(particles: Sequence[xr.Dataset], out_dir: str | Path,
 
 def resolution_summary(particles: Sequence[xr.Dataset]) -> str:
     """Text table: per particle, the resolution [nm] (min / median / max over energies) per method."""
-    lines = ["spatial resolution (full period, nm; min / median / max over energies):"]
+    lines = ["spatial resolution (full period, nm; min / median / max over energies; PRTF 1/e, FRC 1/2-bit):"]
     for i, ds in enumerate(particles):
         name = str(ds.attrs.get(s.ATTR_PARTICLE, f"particle {i + 1}"))
         parts = []
-        for _, res, _, label in _curves(ds):
+        for curve, res, _, label in _curves(ds):
             values = ds[res].values * NM
             finite = values[np.isfinite(values)]
+            nyquist = 1 / float(ds[s.SPATIAL_FREQUENCY].values[-1]) * NM
+            limited = values.size - finite.size
             if finite.size:
                 parts.append(
                     f"{label} {np.min(finite):.0f} / {np.median(finite):.0f} / {np.max(finite):.0f}"
-                    + (f" ({values.size - finite.size} energies finer than 2 px)" if finite.size < values.size else "")
+                    + (f" ({limited} energies <= {nyquist:.0f} = 2 px)" if limited else "")
                 )
             else:
-                parts.append(f"{label} finer than 2 pixels at every energy (no crossing)")
+                lowest = float(np.nanmin(ds[curve].values))
+                parts.append(f"{label} <= {nyquist:.0f} (2 px: no crossing up to Nyquist; lowest {label} {lowest:.2f})")
         if parts:
             lines.append(f"  {name}: " + "; ".join(parts))
     lines.append(

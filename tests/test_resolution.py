@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+import xarray as xr
 
 import ptyxr  # noqa: F401  (accessor)
 from ptyxr import provenance
@@ -386,3 +387,19 @@ def test_demo_pieces_report_and_plot_resolution(noisy, tmp_path):
     path = save_resolution_figure([ds], tmp_path)
     assert path.name == "figS5.png" and path.stat().st_size > 10_000
     assert save_resolution_figure([rec], tmp_path / "none") is None  # nothing to plot
+
+
+def test_particle_dim_is_handled_particle_by_particle(noisy):
+    """A two-particle reconstruction (NaN-padded common grid) gives each particle's own curves."""
+    raw, _, rec = noisy
+    shifted = raw.assign({S.POSITION_X: raw[S.POSITION_X] + 7 * DX})  # a different grid extent/origin
+    both = xr.concat([raw, shifted], dim=S.PARTICLE, coords="minimal", compat="override")
+    out = reconstruct(both, **RECON)
+    res = R.prtf(out)
+    assert res[S.PRTF].dims == (S.PARTICLE, S.ENERGY, S.SPATIAL_FREQUENCY)
+    np.testing.assert_allclose(res[S.PRTF].values[0], R.prtf(rec)[S.PRTF].values, rtol=1e-5)
+    single = R.prtf(reconstruct(shifted, **RECON))[S.PRTF].values
+    np.testing.assert_allclose(res[S.PRTF].values[1], single, rtol=1e-5)
+    pair = R.frc(out, out)
+    assert pair[S.FRC].dims == (S.PARTICLE, S.ENERGY, S.SPATIAL_FREQUENCY)
+    assert np.isnan(pair[S.FRC_RESOLUTION].values).all()

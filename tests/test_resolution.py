@@ -383,6 +383,8 @@ def test_demo_pieces_report_and_plot_resolution(noisy, tmp_path):
     ds.attrs[S.ATTR_PARTICLE] = "B1"
     text = resolution_summary([ds])
     assert f"B1: PRTF <= {2 * DX * 1e9:.0f}" in text  # PRTF never below 1/e here: pixel-limited
+    assert "--frc" not in text  # the FRC is there: no hint
+    assert "--frc" in resolution_summary([R.prtf(rec)])  # PRTF bound only: points to the FRC
     assert f"FRC {res * 1e9:.0f} / {res * 1e9:.0f} / {res * 1e9:.0f}" in text
     path = save_resolution_figure([ds], tmp_path)
     assert path.name == "figS5.png" and path.stat().st_size > 10_000

@@ -405,3 +405,13 @@ def test_particle_dim_is_handled_particle_by_particle(noisy):
     pair = R.frc(out, out)
     assert pair[S.FRC].dims == (S.PARTICLE, S.ENERGY, S.SPATIAL_FREQUENCY)
     assert np.isnan(pair[S.FRC_RESOLUTION].values).all()
+
+
+def test_cli_demo_frc_flag(monkeypatch):
+    from ptyxr import cli
+
+    calls = []
+    monkeypatch.setattr(cli, "demo", lambda *args, **kwargs: calls.append(kwargs))
+    assert cli.main(["demo", "--preset", "tiny", "--frc"]) in (0, None)
+    assert cli.main(["demo", "--preset", "tiny"]) in (0, None)
+    assert [c["frc"] for c in calls] == [True, False]

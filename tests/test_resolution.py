@@ -249,6 +249,8 @@ def test_prtf_needs_the_measured_data(noisy):
         R.prtf(bare)
     with_raw = R.prtf(bare, raw=raw)
     np.testing.assert_allclose(with_raw[S.PRTF].values, R.prtf(rec)[S.PRTF].values)
+    lazy = raw.chunk({S.SCAN: 20})  # dask frames: read one energy at a time, same result
+    np.testing.assert_allclose(R.prtf(bare, raw=lazy)[S.PRTF].values, with_raw[S.PRTF].values)
 
 
 def test_prtf_undoes_align_shifts(noisy):

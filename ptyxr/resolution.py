@@ -357,6 +357,13 @@ def prtf(ds: xr.Dataset, raw: xr.Dataset | None = None, threshold: float = PRTF_
         ``ds`` plus ``prtf`` (energy, spatial_frequency) and ``prtf_resolution`` (energy)
         [m], the full period 1/q at the first fall below ``threshold`` (NaN: never falls,
         i.e. resolution limited by the pixel, finer than 2·dx).
+
+    Notes
+    -----
+    Cost ≈ one ePIE iteration (one FFT per scan position and energy). Dask frames are read
+    one energy at a time (that energy's frames are computed, nothing more). On Poisson data
+    without background the PRTF stays near 1 (the model explains the counts), so it may only
+    bound the resolution; the FRC (:func:`frc`) measures it (docs/design-notes/resolution.md).
     """
     ds = require_dataset(ds, STAGE)
     require_variables(ds, (OBJECT, PROBE), STAGE, hint="run reconstruct first.")

@@ -31,6 +31,12 @@ class ChainOptions:
     chemical_state: dict[str, Any] = field(default_factory=dict)
     cluster: dict[str, Any] = field(default_factory=dict)
     elbow: dict[str, Any] = field(default_factory=dict)
+    #: ``ptyxr.resolution.prtf`` options right after reconstruct (None: skip). The PRTF costs
+    #: one forward pass (≈ one ePIE iteration); an FRC would need two more reconstructions.
+    resolution: dict[str, Any] | None = field(default_factory=dict)
+    #: Also reconstruct the even/odd scan halves and add their FRC (½-bit): ≈ doubles the
+    #: reconstruction time, so off by default (``ptyxr demo --frc``).
+    frc_halves: bool = False
 
     STAGES = ("reconstruct", "align", "spectra", "fit_xanes", "chemical_state", "cluster", "elbow")
 
@@ -85,10 +91,16 @@ def _timed(timings: dict[str, float], stage: str, func: Callable[[], Any]) -> An
 def process_particle(
     raw: xr.Dataset, options: ChainOptions | None = None, timings: dict[str, float] | None = None
 ) -> xr.Dataset:
-    """Run reconstruct → align → spectra → fit_xanes → chemical_state on one particle."""
+    """Run reconstruct → (PRTF resolution) → align → spectra → fit_xanes → chemical_state on one particle."""
     options = options or ChainOptions()
     timings = {} if timings is None else timings
     ds = _timed(timings, "reconstruct", lambda: raw.ptyxr.reconstruct(**options.reconstruct))
+    if options.resolution is not None and schema.INTENSITY in ds:  # the PRTF needs the measured frames
+        ds = _timed(timings, "resolution", lambda: ds.ptyxr.resolution(**options.resolution))
+    if options.frc_halves:
+        from ptyxr.resolution import add_frc_of_halves
+
+        ds = _timed(timings, "frc_halves", lambda: add_frc_of_halves(ds, raw, **options.reconstruct))
     ds = _timed(timings, "align", lambda: ds.ptyxr.align(**options.align))
     ds = _timed(timings, "spectra", lambda: ds.ptyxr.spectra(**options.spectra))
     ds = _timed(timings, "fit_xanes", lambda: ds.ptyxr.fit_xanes(**options.fit_xanes))

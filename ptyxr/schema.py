@@ -38,6 +38,7 @@ CLUSTER = "cluster"
 FEATURE = "feature"
 GROUP = "group"
 N_CLUSTERS = "n_clusters"  # number of clusters k of the elbow curve (domains.elbow)
+SPATIAL_FREQUENCY = "spatial_frequency"  # ring centre |q| of resolution curves (ptyxr.resolution)
 #: Storage-only trailing dim (real, imag) of complex variables in netCDF (ptyxr.io.netcdf);
 #: never present in an in-memory Dataset.
 COMPLEX_PART = "complex_part"
@@ -76,6 +77,14 @@ NOISE = "noise"
 FIT_VALID = "fit_valid"
 PRE_EDGE_VALID = "pre_edge_valid"
 ABSORPTION_FIT = "absorption_fit"
+
+# ------------------------------------------------ spatial resolution (ptyxr.resolution)
+PRTF = "prtf"
+PRTF_RESOLUTION = "prtf_resolution"
+FRC = "frc"
+FRC_THRESHOLD = "frc_threshold"
+FRC_RESOLUTION = "frc_resolution"
+ATTR_THRESHOLD = "threshold"
 
 # ------------------------------------------------- XDI transmission XAFS (io.xdi)
 XDI_I0 = "i0"
@@ -230,6 +239,33 @@ SPECS: dict[str, VariableSpec] = _specs(
         "bool",
     ),
     VariableSpec(ABSORPTION_FIT, (ENERGY, Y, X), DIMENSIONLESS, "fitted absorption mu t", "float64"),
+    # spatial resolution (ptyxr.resolution)
+    VariableSpec(SPATIAL_FREQUENCY, (SPATIAL_FREQUENCY,), "m-1", "spatial frequency |q| (ring centre)", "float64"),
+    VariableSpec(
+        PRTF,
+        (ENERGY, SPATIAL_FREQUENCY),
+        DIMENSIONLESS,
+        "phase retrieval transfer function (modelled / measured far-field amplitude, ring average)",
+        "float64",
+    ),
+    VariableSpec(PRTF_RESOLUTION, (ENERGY,), METRE, "full-period resolution where the PRTF falls below 1/e", "float64"),
+    VariableSpec(
+        FRC,
+        (ENERGY, SPATIAL_FREQUENCY),
+        DIMENSIONLESS,
+        "Fourier ring correlation of two half reconstructions",
+        "float64",
+    ),
+    VariableSpec(
+        FRC_THRESHOLD, (SPATIAL_FREQUENCY,), DIMENSIONLESS, "half-bit FRC threshold (van Heel & Schatz 2005)", "float64"
+    ),
+    VariableSpec(
+        FRC_RESOLUTION,
+        (ENERGY,),
+        METRE,
+        "full-period resolution where the FRC crosses the half-bit threshold",
+        "float64",
+    ),
     # XDI transmission XAFS (ptyxr.io.xdi)
     VariableSpec(XDI_I0, (ENERGY,), COUNTS, "incident intensity i0", "float64"),
     VariableSpec(XDI_ITRANS, (ENERGY,), COUNTS, "transmitted intensity itrans", "float64"),

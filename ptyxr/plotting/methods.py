@@ -72,3 +72,9 @@ class PlotMethods:
         from ptyxr.widgets import DomainExplorer
 
         return DomainExplorer(self._obj, **kwargs)
+
+    def resolution(self, **kwargs: Any) -> Any:
+        """ESI Fig. S5 (PRTF/FRC curves, resolution per energy); see :func:`ptyxr.plotting.resolution.figure_s5`."""
+        from ptyxr.plotting.resolution import figure_s5
+
+        return figure_s5(self._obj, **kwargs)

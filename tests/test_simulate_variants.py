@@ -204,9 +204,13 @@ def test_arctan_edge_has_its_inflection_at_b2():
     slope = np.gradient(step, e)
     assert abs(e[np.argmax(slope)] - b2) < 0.011  # one grid step
     assert np.interp(b2, e, step) == pytest.approx(0.5, abs=1e-9)
-    assert np.interp(b2 + w, e, step) == pytest.approx(0.75, abs=1e-6)  # ½ + arctan(1)/π; erf would give 0.921
+    # same steepness as eq. (1)'s erf of width b3: slope 1/(√π·b3) at b2
+    assert slope.max() == pytest.approx(1 / (np.sqrt(np.pi) * w), rel=1e-4)
+    # ½ + arctan(1)/π at b2 + b3/√π; the erf step is 0.5(1 + erf(1/√π)) = 0.79 there
+    assert np.interp(b2 + w / np.sqrt(np.pi), e, step) == pytest.approx(0.75, abs=1e-6)
     # the heavy tail that eq. (1)'s erf lacks
-    assert np.interp(b2 - 10 * w, e, step) == pytest.approx(0.5 - np.arctan(10) / np.pi, abs=1e-6)
+    assert np.interp(b2 - 10 * w, e, step) == pytest.approx(0.5 - np.arctan(10 * np.sqrt(np.pi)) / np.pi, abs=1e-6)
+    assert np.interp(b2 - 10 * w, e, step) > 0.015
 
 
 def test_split_lorentzian_white_line():
@@ -227,12 +231,12 @@ def test_edge_variants_reach_the_truth():
     kw = sim.VARIANTS["arctan_edge"] | sim.VARIANTS["asymmetric_white_line"]
     _, truth = _run(**kw)
     _, plain = sim.demo_dataset("tiny", seed=0, progress=False)
-    np.testing.assert_allclose(truth["true_b3"].values, 1.4 * plain["true_b3"].values)
+    np.testing.assert_allclose(truth["true_b3"].values, 1.2 * plain["true_b3"].values)
     np.testing.assert_allclose(truth["true_c23"].values, 0.75 * plain["true_c23"].values)
     np.testing.assert_array_equal(truth[EDGE_ENERGY].values, plain[EDGE_ENERGY].values)
     # f″_V in the truth is the arctan / split-Lorentzian model
     domains = [
-        dataclasses.replace(sim.DOMAIN_TYPES[n], edge_width=d * 1.4, white_line_width=c * 0.75)
+        dataclasses.replace(sim.DOMAIN_TYPES[n], edge_width=d * 1.2, white_line_width=c * 0.75)
         for n, d, c in zip(truth["domain_type"].values, plain["true_b3"].values, plain["true_c23"].values, strict=True)
     ]
     shape = scattering.NearEdgeShape("arctan", "split_lorentzian", 0.4)

@@ -214,6 +214,12 @@ def particle_accuracy(result: xr.Dataset, truth: xr.Dataset, ideal: xr.Dataset |
                 row["ideal_fit_edge_energy_rmse_eV"] = _rms(
                     (ideal[s.EDGE_ENERGY] - truth[s.EDGE_ENERGY]).values[ideal_valid]
                 )
+                # the model floor where the single-domain bound applies: the noise-free fit's
+                # error on single-domain pixels (eq. (1) cannot follow a non-erf edge exactly)
+                ideal_pure = ideal_valid & single_domain(truth).values
+                row["ideal_fit_edge_energy_rmse_single_domain_eV"] = _rms(
+                    (ideal[s.EDGE_ENERGY] - truth[s.EDGE_ENERGY]).values[ideal_pure]
+                )
         for name, key in (
             (s.PRE_EDGE_RATIO, "pre_edge_ratio_rel_err"),
             (s.ELECTRONS_PER_VANADIUM, "electrons_per_V_rel_err"),

@@ -89,10 +89,11 @@ class NearEdgeShape:
     Attributes
     ----------
     edge : {"erf", "arctan"}
-        Edge step: ``½[1 + erf((E − b2)/b3)]`` or ``½ + arctan((E − b2)/b3)/π``. Both are
+        Edge step: ``½[1 + erf((E − b2)/b3)]`` or ``½ + arctan(√π·(E − b2)/b3)/π``. Both are
         odd about b2, so b2 is the step's half height AND its inflection point (the truth's
-        ``edge_energy``). The arctan step has Lorentzian-like tails (at b2 − 10·b3 it is
-        still 3 % of the jump, where the erf's is 1e-45): not eq. (1)'s shape.
+        ``edge_energy``), and both rise with the same slope 1/(√π·b3) there (b3 means the
+        same steepness). The arctan step has Lorentzian-like tails (at b2 − 10·b3 it is
+        still 1.8 % of the jump, where the erf's is 1e-45): not eq. (1)'s shape.
     white_line : {"lorentzian", "split_lorentzian"}
         White line: eq. (1)'s Lorentzian, or a split Lorentzian of peak ``c21`` at ``c22``
         with half width ``c23·(1 − asymmetry)`` below and ``c23·(1 + asymmetry)`` above the
@@ -119,11 +120,16 @@ EQ1_SHAPE = NearEdgeShape()
 
 
 def edge_step(energy: np.ndarray, centre: float, width: float, shape: str = "erf") -> np.ndarray:
-    """Unit edge step at ``centre`` [eV] of width ``width`` [eV] (:class:`NearEdgeShape`)."""
+    """Unit edge step at ``centre`` [eV] of width ``width`` [eV] (:class:`NearEdgeShape`).
+
+    Both shapes have their inflection and half height at ``centre`` and the slope
+    1/(√π·``width``) there.
+    """
     if shape == "erf":
         return 0.5 * (1.0 + erf((energy - centre) / width))
     if shape == "arctan":
-        return 0.5 + np.arctan((energy - centre) / width) / np.pi
+        # same slope 1/(√π·width) at the centre as the erf step
+        return 0.5 + np.arctan(np.sqrt(np.pi) * (energy - centre) / width) / np.pi
     raise ValueError(f"edge_shape must be one of {EDGE_SHAPES}, got {shape!r}")
 
 

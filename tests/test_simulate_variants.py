@@ -393,3 +393,86 @@ def test_foreign_preset_combines_the_variants():
     # what accuracy_report needs
     for name in ("edge_energy", "vanadium_density", "domain", "shift_x", "true_fraction"):
         assert name in truth
+
+
+# ------------------------------------------------------------------ issue 12 point 4: beamline realism
+def test_realism_is_off_by_default(tiny):
+    raw, truth = tiny
+    for name in ("monitor", "true_position_y", "true_flux", "true_probe_modes"):
+        assert name not in raw and name not in truth
+
+
+def test_position_errors(tiny):
+    """Recorded positions stay the plain scan; the probe sits at recorded + error of the stated rms.
+
+    800 draws per axis (16 energies × 25 positions × 2): the rms estimate is good to ~3 %, bound 10 %.
+    """
+    raw0, _ = tiny
+    raw, truth = _run(position_error=1.0)
+    np.testing.assert_array_equal(raw[POSITION_Y].values, raw0[POSITION_Y].values)
+    pixel = truth.attrs["pixel_size"]
+    err = np.stack(
+        [(truth["true_position_y"] - raw[POSITION_Y]).values, (truth["true_position_x"] - raw[POSITION_X]).values]
+    )
+    assert np.sqrt(np.mean(err**2)) / pixel == pytest.approx(1.0, rel=0.1)
+    assert abs(np.mean(err)) / pixel < 0.1  # no common offset: errors, not drift
+    assert not np.array_equal(raw[INTENSITY].values, raw0[INTENSITY].values)
+    assert truth["true_position_y"].attrs["units"] == "m"
+
+
+def test_probe_modes_are_orthogonal_with_the_stated_power():
+    # an aberrated (asymmetric) probe: its polynomial modes overlap until orthogonalised
+    raw, truth = _run(probe_modes=(0.75, 0.17, 0.08, 0.05), probe_shape="kb_aberrated")
+    modes = truth["true_probe_modes"].values.astype(np.complex128)  # (mode, energy, y, x)
+    assert modes.shape[:2] == (4, truth.sizes[ENERGY])
+    fractions = np.array([0.75, 0.17, 0.08, 0.05]) / 1.05
+    for e in (0, -1):
+        m = modes[:, e].reshape(4, -1)
+        gram = m.conj() @ m.T
+        power = np.real(np.diag(gram))
+        np.testing.assert_allclose(power / power.sum(), fractions, atol=1e-6)
+        np.testing.assert_allclose(power.sum(), 1e7, rtol=1e-5)  # photons per position
+        off = np.abs(gram - np.diag(np.diag(gram))).max() / power.max()
+        assert off < 1e-5
+    np.testing.assert_allclose(truth.attrs["probe_mode_power_fractions"], fractions, atol=1e-6)
+    np.testing.assert_array_equal(truth[PROBE].values, truth["true_probe_modes"].values[0])
+
+
+def test_incoherent_modes_add_in_intensity():
+    """The frames are Σ_m |F(P_m·O)|², not |F(Σ_m P_m·O)|²."""
+    rng = np.random.default_rng(1)
+    modes = probes.probe_modes(optics.kb_probe(5500.0, 32, 20e-9, 100e-9, photons=1e6), (0.6, 0.4))
+    obj = np.exp(0.1j * rng.standard_normal((2, 32, 32)))
+    frames = forward.diffraction_modes(modes.astype(np.complex128), obj, np.array([1.0, 2.0]), None)
+    for k, f in enumerate((1.0, 2.0)):
+        expected = sum(np.abs(optics.far_field(m.astype(np.complex128) * obj[k])) ** 2 for m in modes) * f
+        np.testing.assert_allclose(frames[k], expected, rtol=1e-12)
+    coherent = np.abs(optics.far_field(modes.sum(axis=0).astype(np.complex128) * obj[0])) ** 2
+    assert np.abs(coherent - frames[0]).max() > 1e-3 * frames[0].max()
+
+
+def test_flux_jitter_decay_and_monitor(tiny):
+    """Frame totals follow the true flux; the decay loses the stated fraction; the monitor reads it.
+
+    Same seed with and without flux variation: the ratio of frame totals is the flux up to the
+    Poisson noise of ~1e7-count frames (3e-4), tolerance 3e-3.
+    """
+    raw0, _ = tiny
+    raw, truth = _run(flux_jitter=0.05, flux_decay=0.2, monitor=True)
+    flux = truth["true_flux"].values
+    totals = raw[INTENSITY].sum(("det_y", "det_x")).values / raw0[INTENSITY].sum(("det_y", "det_x")).values
+    np.testing.assert_allclose(totals, flux, rtol=3e-3)
+    trend = forward.flux_series(*flux.shape, 0.0, 0.2, None)
+    assert trend[-1, -1] / trend[0, 0] == pytest.approx(0.8)
+    assert np.std(flux / trend - 1) == pytest.approx(0.05, rel=0.2)  # 400 frames: ±7 % on the std
+    np.testing.assert_allclose(raw["monitor"].values, 1e7 * flux)
+    assert raw["monitor"].attrs["units"] == "counts"
+    _, no_monitor = _run(flux_jitter=0.05)
+    assert "true_flux" in no_monitor
+
+
+def test_raw_with_monitor_reconstructs(tiny):
+    """reconstruct() accepts a raw Dataset with a monitor (it does not use it yet)."""
+    raw, _ = _run(monitor=True, flux_jitter=0.05)
+    rec = raw.ptyxr.reconstruct(iterations=2, kkr=False, progress=False)
+    assert np.all(np.isfinite(rec[OBJECT].values))

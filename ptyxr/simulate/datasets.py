@@ -51,6 +51,7 @@ from ptyxr.schema import (
     INTENSITY,
     MATERIAL,
     MISSING_DOMAIN,
+    MONITOR,
     OBJECT,
     PARTIAL_DENSITY,
     PHASE,
@@ -62,9 +63,13 @@ from ptyxr.schema import (
     SHIFT_Y,
     THICKNESS,
     TRUE_ELECTRONS_PER_VANADIUM,
+    TRUE_FLUX,
     TRUE_FRACTION,
+    TRUE_POSITION_X,
+    TRUE_POSITION_Y,
     TRUE_PRE_EDGE_RATIO,
     TRUE_PREFIX,
+    TRUE_PROBE_MODES,
     VANADIUM_DENSITY,
     X,
     Y,
@@ -103,6 +108,8 @@ ATTR_VARIANTS = "simulation_variants"
 #: Uniform part of the membrane (thickness ``membrane_thickness``) per energy: μt [1], φ [rad].
 ATTR_MEMBRANE_ABSORPTION = "membrane_absorption"
 ATTR_MEMBRANE_PHASE = "membrane_phase"
+#: Power fraction of each simulated probe mode (at the highest energy).
+ATTR_PROBE_MODE_POWER = "probe_mode_power_fractions"
 
 _ELEMENT_ORDER = ("Li", "V", "O")
 
@@ -178,7 +185,8 @@ def _simulate(
     shape = scattering.NearEdgeShape(config.edge_shape, config.white_line_shape, config.white_line_asymmetry)
     elements = _elements(domains)
     z_numbers = np.array([physics.atomic_number(el) for el in elements], dtype=float)
-    shape_ss, scan_ss, drift_ss, noise_ss = _seed_sequence(seed, particle).spawn(4)
+    # the first four streams are the original simulator's; spawning more leaves them unchanged
+    shape_ss, scan_ss, drift_ss, noise_ss, position_ss, flux_ss = _seed_sequence(seed, particle).spawn(6)
     shape_rng = np.random.default_rng(shape_ss)
 
     # ---- sample on the master grid
@@ -223,12 +231,22 @@ def _simulate(
     )
     drift = forward.random_drift(energy.size, config.drift * dx[-1], np.random.default_rng(drift_ss))
     noise_rng = np.random.default_rng(noise_ss)
+    # issue 12's realism: the probe sits at recorded + error; frames see a varying flux
+    realism = bool(config.position_error or config.probe_modes or config.flux_jitter or config.flux_decay)
+    true_y, true_x = pos_y, pos_x
+    if config.position_error:
+        err = config.position_error * dx[-1] * np.random.default_rng(position_ss).standard_normal((2, *pos_y.shape))
+        true_y, true_x = pos_y + err[0], pos_x + err[1]
+    flux = forward.flux_series(
+        energy.size, pos_y.shape[1], config.flux_jitter, config.flux_decay, np.random.default_rng(flux_ss)
+    )
     membrane = _membrane_layer(config, energy)
     valid_pixels = forward.defect_mask(n, config.dead_rows, config.dead_columns, config.module_gap)
 
     # ---- per-energy forward model
     intensity = np.empty((energy.size, pos_y.shape[1], n, n), dtype=np.float32)
     probe_stack = np.empty((energy.size, n, n), dtype=np.complex64)
+    mode_stack = np.empty((len(config.probe_modes), energy.size, n, n), dtype=np.complex64)
     for e in progress_bar(range(energy.size), enabled=progress, desc=f"simulate {particle}", unit="energy"):
         mu_t, phase = forward.optical_maps(ph.density, f1[:, :, e], f2[:, :, e], z_numbers, energy[e])
         probe_stack[e] = probes.make_probe(
@@ -242,21 +260,28 @@ def _simulate(
             config.probe_central_stop,
             config.probe_aberration_rms,
         )
+        modes = probes.probe_modes(probe_stack[e], config.probe_modes) if config.probe_modes else probe_stack[e][None]
+        if config.probe_modes:
+            mode_stack[:, e] = modes
+            probe_stack[e] = modes[0]
         background = None if membrane is None else _membrane_background(config, membrane[0][e], membrane[1][e])
         patches = forward.object_patches(
             mu_t,
             phase,
             origin,
             master_pixel,
-            pos_y[e],
-            pos_x[e],
+            true_y[e],
+            true_x[e],
             dx[e],
             n,
             tuple(drift[e]),
             config.placement,
             background,
         )
-        intensity[e] = forward.diffraction(probe_stack[e].astype(np.complex128), patches, noise_rng)
+        if realism:
+            intensity[e] = forward.diffraction_modes(modes.astype(np.complex128), patches, flux[e], noise_rng)
+        else:
+            intensity[e] = forward.diffraction(probe_stack[e].astype(np.complex128), patches, noise_rng)
         # dead pixels and module gaps read 0 (after the noise draw: the other pixels keep theirs)
         intensity[e][:, ~valid_pixels] = 0.0
 
@@ -324,6 +349,15 @@ def _simulate(
     }
     if config.detector_mask:
         raw_vars[DETECTOR_MASK] = variable(DETECTOR_MASK, valid_pixels)
+    if config.monitor:
+        raw_vars[MONITOR] = variable(MONITOR, config.photons * flux)
+    if realism or config.monitor:
+        truth[TRUE_POSITION_Y] = variable(TRUE_POSITION_Y, true_y)
+        truth[TRUE_POSITION_X] = variable(TRUE_POSITION_X, true_x)
+        truth[TRUE_FLUX] = variable(TRUE_FLUX, flux)
+    if config.probe_modes:
+        truth[TRUE_PROBE_MODES] = variable(TRUE_PROBE_MODES, mode_stack)
+        truth.attrs[ATTR_PROBE_MODE_POWER] = np.sum(np.abs(mode_stack[:, -1]) ** 2, axis=(-2, -1)) / config.photons
     raw = xr.Dataset(raw_vars, coords={ENERGY: schema.energy_coord(energy)}, attrs=common_attrs)
     truth.attrs.update(common_attrs)
     if variants:  # the original simulator's attrs stay as they were

@@ -291,3 +291,36 @@ def diffraction(probe: np.ndarray, patches: np.ndarray, rng: np.random.Generator
     if rng is None:
         return expected
     return rng.poisson(expected).astype(np.float64)
+
+
+def flux_series(
+    n_energies: int, n_scan: int, jitter: float, decay: float, rng: np.random.Generator | None
+) -> np.ndarray:
+    """Relative incident flux of every frame (n_energies, n_scan) [1].
+
+    ``decay``: fraction lost from the first to the last frame, exponential in the frame
+    index (frames in acquisition order: energy by energy); ``jitter``: rms of an
+    independent multiplicative Gaussian factor 1 + jitter·N(0, 1) per frame (clipped at 0.05).
+    """
+    k = np.arange(n_energies * n_scan, dtype=float).reshape(n_energies, n_scan)
+    flux = (1.0 - decay) ** (k / max(k.size - 1, 1))
+    if jitter and rng is not None:
+        flux = flux * np.clip(1.0 + jitter * rng.standard_normal(flux.shape), 0.05, None)
+    return flux
+
+
+def diffraction_modes(
+    modes: np.ndarray, patches: np.ndarray, flux: np.ndarray, rng: np.random.Generator | None
+) -> np.ndarray:
+    """Far-field intensities (n_scan, n, n) of mutually incoherent probe ``modes`` (n_modes, n, n).
+
+    Poisson(flux_k · Σ_m |far_field(P_m·O_k)|²): each mode's diffraction adds in intensity;
+    ``flux`` (n_scan,) scales each frame's incident photons.
+    """
+    expected = np.zeros(patches.shape, dtype=np.float64)
+    for mode in modes:
+        expected += np.abs(far_field(mode[None] * patches)) ** 2
+    expected *= np.asarray(flux, dtype=float)[:, None, None]
+    if rng is None:
+        return expected
+    return rng.poisson(expected).astype(np.float64)

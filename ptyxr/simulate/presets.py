@@ -278,6 +278,25 @@ class Preset:
         nearest-neighbour distance ``scan_step``.
     scan_grid : (int, int) or None
         Raster counts (n_y, n_x) centred on the particle, instead of extent + margin.
+
+    Beamline realism (issue 12 point 4; seeded, recorded in the truth, off by default):
+
+    position_error : float
+        Rms error per axis of every recorded position [pixels at the highest energy], drawn
+        per energy and position: the probe sits at recorded + error (truth
+        ``true_position_y``/``_x``), on top of the per-energy drift.
+    probe_modes : tuple of float
+        Power fractions of mutually incoherent, orthogonal probe modes (normalised; e.g.
+        (0.75, 0.17, 0.08)); the frames are the incoherent sum Σ_m |F(P_m·O)|². Empty =
+        one coherent probe. Truth ``true_probe_modes``; ``probe`` holds the first mode.
+    flux_jitter : float
+        Rms relative per-frame fluctuation of the incident flux (Gaussian, multiplicative).
+    flux_decay : float
+        Relative flux lost from the first to the last frame of the acquisition (energy by
+        energy, positions in order), exponential in the frame index (beam-current decay).
+    monitor : bool
+        Give the raw Dataset a ``monitor`` (energy, scan) = photons × relative flux [counts]
+        (a noise-free ion chamber). Truth ``true_flux`` is recorded either way.
     """
 
     name: str
@@ -320,6 +339,11 @@ class Preset:
     detector_mask: bool = False
     scan_pattern: str = "raster"
     scan_grid: tuple[int, int] | None = None
+    position_error: float = 0.0
+    probe_modes: tuple[float, ...] = ()
+    flux_jitter: float = 0.0
+    flux_decay: float = 0.0
+    monitor: bool = False
 
 
 #: Fields that make a simulator variant, with their defaults (today's physics).
@@ -342,6 +366,11 @@ VARIANT_FIELDS: tuple[str, ...] = (
     "detector_mask",
     "scan_pattern",
     "scan_grid",
+    "position_error",
+    "probe_modes",
+    "flux_jitter",
+    "flux_decay",
+    "monitor",
 )
 
 
@@ -448,6 +477,14 @@ VARIANTS: dict[str, dict[str, Any]] = {
     "raster_9x9": {"scan_grid": (9, 9)},
 }
 
+#: Issue 12's beamline realism, one at a time (the acceptance cases of issue 12).
+REALISM: dict[str, dict[str, Any]] = {
+    "position_errors": {"position_error": 1.0},
+    "probe_modes": {"probe_modes": (0.75, 0.17, 0.08)},
+    "flux_jitter": {"flux_jitter": 0.05, "flux_decay": 0.1},
+    "flux_jitter_monitor": {"flux_jitter": 0.05, "flux_decay": 0.1, "monitor": True},
+}
+
 
 def resolve_preset(preset: str | Preset = "small", **overrides: Any) -> Preset:
     """The :class:`Preset` named ``preset`` (or given) with ``overrides`` applied.
@@ -471,6 +508,8 @@ def resolve_preset(preset: str | Preset = "small", **overrides: Any) -> Preset:
     for key in ("dead_rows", "dead_columns", "module_gap", "scan_grid"):
         if key in overrides and overrides[key] is not None:
             overrides[key] = tuple(int(v) for v in overrides[key])
+    if overrides.get("probe_modes") is not None and "probe_modes" in overrides:
+        overrides["probe_modes"] = tuple(float(v) for v in overrides["probe_modes"])
     out = dataclasses.replace(preset, **overrides)
     if out.placement not in ("nearest", "exact"):
         raise ValueError(f"placement must be 'nearest' or 'exact', got {out.placement!r}")
@@ -502,6 +541,10 @@ def _check_variants(config: Preset) -> None:
     if config.edge_width_scale <= 0 or config.white_line_width_scale <= 0:
         raise ValueError("edge_width_scale and white_line_width_scale must be > 0")
     NearEdgeShape(config.edge_shape, config.white_line_shape, config.white_line_asymmetry)  # validates
+    if config.position_error < 0 or config.flux_jitter < 0 or not 0 <= config.flux_decay < 1:
+        raise ValueError("position_error and flux_jitter must be >= 0 and flux_decay in [0, 1)")
+    if config.probe_modes and (min(config.probe_modes) <= 0 or len(config.probe_modes) > 6):
+        raise ValueError(f"probe_modes must be 1-6 positive power fractions, got {config.probe_modes!r}")
 
 
 def variant_settings(config: Preset) -> dict[str, Any]:

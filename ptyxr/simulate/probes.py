@@ -144,3 +144,27 @@ def make_probe(
     probe = sfft.fftshift(back_propagate(pupil, workers=1))
     probe *= np.sqrt(photons / np.sum(np.abs(probe) ** 2))
     return probe.astype(np.complex64)
+
+
+def probe_modes(probe: np.ndarray, fractions: tuple[float, ...]) -> np.ndarray:
+    """Mutually incoherent, orthogonal probe modes (n_modes, N, N) built on ``probe``.
+
+    Mode m is ``probe`` times a low-order polynomial (1, y, x, y² − x², xy, y² + x²) in
+    pixel units, Gram–Schmidt orthogonalised (Hermite–Gauss-like modes of a partially
+    coherent beam) and scaled so mode m carries ``fractions[m]`` (normalised) of Σ|probe|².
+    """
+    fractions = np.asarray(fractions, dtype=float)
+    fractions = fractions / fractions.sum()
+    n = probe.shape[-1]
+    c = (np.arange(n) - n // 2) / (n / 8.0)
+    yy, xx = np.meshgrid(c, c, indexing="ij")
+    shapes = (np.ones_like(yy), yy, xx, yy**2 - xx**2, yy * xx, yy**2 + xx**2)
+    base = probe.astype(np.complex128)
+    total = np.sum(np.abs(base) ** 2)
+    modes: list[np.ndarray] = []
+    for k in range(fractions.size):
+        m = base * shapes[k]
+        for q in modes:
+            m = m - np.vdot(q, m) * q
+        modes.append(m / np.sqrt(np.sum(np.abs(m) ** 2)))
+    return np.stack([q * np.sqrt(f * total) for q, f in zip(modes, fractions, strict=True)]).astype(np.complex64)

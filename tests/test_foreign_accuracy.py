@@ -181,3 +181,23 @@ def test_single_variant_default_chain(variant):
         except AssertionError as err:  # report every group, not only the first to fail
             failures.append(f"{check.__name__}: {err}")
     assert not failures, failures
+
+
+# ------------------------------------------------------------------ issue 12's realism, one at a time
+@pytest.mark.slow
+@pytest.mark.parametrize("case", list(simulate.REALISM))
+def test_realism_default_chain(case):
+    """The default chain on the plain foreign geometry with one of issue 12's realism cases.
+
+    Today's engine has no position refinement, probe modes or flux normalisation; these
+    give the baseline that issue 12's options must beat (same bounds as above).
+    """
+    raw, truth = simulate.demo_dataset(PLAIN_FOREIGN, seed=0, progress=False, **simulate.REALISM[case])
+    row = _accuracy(raw, truth)
+    failures = []
+    for check in (_assert_object_and_alignment, _assert_edges, _assert_stable):
+        try:
+            check(row)
+        except AssertionError as err:
+            failures.append(f"{check.__name__}: {err}")
+    assert not failures, failures

@@ -122,6 +122,13 @@ TRUE_FIT_PARAMETERS = tuple(TRUE_PREFIX + p for p in FIT_PARAMETERS)
 TRUE_FRACTION = TRUE_PREFIX + FRACTION
 TRUE_PRE_EDGE_RATIO = TRUE_PREFIX + PRE_EDGE_RATIO
 TRUE_ELECTRONS_PER_VANADIUM = TRUE_PREFIX + ELECTRONS_PER_VANADIUM
+# simulation truth of issue 12's realism (ptyxr.simulate): where the probe really was, the
+# relative incident flux of each frame, and the mutually incoherent probe modes
+TRUE_POSITION_Y = TRUE_PREFIX + POSITION_Y
+TRUE_POSITION_X = TRUE_PREFIX + POSITION_X
+TRUE_FLUX = TRUE_PREFIX + "flux"
+TRUE_PROBE_MODES = TRUE_PREFIX + "probe_modes"
+SIM_PROBE_MODE = "simulated_probe_mode"  # dim of TRUE_PROBE_MODES
 
 # ------------------------------------------------------------------ Dataset attrs
 ATTR_DETECTOR_DISTANCE = "detector_distance"
@@ -209,6 +216,16 @@ SPECS: dict[str, VariableSpec] = _specs(
     VariableSpec(DETECTOR_MASK, (DET_Y, DET_X), DIMENSIONLESS, "valid detector pixel", "bool"),
     VariableSpec(PROBE_GUESS, (ENERGY, PROBE_Y, PROBE_X), "sqrt(counts)", "initial probe", "complex64"),
     VariableSpec(MONITOR, (ENERGY, SCAN), COUNTS, "incident flux monitor (I0) per frame", "float64"),
+    VariableSpec(TRUE_POSITION_Y, (ENERGY, SCAN), METRE, "true probe position y (simulation)", "float64"),
+    VariableSpec(TRUE_POSITION_X, (ENERGY, SCAN), METRE, "true probe position x (simulation)", "float64"),
+    VariableSpec(TRUE_FLUX, (ENERGY, SCAN), DIMENSIONLESS, "true relative incident flux (simulation)", "float64"),
+    VariableSpec(
+        TRUE_PROBE_MODES,
+        (SIM_PROBE_MODE, ENERGY, PROBE_Y, PROBE_X),
+        "sqrt(counts)",
+        "true mutually incoherent probe modes (simulation)",
+        "complex64",
+    ),
     # 1b
     VariableSpec(OBJECT, (ENERGY, Y, X), DIMENSIONLESS, "complex transmission of the object", "complex64"),
     VariableSpec(PROBE, (ENERGY, PROBE_Y, PROBE_X), "sqrt(counts)", "complex probe", "complex64"),

@@ -24,7 +24,7 @@ import numpy as np
 import xarray as xr
 
 from ptyxr import physics, provenance, schema
-from ptyxr.optics import kb_probe, real_space_pixel_size
+from ptyxr.optics import real_space_pixel_size
 from ptyxr.progress import progress_bar
 from ptyxr.schema import (
     ABSORPTION,
@@ -38,6 +38,7 @@ from ptyxr.schema import (
     ATTR_PROBE_DEFOCUS,
     ATTR_PROBE_FWHM,
     BACKGROUND,
+    DETECTOR_MASK,
     DOMAIN,
     DOMAIN_TYPE,
     EDGE_ENERGY,
@@ -50,6 +51,7 @@ from ptyxr.schema import (
     INTENSITY,
     MATERIAL,
     MISSING_DOMAIN,
+    MONITOR,
     OBJECT,
     PARTIAL_DENSITY,
     PHASE,
@@ -61,15 +63,19 @@ from ptyxr.schema import (
     SHIFT_Y,
     THICKNESS,
     TRUE_ELECTRONS_PER_VANADIUM,
+    TRUE_FLUX,
     TRUE_FRACTION,
+    TRUE_POSITION_X,
+    TRUE_POSITION_Y,
     TRUE_PRE_EDGE_RATIO,
     TRUE_PREFIX,
+    TRUE_PROBE_MODES,
     VANADIUM_DENSITY,
     X,
     Y,
     variable,
 )
-from ptyxr.simulate import forward, phantom, scattering
+from ptyxr.simulate import forward, phantom, probes, scattering
 from ptyxr.simulate.energies import paper_energy_grid, reduced_energy_grid
 from ptyxr.simulate.presets import (
     CONDITIONS,
@@ -79,6 +85,7 @@ from ptyxr.simulate.presets import (
     DomainType,
     Preset,
     resolve_preset,
+    variant_settings,
 )
 
 #: Attr names of the simulation's own constants (truth and raw).
@@ -96,6 +103,13 @@ ATTR_DENSITIES = "mass_densities_g_cm3"
 ATTR_PLACEMENT = "placement"
 ATTR_CLASSICAL_ELECTRON_RADIUS = "classical_electron_radius"
 ATTR_PARTICLE_SIZE = "particle_size"
+#: JSON of the variant fields that differ from the original simulator ("{}" = none).
+ATTR_VARIANTS = "simulation_variants"
+#: Uniform part of the membrane (thickness ``membrane_thickness``) per energy: μt [1], φ [rad].
+ATTR_MEMBRANE_ABSORPTION = "membrane_absorption"
+ATTR_MEMBRANE_PHASE = "membrane_phase"
+#: Power fraction of each simulated probe mode (at the highest energy).
+ATTR_PROBE_MODE_POWER = "probe_mode_power_fractions"
 
 _ELEMENT_ORDER = ("Li", "V", "O")
 
@@ -120,6 +134,41 @@ def _seed_sequence(seed: int, particle: str) -> np.random.SeedSequence:
     return np.random.SeedSequence(entropy=int(seed), spawn_key=(zlib.crc32(particle.encode()),))
 
 
+def _vary_domains(config: Preset, domains: Sequence[DomainType]) -> list[DomainType]:
+    """Domain types with the preset's edge / white-line width factors applied."""
+    if config.edge_width_scale == 1.0 and config.white_line_width_scale == 1.0:
+        return list(domains)
+    return [
+        dataclasses.replace(
+            d,
+            edge_width=d.edge_width * config.edge_width_scale,
+            white_line_width=d.white_line_width * config.white_line_width_scale,
+        )
+        for d in domains
+    ]
+
+
+def _membrane_layer(config: Preset, energy: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
+    """(μt, φ) per energy of the membrane's uniform part, or None without a membrane."""
+    if config.membrane_thickness <= 0:
+        return None
+    mu, phase = scattering.membrane_optics(energy, config.membrane_formula, config.membrane_density, config.f2_table)
+    return mu * config.membrane_thickness, phase * config.membrane_thickness
+
+
+def _membrane_background(config: Preset, mu_t: float, phase: float):
+    """background(y, x) → (μt, φ) of the membrane at one energy for forward.object_patches."""
+    gradient = config.membrane_gradient
+
+    def layer(y: np.ndarray, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        if gradient == 0:
+            return np.full(np.broadcast(y, x).shape, mu_t), np.full(np.broadcast(y, x).shape, phase)
+        factor = 1.0 + gradient * (y + x) / (np.sqrt(2.0) * 1e-6)
+        return mu_t * factor, phase * factor
+
+    return layer
+
+
 def _simulate(
     config: Preset,
     domains: Sequence[DomainType],
@@ -132,9 +181,12 @@ def _simulate(
     progress: bool,
 ) -> tuple[xr.Dataset, xr.Dataset]:
     energy = energies_of(config)
+    domains = _vary_domains(config, domains)
+    shape = scattering.NearEdgeShape(config.edge_shape, config.white_line_shape, config.white_line_asymmetry)
     elements = _elements(domains)
     z_numbers = np.array([physics.atomic_number(el) for el in elements], dtype=float)
-    shape_ss, scan_ss, drift_ss, noise_ss = _seed_sequence(seed, particle).spawn(4)
+    # the first four streams are the original simulator's; spawning more leaves them unchanged
+    shape_ss, scan_ss, drift_ss, noise_ss, position_ss, flux_ss = _seed_sequence(seed, particle).spawn(6)
     shape_rng = np.random.default_rng(shape_ss)
 
     # ---- sample on the master grid
@@ -155,7 +207,7 @@ def _simulate(
     )
     origin = (float(ph.y[0]), float(ph.x[0]))
     f1, f2, offsets = scattering.type_factors(
-        energy, domains, elements, config.f2_table, config.f1_reference, config.delta_f2
+        energy, domains, elements, config.f2_table, config.f1_reference, config.delta_f2, shape
     )
 
     # ---- geometry: fixed detector, energy-dependent real-space pixel
@@ -166,7 +218,8 @@ def _simulate(
     cols = np.flatnonzero(ph.thickness.any(axis=0))
     extent_y = (ph.y[rows[0]], ph.y[rows[-1]])
     extent_x = (ph.x[cols[0]], ph.x[cols[-1]])
-    pos_y, pos_x = forward.raster_positions(
+    pos_y, pos_x = forward.scan_positions(
+        config.scan_pattern,
         extent_y,
         extent_x,
         config.scan_step,
@@ -174,20 +227,63 @@ def _simulate(
         config.jitter,
         energy.size,
         np.random.default_rng(scan_ss),
+        config.scan_grid,
     )
     drift = forward.random_drift(energy.size, config.drift * dx[-1], np.random.default_rng(drift_ss))
     noise_rng = np.random.default_rng(noise_ss)
+    # issue 12's realism: the probe sits at recorded + error; frames see a varying flux
+    realism = bool(config.position_error or config.probe_modes or config.flux_jitter or config.flux_decay)
+    true_y, true_x = pos_y, pos_x
+    if config.position_error:
+        err = config.position_error * dx[-1] * np.random.default_rng(position_ss).standard_normal((2, *pos_y.shape))
+        true_y, true_x = pos_y + err[0], pos_x + err[1]
+    flux = forward.flux_series(
+        energy.size, pos_y.shape[1], config.flux_jitter, config.flux_decay, np.random.default_rng(flux_ss)
+    )
+    membrane = _membrane_layer(config, energy)
+    valid_pixels = forward.defect_mask(n, config.dead_rows, config.dead_columns, config.module_gap)
 
     # ---- per-energy forward model
     intensity = np.empty((energy.size, pos_y.shape[1], n, n), dtype=np.float32)
-    probes = np.empty((energy.size, n, n), dtype=np.complex64)
+    probe_stack = np.empty((energy.size, n, n), dtype=np.complex64)
+    mode_stack = np.empty((len(config.probe_modes), energy.size, n, n), dtype=np.complex64)
     for e in progress_bar(range(energy.size), enabled=progress, desc=f"simulate {particle}", unit="energy"):
         mu_t, phase = forward.optical_maps(ph.density, f1[:, :, e], f2[:, :, e], z_numbers, energy[e])
-        probes[e] = kb_probe(energy[e], n, dx[e], config.probe_fwhm, config.probe_defocus, config.photons)
-        patches = forward.object_patches(
-            mu_t, phase, origin, master_pixel, pos_y[e], pos_x[e], dx[e], n, tuple(drift[e]), config.placement
+        probe_stack[e] = probes.make_probe(
+            config.probe_shape,
+            energy[e],
+            n,
+            dx[e],
+            config.probe_fwhm,
+            config.probe_defocus,
+            config.photons,
+            config.probe_central_stop,
+            config.probe_aberration_rms,
         )
-        intensity[e] = forward.diffraction(probes[e].astype(np.complex128), patches, noise_rng)
+        modes = probes.probe_modes(probe_stack[e], config.probe_modes) if config.probe_modes else probe_stack[e][None]
+        if config.probe_modes:
+            mode_stack[:, e] = modes
+            probe_stack[e] = modes[0]
+        background = None if membrane is None else _membrane_background(config, membrane[0][e], membrane[1][e])
+        patches = forward.object_patches(
+            mu_t,
+            phase,
+            origin,
+            master_pixel,
+            true_y[e],
+            true_x[e],
+            dx[e],
+            n,
+            tuple(drift[e]),
+            config.placement,
+            background,
+        )
+        if realism:
+            intensity[e] = forward.diffraction_modes(modes.astype(np.complex128), patches, flux[e], noise_rng)
+        else:
+            intensity[e] = forward.diffraction(probe_stack[e].astype(np.complex128), patches, noise_rng)
+        # dead pixels and module gaps read 0 (after the noise draw: the other pixels keep theirs)
+        intensity[e][:, ~valid_pixels] = 0.0
 
     # ---- common grid: union of the native fields, pixel centres at multiples of dx(E_max)
     lo_hi = []
@@ -218,10 +314,14 @@ def _simulate(
         f2,
         offsets,
         z_numbers,
-        probes,
+        probe_stack,
         drift,
         pixel,
     )
+    variants = variant_settings(config)
+    if membrane is not None:
+        truth.attrs[ATTR_MEMBRANE_ABSORPTION] = membrane[0].astype(float)
+        truth.attrs[ATTR_MEMBRANE_PHASE] = membrane[1].astype(float)
     params = {
         "preset": config.name,
         "seed": seed,
@@ -242,16 +342,26 @@ def _simulate(
         ATTR_PLACEMENT: config.placement,
         ATTR_PARTICLE_SIZE: float(size),
     }
-    raw = xr.Dataset(
-        {
-            INTENSITY: variable(INTENSITY, intensity),
-            POSITION_Y: variable(POSITION_Y, pos_y),
-            POSITION_X: variable(POSITION_X, pos_x),
-        },
-        coords={ENERGY: schema.energy_coord(energy)},
-        attrs=common_attrs,
-    )
+    raw_vars = {
+        INTENSITY: variable(INTENSITY, intensity),
+        POSITION_Y: variable(POSITION_Y, pos_y),
+        POSITION_X: variable(POSITION_X, pos_x),
+    }
+    if config.detector_mask:
+        raw_vars[DETECTOR_MASK] = variable(DETECTOR_MASK, valid_pixels)
+    if config.monitor:
+        raw_vars[MONITOR] = variable(MONITOR, config.photons * flux)
+    if realism or config.monitor:
+        truth[TRUE_POSITION_Y] = variable(TRUE_POSITION_Y, true_y)
+        truth[TRUE_POSITION_X] = variable(TRUE_POSITION_X, true_x)
+        truth[TRUE_FLUX] = variable(TRUE_FLUX, flux)
+    if config.probe_modes:
+        truth[TRUE_PROBE_MODES] = variable(TRUE_PROBE_MODES, mode_stack)
+        truth.attrs[ATTR_PROBE_MODE_POWER] = np.sum(np.abs(mode_stack[:, -1]) ** 2, axis=(-2, -1)) / config.photons
+    raw = xr.Dataset(raw_vars, coords={ENERGY: schema.energy_coord(energy)}, attrs=common_attrs)
     truth.attrs.update(common_attrs)
+    if variants:  # the original simulator's attrs stay as they were
+        truth.attrs[ATTR_VARIANTS] = json.dumps(variants)
     return provenance.record(raw, "simulate", params), provenance.record(truth, "simulate_truth", params)
 
 

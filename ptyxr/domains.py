@@ -66,6 +66,8 @@ from ptyxr.schema import (
     FRACTION,
     FRACTION_HIGH,
     FRACTION_LOW,
+    GAP,
+    GAP_STDERR,
     GROUP,
     INERTIA,
     LABELLED_FRACTION,
@@ -74,6 +76,7 @@ from ptyxr.schema import (
     N_CLUSTERS,
     OUTLIER_FRACTION,
     PARTICLE,
+    SILHOUETTE,
     VANADIUM_DENSITY,
     SchemaError,
     X,
@@ -113,6 +116,10 @@ STANDARDISATIONS = {
     "robust": "robust per feature over all valid pixels: (f - median)/(IQR/1.349)",
     "none": "none",
 }
+GAP_RULE = (
+    "smallest k with Gap(k) >= Gap(k+1) - s_(k+1) (Tibshirani, Walther & Hastie 2001), uniform references "
+    "in the principal-axes box of the standardised features"
+)
 #: IQR of a normal distribution in units of its σ (2 × 0.6745).
 IQR_PER_SIGMA = 1.349
 #: σ of a normal distribution in units of its median absolute deviation (1/0.6745).
@@ -997,5 +1004,151 @@ def elbow(
             "n_valid_pixels": n_valid,
             "sample": int(subset.shape[0]),
             **record.attrs,
+        },
+    )
+
+
+def gap_statistic(
+    points: np.ndarray, ks: Sequence[int], seed: int = 0, n_references: int = 10
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Gap statistic (Tibshirani, Walther & Hastie 2001) of k-means on ``points`` (n, f).
+
+    Gap(k) = E*[log W_k] − log W_k, W_k the within-cluster sum of squares, E* the mean over
+    ``n_references`` uniform reference sets in the box of the data's principal axes (their
+    reference (b)). Returns ``(gap, s_k, log W_k)``, s_k = sd_k √(1 + 1/B).
+    """
+    rng = np.random.default_rng(seed)
+    centred = points - points.mean(axis=0)
+    _, _, vt = np.linalg.svd(centred, full_matrices=False)
+    rotated = centred @ vt.T
+    lo, hi = rotated.min(axis=0), rotated.max(axis=0)
+    log_w = np.array([np.log(max(kmeans(points, int(k), seed, n_init=3)[1], 1e-300)) for k in ks])
+    ref = np.empty((n_references, len(ks)))
+    for b in range(n_references):
+        uniform = rng.uniform(lo, hi, size=points.shape) @ vt  # back to the data's axes
+        ref[b] = [np.log(max(kmeans(uniform, int(k), seed, n_init=3)[1], 1e-300)) for k in ks]
+    gap = ref.mean(axis=0) - log_w
+    s_k = ref.std(axis=0) * np.sqrt(1 + 1 / n_references)
+    return gap, s_k, log_w
+
+
+def gap_choice(ks: Sequence[int], gap: np.ndarray, s_k: np.ndarray) -> int:
+    """Smallest k with Gap(k) ≥ Gap(k+1) − s_{k+1} (Tibshirani et al. 2001); the largest k if none."""
+    ks = list(ks)
+    for i in range(len(ks) - 1):
+        if gap[i] >= gap[i + 1] - s_k[i + 1]:
+            return int(ks[i])
+    return int(ks[-1])
+
+
+def choose_k(
+    ds: xr.Dataset,
+    k: Sequence[int] = range(1, 11),
+    features: Sequence[str] = DOMAIN_FEATURES,
+    seed: int = 0,
+    standardize: bool | str = DEFAULT_STANDARDIZE,
+    sample: int | None = 3000,
+    n_references: int = 10,
+    progress: bool = True,
+) -> xr.Dataset:
+    """Three criteria for the number of domains k: elbow, silhouette and gap statistic.
+
+    Parameters
+    ----------
+    ds : xarray.Dataset
+        Chemical-state maps, as for :func:`cluster`.
+    k : sequence of int
+        Numbers of clusters to try (include 1 so the gap statistic can say "no structure").
+    features, seed, standardize
+        As for :func:`cluster` (same standardisation and k-means settings, unweighted).
+    sample : int or None
+        Evaluate on a random subset of this many valid pixels (drawn with ``seed``): the
+        silhouette costs O(n²) and the gap statistic runs k-means on ``n_references``
+        reference sets per k. None: all pixels.
+    n_references : int
+        Uniform reference sets of the gap statistic (Tibshirani et al.: B = 10 suffices
+        for the choice; more lowers s_k).
+    progress : bool
+        Progress bar over k.
+
+    Returns
+    -------
+    xarray.Dataset
+        Over dim ``n_clusters``: ``inertia`` (SSE, scaled to all valid pixels as in
+        :func:`elbow`), ``silhouette`` (mean silhouette score; NaN for k = 1), ``gap`` and
+        ``gap_stderr``. Attrs ``suggested_k_elbow`` (:func:`knee`), ``suggested_k_silhouette``
+        (largest mean silhouette), ``suggested_k_gap`` (:func:`gap_choice`); each variable
+        carries its own ``suggested_k``.
+    """
+    from sklearn.metrics import silhouette_score
+
+    stage = "choose_k"
+    features = _check_features(ds, features, stage)
+    ks = sorted({int(v) for v in k})
+    if not ks or ks[0] < 1:
+        raise SchemaError(f"{stage} needs numbers of clusters >= 1 in k, got {list(k)!r}.")
+    method = _standardisation(standardize, stage)
+    points = _valid_points(ds, features, stage)
+    n_valid = points.shape[0]
+    if ks[-1] > n_valid:
+        raise SchemaError(f"{stage}: k up to {ks[-1]} requested but only {n_valid} valid pixels; ask for fewer.")
+    mean, std = standardise(points, method)
+    z = (points - mean) / std
+    if sample is not None:
+        if int(sample) != sample or sample < 2:
+            raise SchemaError(f"{stage}: sample must be a number of pixels >= 2, got {sample!r}.")
+        if sample < n_valid:
+            z = z[np.random.default_rng(seed).choice(n_valid, int(sample), replace=False)]
+    scale = n_valid / z.shape[0]
+    sse, sil = [], []
+    for n in progress_bar(ks, enabled=progress, desc=stage):
+        centres, inertia = kmeans(z, n, seed)
+        sse.append(scale * inertia)
+        labels = nearest_centre(z, centres)
+        ok = 1 < np.unique(labels).size < z.shape[0]
+        sil.append(float(silhouette_score(z, labels)) if ok else np.nan)
+    gap, s_k, _ = gap_statistic(z, ks, seed, n_references)
+    sil = np.asarray(sil)
+    suggested = {
+        "elbow": knee(np.asarray(ks), np.asarray(sse)),
+        "silhouette": int(ks[int(np.nanargmax(sil))]) if np.isfinite(sil).any() else int(ks[0]),
+        "gap": gap_choice(ks, gap, s_k),
+    }
+    coord = {N_CLUSTERS: _coord(N_CLUSTERS, ks)}
+    out = xr.Dataset(
+        {
+            INERTIA: xr.DataArray(
+                np.asarray(sse),
+                dims=N_CLUSTERS,
+                attrs=attrs_of(INERTIA, suggested_k=suggested["elbow"], rule=ELBOW_RULE),
+            ),
+            SILHOUETTE: xr.DataArray(
+                sil,
+                dims=N_CLUSTERS,
+                attrs=attrs_of(
+                    SILHOUETTE,
+                    suggested_k=suggested["silhouette"],
+                    rule="largest mean silhouette (Rousseeuw 1987), k >= 2",
+                ),
+            ),
+            GAP: xr.DataArray(gap, dims=N_CLUSTERS, attrs=attrs_of(GAP, suggested_k=suggested["gap"], rule=GAP_RULE)),
+            GAP_STDERR: xr.DataArray(s_k, dims=N_CLUSTERS, attrs=attrs_of(GAP_STDERR)),
+        },
+        coords=coord,
+        attrs={f"suggested_k_{name}": value for name, value in suggested.items()},
+    )
+    return provenance.record(
+        out,
+        stage,
+        {
+            "k": ks,
+            "features": list(features),
+            "seed": seed,
+            "standardize": method,
+            "n_valid_pixels": n_valid,
+            "sample": int(z.shape[0]),
+            "n_references": n_references,
+            "gap_rule": GAP_RULE,
+            **{f"suggested_k_{name}": value for name, value in suggested.items()},
         },
     )

@@ -811,6 +811,7 @@ def cluster(
             if inlier.sum() < n_clusters:
                 break
             w_in = None if fit_weight is None else fit_weight[inlier]
+            w_in = w_in if w_in is not None and (w_in > 0).any() else None
             centres, inertia = kmeans(z[inlier], int(n_clusters), seed, sample_weight=w_in)
         lab = nearest_centre(z, centres)
         spread, separation = cluster_spread(z[inlier], lab[inlier], centres), centre_separation(centres)

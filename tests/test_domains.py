@@ -571,3 +571,21 @@ def test_outlier_rule_keeps_mixed_pixels():
     assert not flagged[1500:1620].any()
     assert flagged[1620:].all()
     assert flagged[:1500].mean() < 0.005
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "match"),
+    [
+        ({"standardize": "median"}, "standardize"),
+        ({"outlier_threshold": -1.0}, "outlier_threshold"),
+        ({"outlier_threshold": float("nan")}, "outlier_threshold"),
+        ({"bootstrap": -5}, "bootstrap"),
+        ({"bootstrap": 2.5}, "bootstrap"),
+        ({"confidence": 1.5}, "confidence"),
+    ],
+)
+def test_cluster_rejects_bad_robustness_options(kwargs, match):
+    with pytest.raises(ptyxr.SchemaError, match=match):
+        cluster(_tiny(10), n_clusters=2, **kwargs)
+    with pytest.raises(ptyxr.SchemaError, match="k"):
+        ptyxr.domains.choose_k(_tiny(10), k=[0, 1], progress=False)

@@ -29,11 +29,12 @@ Documented choices
   on a log scale. On a linear scale the rule undercounts whenever the last merged pair
   of clusters is close (its SSE drop is small next to SSE(1)); the log scale weighs each
   k's relative drop, which is what an elbow means.
-* **N_V-weighted objective** (``weighted_fit=True``, default). k-means minimises
-  Σ N_V ‖z − c‖², the same weighting as the fractions: thin low-N_V rim pixels, whose
-  fits are the noisiest, cannot pull a centre or take a cluster of their own (with an
-  artefact rim of 23 % of the pixels holding ~1 % of N_V, the unweighted fit at k = 3
-  merged two bulk types, ARI 0.53–0.70; weighted 0.99–1.0).
+* **N_V-weighted objective** (``weighted_fit=True``, opt-in). k-means then minimises
+  Σ N_V ‖z − c‖², the fractions' weighting: thin low-N_V rim pixels cannot pull a centre
+  or take a cluster of their own (artefact rim of 23 % of the pixels holding ~1 % of N_V:
+  unweighted ARI 0.53–0.70 at k = 3, weighted 0.99–1.0). Not the default: a genuine thin
+  surface domain (the paper's edge clusters) is low-N_V too and loses its cluster
+  (simulated chain, k = true + 1: fraction error 0.035 → 0.06).
 * **Robust scaling is optional, not default.** ``standardize="robust"`` (median,
   IQR/1.349) resists far-off pixels but on multimodal features the dominant domain's IQR
   rules the scale; on simulated chain output it lowered ARI (single-domain) from 0.97 to
@@ -121,7 +122,7 @@ UNSPECIFIED_CONDITION = "unspecified"
 SINGLE_THREAD_POINTS = 50_000
 #: Defaults of :func:`cluster` (chosen by measurement: docs/design-notes/domains-robust.md).
 DEFAULT_STANDARDIZE = "zscore"
-DEFAULT_WEIGHTED_FIT = True
+DEFAULT_WEIGHTED_FIT = False
 DEFAULT_OUTLIER_THRESHOLD: float | None = None
 DEFAULT_BOOTSTRAP = 200
 #: Relative tolerance on matching pixel sizes in :func:`combine_particles`.
@@ -737,10 +738,13 @@ def cluster(
         features the IQR of the dominant domain rules: ARI 0.97 → 0.74 on simulated chain
         output, docs/design-notes/domains-robust.md); False / ``"none"`` raw units.
     weighted_fit : bool
-        Weigh each pixel's term of the k-means objective by ``weights`` (default True): thin,
-        low-N_V rim pixels, whose features are the noisiest, then cannot pull a centre (or a
-        cluster of their own) any more than their N_V share of the fractions. Ignored when
-        ``weights`` is None. Computes the weights (dask input), as the fit computes the features.
+        Weigh each pixel's term of the k-means objective by ``weights`` (N_V). Default False.
+        True keeps thin, low-N_V rim pixels whose features are artefacts from pulling a
+        centre or taking a cluster of their own (ARI 0.53–0.70 → 0.99 on such maps), but it
+        equally hides genuine thin surface domains: on simulated chain output with one
+        cluster more than the true types it raised the fraction error from 0.035 to 0.06
+        (docs/design-notes/domains-robust.md). Ignored when ``weights`` is None. Computes
+        the weights (dask input), as the fit computes the features.
     outlier_threshold : float or None
         Default None: every valid pixel labelled. A number, e.g. 5, leaves unlabelled
         (``domain`` −1, ``domain_outlier`` True) valid pixels farther than this many robust σ

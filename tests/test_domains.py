@@ -464,12 +464,12 @@ def test_weighted_fit_keeps_low_nv_rim_from_taking_a_cluster(seed):
     ARI 0.9 and fraction error 0.05."""
     ds, truth, rim, _ = rim_maps(seed)
     bulk = (truth >= 0) & ~rim
-    new = cluster(ds, n_clusters=3, bootstrap=0)  # the default: weighted
+    new = cluster(ds, n_clusters=3, bootstrap=0, weighted_fit=True)
     assert provenance.parameters(new, "cluster")["weighted_fit"] is True
     assert adjusted_rand_score(truth[bulk], new[s.DOMAIN].values[bulk]) >= 0.9
     assert _nv_fraction_error(ds, truth, new[s.FRACTION]) < 0.05
-    old = cluster(ds, n_clusters=3, bootstrap=0, weighted_fit=False)
-    assert adjusted_rand_score(truth[bulk], old[s.DOMAIN].values[bulk]) < 0.8  # the failure the default avoids
+    old = cluster(ds, n_clusters=3, bootstrap=0)  # the default, unweighted (see cluster's docstring)
+    assert adjusted_rand_score(truth[bulk], old[s.DOMAIN].values[bulk]) < 0.8  # the failure weighting avoids
 
 
 def test_outliers_left_unlabelled_and_reported():
@@ -477,7 +477,7 @@ def test_outliers_left_unlabelled_and_reported():
     not: a clean pixel needs > 5 robust σ in 3 features (χ²₃ tail 1e-5) AND more than the
     centre spacing, so ≤ 0.5 % of them allows for the rim; the reported shares match the maps."""
     ds, truth, rim, bad = rim_maps(0, outlier_share=0.01)
-    out = cluster(ds, n_clusters=3, outlier_threshold=5.0, bootstrap=0)
+    out = cluster(ds, n_clusters=3, outlier_threshold=5.0, weighted_fit=True, bootstrap=0)
     flagged = out[s.DOMAIN_OUTLIER].values
     clean = (truth >= 0) & ~rim & ~bad
     assert bad.sum() > 30

@@ -46,6 +46,7 @@ class PtyxrAccessor:
     chemical_state = _Stage("ptyxr.chemistry", "chemical_state")
     cluster = _Stage("ptyxr.domains", "cluster")
     elbow = _Stage("ptyxr.domains", "elbow")
+    choose_k = _Stage("ptyxr.domains", "choose_k")
     resolution = _Stage("ptyxr.resolution", "resolution")
     to_netcdf = _Stage("ptyxr.io.netcdf", "to_netcdf")
     validate = _Stage("ptyxr.schema", "validate_raw")

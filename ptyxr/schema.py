@@ -108,6 +108,14 @@ CLUSTER_SPECTRUM = "cluster_spectrum"
 DOMAIN_FEATURES = (EDGE_ENERGY, ELECTRONS_PER_VANADIUM, PRE_EDGE_RATIO)
 MISSING_DOMAIN = -1
 INERTIA = "inertia"  # within-cluster sum of squared errors vs k (domains.elbow)
+FRACTION_LOW = "fraction_low"  # bootstrap confidence bounds of FRACTION (domains.cluster)
+FRACTION_HIGH = "fraction_high"
+DOMAIN_OUTLIER = "domain_outlier"  # valid features, but far from every cluster centre: unlabelled
+LABELLED_FRACTION = "labelled_fraction"  # share of a particle's pixels that got a domain label
+OUTLIER_FRACTION = "outlier_fraction"  # share of a particle's pixels left unlabelled as outliers
+SILHOUETTE = "silhouette"  # mean silhouette score vs k (domains.choose_k)
+GAP = "gap"  # gap statistic vs k (Tibshirani et al. 2001; domains.choose_k)
+GAP_STDERR = "gap_stderr"
 
 # ------------------------------------------- simulation ground truth (ptyxr.simulate)
 DOMAIN_TYPE = "domain_type"  # dim: the simulator's chemical domain types (coord: their names)
@@ -311,6 +319,20 @@ SPECS: dict[str, VariableSpec] = _specs(
         "within-cluster sum of squared errors of the standardised features",
         "float64",
     ),
+    VariableSpec(FRACTION_LOW, (GROUP, CLUSTER), DIMENSIONLESS, "lower bootstrap bound of fraction", "float64"),
+    VariableSpec(FRACTION_HIGH, (GROUP, CLUSTER), DIMENSIONLESS, "upper bootstrap bound of fraction", "float64"),
+    VariableSpec(
+        DOMAIN_OUTLIER, (PARTICLE, Y, X), DIMENSIONLESS, "valid features far from every cluster centre", "bool"
+    ),
+    VariableSpec(
+        LABELLED_FRACTION, (PARTICLE,), DIMENSIONLESS, "share of particle pixels with a domain label", "float64"
+    ),
+    VariableSpec(
+        OUTLIER_FRACTION, (PARTICLE,), DIMENSIONLESS, "share of particle pixels unlabelled as outliers", "float64"
+    ),
+    VariableSpec(SILHOUETTE, (N_CLUSTERS,), DIMENSIONLESS, "mean silhouette score", "float64"),
+    VariableSpec(GAP, (N_CLUSTERS,), DIMENSIONLESS, "gap statistic of log within-cluster dispersion", "float64"),
+    VariableSpec(GAP_STDERR, (N_CLUSTERS,), DIMENSIONLESS, "standard error of the gap statistic", "float64"),
 )
 
 # Simulation ground truth (ptyxr.simulate): per-type eq. (1) parameters of f'' of V.

@@ -324,3 +324,22 @@ def test_figure1_on_simulated_spectra():
     # without a fit the region sits at the material centroid: its spectrum shows an edge jump
     (line,) = _axes(fig, "absorption_spectra").get_lines()
     assert line.get_ydata()[-1] - line.get_ydata()[0] > 0
+
+
+def test_figure3_fraction_error_bars_span_the_bootstrap_interval():
+    domains = pytest.importorskip("ptyxr.domains")
+    parts = [p.drop_vars("true_type") for p in fc.particle_datasets()]
+    clustered = domains.combine_particles(parts).ptyxr.cluster(n_clusters=3)
+    ax = _axes(paper.figure3(clustered), "fraction")
+    bars = {p.get_gid(): p for p in ax.patches}
+    errors = {c.get_gid(): c for c in ax.collections if c.get_gid()}
+    low, high = clustered[s.FRACTION_LOW].values, clustered[s.FRACTION_HIGH].values
+    for g, group in enumerate(clustered[s.GROUP].values):
+        for k in range(3):
+            (start, end), *_ = errors[f"{s.FRACTION_LOW}:{group}:{k}"].get_segments()
+            bar = bars[f"{s.FRACTION}:{group}:{k}"]
+            # the interval drawn through the segment's middle: its length is high − low, its
+            # lower end sits (fraction − low) below the middle
+            assert end[1] - start[1] == pytest.approx(high[g, k] - low[g, k], abs=1e-9)
+            middle = bar.get_y() + bar.get_height() / 2
+            assert start[1] == pytest.approx(middle - (clustered[s.FRACTION].values[g, k] - low[g, k]), abs=1e-9)

@@ -505,7 +505,9 @@ def figure3(ds: xr.Dataset, features: Sequence[str] = s.DOMAIN_FEATURES) -> Figu
 
     Row 1: ``domain`` map per particle, label k drawn in :func:`cluster_color` (k), −1
     white. Row 2: probability density (Gaussian KDE) of each feature per cluster, same
-    colours. Row 3: stacked bars of ``fraction`` (group, cluster), one bar per condition.
+    colours. Row 3: stacked bars of ``fraction`` (group, cluster), one bar per condition,
+    with the bootstrap interval (``fraction_low``–``fraction_high``) of each cluster's
+    fraction as an error bar through the middle of its segment, when present.
 
     Parameters
     ----------
@@ -518,7 +520,8 @@ def figure3(ds: xr.Dataset, features: Sequence[str] = s.DOMAIN_FEATURES) -> Figu
     -------
     matplotlib.figure.Figure
         Axes gids: ``domain:<particle>``, ``density:<feature>``, ``fraction``; density
-        lines gid ``density:<feature>:<label>``; bars gid ``fraction:<group>:<label>``.
+        lines gid ``density:<feature>:<label>``; bars gid ``fraction:<group>:<label>``;
+        error bars gid ``fraction_low:<group>:<label>``.
     """
     _require(ds, (s.DOMAIN, *features), "figure3", "Run ds.ptyxr.cluster() first.")
     parts = particles(ds)
@@ -565,12 +568,36 @@ def figure3(ds: xr.Dataset, features: Sequence[str] = s.DOMAIN_FEATURES) -> Figu
         )
         clusters = fraction[s.CLUSTER].values if s.CLUSTER in fraction.coords else np.arange(fraction.sizes[s.CLUSTER])
         bottom = np.zeros(len(groups))
+        bounds = None
+        if s.FRACTION_LOW in ds and s.FRACTION_HIGH in ds:
+            bounds = [
+                np.asarray(ds[n].transpose(s.GROUP, s.CLUSTER).values, float) for n in (s.FRACTION_LOW, s.FRACTION_HIGH)
+            ]
+        x = np.arange(len(groups))
         for c, k in enumerate(clusters):
             heights = np.nan_to_num(np.asarray(fraction.values[:, c], dtype=float))
-            bars = ax.bar(groups, heights, bottom=bottom, color=cluster_color(int(k)), label=str(k), width=0.6)
+            bars = ax.bar(x, heights, bottom=bottom, color=cluster_color(int(k)), label=str(k), width=0.6)
             for g, bar in zip(groups, bars, strict=True):
                 bar.set_gid(f"{s.FRACTION}:{g}:{int(k)}")
+            if bounds is not None:
+                # the bootstrap interval of this cluster's fraction, drawn through its segment's middle
+                # (shifted a little per cluster so that neighbouring intervals do not overlap)
+                low, high = np.nan_to_num(bounds[0][:, c]), np.nan_to_num(bounds[1][:, c])
+                middle = bottom + heights / 2
+                offset = 0.2 * (c / max(len(clusters) - 1, 1) - 0.5)
+                for i, g in enumerate(groups):
+                    line = ax.errorbar(
+                        x[i] + offset,
+                        middle[i],
+                        yerr=[[max(heights[i] - low[i], 0.0)], [max(high[i] - heights[i], 0.0)]],
+                        fmt="none",
+                        ecolor="black",
+                        elinewidth=0.8,
+                        capsize=2,
+                    )
+                    line.lines[2][0].set_gid(f"{s.FRACTION_LOW}:{g}:{int(k)}")
             bottom += heights
+        ax.set_xticks(x, groups)
         ax.set_ylabel(wrapped_label(ds[s.FRACTION]), fontsize=8)
         ax.set_ylim(0, max(1.0, float(bottom.max()) if bottom.size else 1.0))
         ax.legend(title="cluster", fontsize=7, title_fontsize=7, loc="upper left", bbox_to_anchor=(1.0, 1.0))

@@ -58,7 +58,8 @@ def dead_pixel_mask(
     weight = ndimage.gaussian_filter(live.astype(np.float64), sigma, mode="constant")
     # geometric mean of the live neighbours: on the steep flanks of a pattern the bright side
     # would dominate an arithmetic mean and flag true zeros on the dark side
-    log_level = ndimage.gaussian_filter(np.where(live, np.log(np.where(live, totals, 1.0)), 0.0), sigma, mode="constant")
+    log_totals = np.log(np.where(live, totals, 1.0))  # 0 where not live
+    log_level = ndimage.gaussian_filter(log_totals, sigma, mode="constant")
     with np.errstate(invalid="ignore", divide="ignore"):
         expected = np.where(weight > 1e-6, np.exp(log_level / np.maximum(weight, 1e-300)), 0.0)
     return known & (totals == 0) & (expected >= min_expected)

@@ -271,7 +271,8 @@ def test_recentre_keeps_intensities_and_centres_probe():
 def test_kkr_schedule_ends_on_projection():
     assert kkr_schedule(800, 500, 50) == list(range(500, 801, 50))
     assert kkr_schedule(820, 500, 50)[-1] == 820
-    assert kkr_schedule(100, 500, 50) == []
+    # an explicit start beyond the run still ends on one projection (issue 11: never silently none)
+    assert kkr_schedule(100, 500, 50) == [100]
 
 
 @pytest.fixture(scope="module")

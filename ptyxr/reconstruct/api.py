@@ -507,7 +507,7 @@ def _registered_kkr(
     for e in range(obj.shape[0]):
         back = correction[e]
         if moved[e]:
-            back = _epie.fourier_shift(back, (-shifts[e, 0], -shifts[e, 1])).real
+            back = _epie.fourier_shift(back.astype(np.complex128), (-shifts[e, 0], -shifts[e, 1])).real
         out[e] *= np.exp(1j * np.where(region & field[e], back, 0.0)).astype(np.complex64)
     return np.ascontiguousarray(out, dtype=np.complex64)
 

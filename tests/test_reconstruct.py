@@ -275,6 +275,38 @@ def test_kkr_schedule_ends_on_projection():
     assert kkr_schedule(100, 500, 50) == [100]
 
 
+def test_kkr_schedule_follows_iteration_count():
+    """Issue 11: the default KKR schedule scales with ``iterations`` and always ends on a projection."""
+    assert kkr_schedule(800) == list(range(500, 801, 50))  # the paper's 500, 550, …, 800
+    for n in (1, 2, 3, 7, 16, 99, 100, 200, 801):
+        sched = kkr_schedule(n)
+        assert sched[-1] == n and sched[0] >= 1 and np.all(np.diff(sched) > 0), (n, sched)
+        assert sched[0] >= round(5 / 8 * n) or sched == [n]  # ePIE first, as in the paper
+
+
+def test_kkr_applied_and_recorded_for_any_iteration_count(three_energy_scan, monkeypatch):
+    """``reconstruct(iterations=N, kkr=True)`` ends on KKR for small N; provenance lists each one."""
+    import ptyxr.reconstruct.kkr as kkr_module
+
+    calls = []
+    real = kkr_module.kkr_project
+
+    def spy(obj, *args, **kwargs):
+        calls.append(obj.shape)
+        return real(obj, *args, **kwargs)
+
+    monkeypatch.setattr(kkr_module, "kkr_project", spy)
+    out = reconstruct(three_energy_scan, iterations=3, kkr=True, progress=False)
+    params = ptyxr.provenance.parameters(out, "reconstruct")
+    assert params["kkr"] and params["kkr_iterations"] == kkr_schedule(3) and params["kkr_iterations"][-1] == 3
+    assert len(calls) == len(params["kkr_iterations"])
+    assert np.asarray(params["kkr_shifts"]).shape == (3, 2)
+    calls.clear()
+    with pytest.warns(UserWarning, match="kkr_start=10 > iterations=4"):
+        late = reconstruct(three_energy_scan, iterations=4, kkr=True, kkr_start=10, progress=False)
+    assert ptyxr.provenance.parameters(late, "reconstruct")["kkr_iterations"] == [4] and len(calls) == 1
+
+
 @pytest.fixture(scope="module")
 def small_result(three_energy_scan):
     return reconstruct(three_energy_scan, iterations=30, kkr=False, progress=False, seed=3)

@@ -24,7 +24,7 @@ import numpy as np
 import xarray as xr
 
 from ptyxr import physics, provenance, schema
-from ptyxr.optics import kb_probe, real_space_pixel_size
+from ptyxr.optics import real_space_pixel_size
 from ptyxr.progress import progress_bar
 from ptyxr.schema import (
     ABSORPTION,
@@ -38,6 +38,7 @@ from ptyxr.schema import (
     ATTR_PROBE_DEFOCUS,
     ATTR_PROBE_FWHM,
     BACKGROUND,
+    DETECTOR_MASK,
     DOMAIN,
     DOMAIN_TYPE,
     EDGE_ENERGY,
@@ -69,7 +70,7 @@ from ptyxr.schema import (
     Y,
     variable,
 )
-from ptyxr.simulate import forward, phantom, scattering
+from ptyxr.simulate import forward, phantom, probes, scattering
 from ptyxr.simulate.energies import paper_energy_grid, reduced_energy_grid
 from ptyxr.simulate.presets import (
     CONDITIONS,
@@ -79,6 +80,7 @@ from ptyxr.simulate.presets import (
     DomainType,
     Preset,
     resolve_preset,
+    variant_settings,
 )
 
 #: Attr names of the simulation's own constants (truth and raw).
@@ -96,6 +98,11 @@ ATTR_DENSITIES = "mass_densities_g_cm3"
 ATTR_PLACEMENT = "placement"
 ATTR_CLASSICAL_ELECTRON_RADIUS = "classical_electron_radius"
 ATTR_PARTICLE_SIZE = "particle_size"
+#: JSON of the variant fields that differ from the original simulator ("{}" = none).
+ATTR_VARIANTS = "simulation_variants"
+#: Uniform part of the membrane (thickness ``membrane_thickness``) per energy: μt [1], φ [rad].
+ATTR_MEMBRANE_ABSORPTION = "membrane_absorption"
+ATTR_MEMBRANE_PHASE = "membrane_phase"
 
 _ELEMENT_ORDER = ("Li", "V", "O")
 
@@ -120,6 +127,41 @@ def _seed_sequence(seed: int, particle: str) -> np.random.SeedSequence:
     return np.random.SeedSequence(entropy=int(seed), spawn_key=(zlib.crc32(particle.encode()),))
 
 
+def _vary_domains(config: Preset, domains: Sequence[DomainType]) -> list[DomainType]:
+    """Domain types with the preset's edge / white-line width factors applied."""
+    if config.edge_width_scale == 1.0 and config.white_line_width_scale == 1.0:
+        return list(domains)
+    return [
+        dataclasses.replace(
+            d,
+            edge_width=d.edge_width * config.edge_width_scale,
+            white_line_width=d.white_line_width * config.white_line_width_scale,
+        )
+        for d in domains
+    ]
+
+
+def _membrane_layer(config: Preset, energy: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
+    """(μt, φ) per energy of the membrane's uniform part, or None without a membrane."""
+    if config.membrane_thickness <= 0:
+        return None
+    mu, phase = scattering.membrane_optics(energy, config.membrane_formula, config.membrane_density, config.f2_table)
+    return mu * config.membrane_thickness, phase * config.membrane_thickness
+
+
+def _membrane_background(config: Preset, mu_t: float, phase: float):
+    """background(y, x) → (μt, φ) of the membrane at one energy for forward.object_patches."""
+    gradient = config.membrane_gradient
+
+    def layer(y: np.ndarray, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        if gradient == 0:
+            return np.full(np.broadcast(y, x).shape, mu_t), np.full(np.broadcast(y, x).shape, phase)
+        factor = 1.0 + gradient * (y + x) / (np.sqrt(2.0) * 1e-6)
+        return mu_t * factor, phase * factor
+
+    return layer
+
+
 def _simulate(
     config: Preset,
     domains: Sequence[DomainType],
@@ -132,6 +174,8 @@ def _simulate(
     progress: bool,
 ) -> tuple[xr.Dataset, xr.Dataset]:
     energy = energies_of(config)
+    domains = _vary_domains(config, domains)
+    shape = scattering.NearEdgeShape(config.edge_shape, config.white_line_shape, config.white_line_asymmetry)
     elements = _elements(domains)
     z_numbers = np.array([physics.atomic_number(el) for el in elements], dtype=float)
     shape_ss, scan_ss, drift_ss, noise_ss = _seed_sequence(seed, particle).spawn(4)
@@ -155,7 +199,7 @@ def _simulate(
     )
     origin = (float(ph.y[0]), float(ph.x[0]))
     f1, f2, offsets = scattering.type_factors(
-        energy, domains, elements, config.f2_table, config.f1_reference, config.delta_f2
+        energy, domains, elements, config.f2_table, config.f1_reference, config.delta_f2, shape
     )
 
     # ---- geometry: fixed detector, energy-dependent real-space pixel
@@ -166,7 +210,8 @@ def _simulate(
     cols = np.flatnonzero(ph.thickness.any(axis=0))
     extent_y = (ph.y[rows[0]], ph.y[rows[-1]])
     extent_x = (ph.x[cols[0]], ph.x[cols[-1]])
-    pos_y, pos_x = forward.raster_positions(
+    pos_y, pos_x = forward.scan_positions(
+        config.scan_pattern,
         extent_y,
         extent_x,
         config.scan_step,
@@ -174,20 +219,46 @@ def _simulate(
         config.jitter,
         energy.size,
         np.random.default_rng(scan_ss),
+        config.scan_grid,
     )
     drift = forward.random_drift(energy.size, config.drift * dx[-1], np.random.default_rng(drift_ss))
     noise_rng = np.random.default_rng(noise_ss)
+    membrane = _membrane_layer(config, energy)
+    valid_pixels = forward.defect_mask(n, config.dead_rows, config.dead_columns, config.module_gap)
 
     # ---- per-energy forward model
     intensity = np.empty((energy.size, pos_y.shape[1], n, n), dtype=np.float32)
-    probes = np.empty((energy.size, n, n), dtype=np.complex64)
+    probe_stack = np.empty((energy.size, n, n), dtype=np.complex64)
     for e in progress_bar(range(energy.size), enabled=progress, desc=f"simulate {particle}", unit="energy"):
         mu_t, phase = forward.optical_maps(ph.density, f1[:, :, e], f2[:, :, e], z_numbers, energy[e])
-        probes[e] = kb_probe(energy[e], n, dx[e], config.probe_fwhm, config.probe_defocus, config.photons)
-        patches = forward.object_patches(
-            mu_t, phase, origin, master_pixel, pos_y[e], pos_x[e], dx[e], n, tuple(drift[e]), config.placement
+        probe_stack[e] = probes.make_probe(
+            config.probe_shape,
+            energy[e],
+            n,
+            dx[e],
+            config.probe_fwhm,
+            config.probe_defocus,
+            config.photons,
+            config.probe_central_stop,
+            config.probe_aberration_rms,
         )
-        intensity[e] = forward.diffraction(probes[e].astype(np.complex128), patches, noise_rng)
+        background = None if membrane is None else _membrane_background(config, membrane[0][e], membrane[1][e])
+        patches = forward.object_patches(
+            mu_t,
+            phase,
+            origin,
+            master_pixel,
+            pos_y[e],
+            pos_x[e],
+            dx[e],
+            n,
+            tuple(drift[e]),
+            config.placement,
+            background,
+        )
+        intensity[e] = forward.diffraction(probe_stack[e].astype(np.complex128), patches, noise_rng)
+        # dead pixels and module gaps read 0 (after the noise draw: the other pixels keep theirs)
+        intensity[e][:, ~valid_pixels] = 0.0
 
     # ---- common grid: union of the native fields, pixel centres at multiples of dx(E_max)
     lo_hi = []
@@ -218,10 +289,14 @@ def _simulate(
         f2,
         offsets,
         z_numbers,
-        probes,
+        probe_stack,
         drift,
         pixel,
     )
+    variants = variant_settings(config)
+    if membrane is not None:
+        truth.attrs[ATTR_MEMBRANE_ABSORPTION] = membrane[0].astype(float)
+        truth.attrs[ATTR_MEMBRANE_PHASE] = membrane[1].astype(float)
     params = {
         "preset": config.name,
         "seed": seed,
@@ -242,16 +317,17 @@ def _simulate(
         ATTR_PLACEMENT: config.placement,
         ATTR_PARTICLE_SIZE: float(size),
     }
-    raw = xr.Dataset(
-        {
-            INTENSITY: variable(INTENSITY, intensity),
-            POSITION_Y: variable(POSITION_Y, pos_y),
-            POSITION_X: variable(POSITION_X, pos_x),
-        },
-        coords={ENERGY: schema.energy_coord(energy)},
-        attrs=common_attrs,
-    )
+    raw_vars = {
+        INTENSITY: variable(INTENSITY, intensity),
+        POSITION_Y: variable(POSITION_Y, pos_y),
+        POSITION_X: variable(POSITION_X, pos_x),
+    }
+    if config.detector_mask:
+        raw_vars[DETECTOR_MASK] = variable(DETECTOR_MASK, valid_pixels)
+    raw = xr.Dataset(raw_vars, coords={ENERGY: schema.energy_coord(energy)}, attrs=common_attrs)
     truth.attrs.update(common_attrs)
+    if variants:  # the original simulator's attrs stay as they were
+        truth.attrs[ATTR_VARIANTS] = json.dumps(variants)
     return provenance.record(raw, "simulate", params), provenance.record(truth, "simulate_truth", params)
 
 

@@ -15,6 +15,8 @@ the true one moved by +d(E), and the registration shift of DESIGN §1c is −d(E
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
+
 import numpy as np
 from scipy import ndimage
 
@@ -95,6 +97,124 @@ def raster_positions(
     )
 
 
+#: Scan patterns of :func:`scan_positions`.
+SCAN_PATTERNS = ("raster", "spiral", "hex")
+#: Golden angle [rad]: the Fermat spiral's angular increment.
+GOLDEN_ANGLE = np.pi * (3.0 - np.sqrt(5.0))
+
+
+def _pattern_nodes(
+    pattern: str,
+    extent_y: tuple[float, float],
+    extent_x: tuple[float, float],
+    step: float,
+    margin: float,
+    grid: tuple[int, int] | None,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Nominal (jitter-free) positions of a pattern, centred on the extent's centre [m]."""
+    centre = (0.5 * (extent_y[0] + extent_y[1]), 0.5 * (extent_x[0] + extent_x[1]))
+    if grid is not None:
+        # N×M raster: the count is given, the span follows from the step
+        ny, nx = (int(g) for g in grid)
+        if ny < 1 or nx < 1:
+            raise ValueError(f"scan_grid must hold two positive counts, got {grid!r}")
+        half = ((ny - 1) * step / 2.0, (nx - 1) * step / 2.0)
+    else:
+        half = (
+            (extent_y[1] - extent_y[0]) / 2.0 + margin,
+            (extent_x[1] - extent_x[0]) / 2.0 + margin,
+        )
+    if pattern == "spiral":
+        # Fermat spiral r_k = c√k, θ_k = k·golden angle: area per point πc², set to step²
+        # (the raster's density); points kept inside the scanned rectangle
+        c = step / np.sqrt(np.pi)
+        n_max = int(np.ceil(np.pi * (half[0] ** 2 + half[1] ** 2) / step**2)) + 1
+        k = np.arange(n_max)
+        r = c * np.sqrt(k)
+        y, x = r * np.sin(k * GOLDEN_ANGLE), r * np.cos(k * GOLDEN_ANGLE)
+        keep = (np.abs(y) <= half[0] + 1e-12) & (np.abs(x) <= half[1] + 1e-12)
+        return centre[0] + y[keep], centre[1] + x[keep]
+    if pattern == "hex":
+        # hexagonal lattice of nearest-neighbour distance ``step``: rows √3/2·step apart,
+        # every other row offset by step/2
+        row_step = step * np.sqrt(3.0) / 2.0
+        n_rows = int(np.floor(2 * half[0] / row_step + 1e-9)) + 1
+        ys, xs = [], []
+        for i in range(n_rows):
+            y = -half[0] + i * row_step + (2 * half[0] - (n_rows - 1) * row_step) / 2.0
+            offset = 0.5 * step * (i % 2)
+            n_cols = int(np.floor((2 * half[1] - offset) / step + 1e-9)) + 1
+            x = -half[1] + offset + np.arange(n_cols) * step
+            ys.append(np.full(n_cols, y))
+            xs.append(x)
+        return centre[0] + np.concatenate(ys), centre[1] + np.concatenate(xs)
+    if pattern == "raster":
+        axes = []
+        for c0, h in zip(centre, half, strict=True):
+            n = int(np.floor(2 * h / step + 1e-9)) + 1
+            axes.append(c0 + (np.arange(n) - (n - 1) / 2.0) * step)
+        gy, gx = np.meshgrid(*axes, indexing="ij")
+        return gy.ravel(), gx.ravel()
+    raise ValueError(f"scan_pattern must be one of {SCAN_PATTERNS}, got {pattern!r}")
+
+
+def scan_positions(
+    pattern: str,
+    extent_y: tuple[float, float],
+    extent_x: tuple[float, float],
+    step: float,
+    margin: float,
+    jitter: float,
+    n_energies: int,
+    rng: np.random.Generator,
+    grid: tuple[int, int] | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Scan positions of a pattern with per-energy random jitter (recorded, i.e. known).
+
+    Parameters
+    ----------
+    pattern : {"raster", "spiral", "hex"}
+        "raster": rectangular grid of pitch ``step`` (:func:`raster_positions` when
+        ``grid`` is None); "spiral": Fermat spiral with one point per step² of area;
+        "hex": hexagonal lattice with nearest-neighbour distance ``step``. Spiral and hex
+        fill the extent ± ``margin`` (or the span of ``grid``).
+    grid : (int, int), optional
+        Raster counts (n_y, n_x) centred on the extent (the span is (n − 1)·step).
+
+    Returns
+    -------
+    position_y, position_x : ndarray (n_energies, n_scan)
+        Recorded probe-centre positions [m].
+    """
+    if pattern == "raster" and grid is None:
+        return raster_positions(extent_y, extent_x, step, margin, jitter, n_energies, rng)
+    gy, gx = _pattern_nodes(pattern, extent_y, extent_x, step, margin, grid)
+    shape = (n_energies, gy.size)
+    return (
+        gy[None] + jitter * step * rng.standard_normal(shape),
+        gx[None] + jitter * step * rng.standard_normal(shape),
+    )
+
+
+def defect_mask(
+    n: int, dead_rows: Sequence[int] = (), dead_columns: Sequence[int] = (), module_gap: Sequence[int] | None = None
+) -> np.ndarray:
+    """Valid-pixel mask (n, n) bool of a detector with dead rows/columns and a module gap.
+
+    ``module_gap`` = (first column, width): a band of insensitive columns (the gap between
+    two detector modules), as on a tiled EIGER/PILATUS.
+    """
+    valid = np.ones((n, n), dtype=bool)
+    for r in dead_rows:
+        valid[int(r) % n, :] = False
+    for c in dead_columns:
+        valid[:, int(c) % n] = False
+    if module_gap:
+        first, width = (int(v) for v in module_gap)
+        valid[:, max(first, 0) : min(first + width, n)] = False
+    return valid
+
+
 def random_drift(n_energies: int, rms: float, rng: np.random.Generator) -> np.ndarray:
     """Sample drift d(E) (n_energies, 2) [same units as ``rms``]: a random walk, 0 at the last energy.
 
@@ -125,11 +245,14 @@ def object_patches(
     n: int,
     drift: tuple[float, float] = (0.0, 0.0),
     placement: str = "nearest",
+    background: Callable[[np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray]] | None = None,
 ) -> np.ndarray:
     """Object patches (n_scan, n, n) complex128 seen by the probe at each position.
 
     The probe-array pixel (n//2, n//2) sits at the position; patch pixel (i, j) lies at
     (i − n//2, j − n//2)·``pixel_size`` from it. ``drift`` [m] is the sample's displacement.
+    ``background(y, x)`` → (μt, φ) at sample coordinates [m] adds a layer that moves with
+    the sample (e.g. the membrane it sits on).
     """
     offsets = (np.arange(n) - n // 2) * pixel_size
     if placement == "nearest":
@@ -143,6 +266,9 @@ def object_patches(
             jy[:, None] * pixel_size - drift[0],
             jx[None, :] * pixel_size - drift[1],
         )
+        if background is not None:
+            extra = background(jy[:, None] * pixel_size - drift[0], jx[None, :] * pixel_size - drift[1])
+            maps = maps + np.stack(np.broadcast_arrays(*extra))
         native = np.exp(-maps[0] + 1j * maps[1])
         ry = iy - n // 2 - jy[0]
         rx = ix - n // 2 - jx[0]
@@ -153,6 +279,8 @@ def object_patches(
         py = position_y[:, None, None] + offsets[None, :, None] - drift[0]
         px = position_x[:, None, None] + offsets[None, None, :] - drift[1]
         maps = sample(np.stack([mu_t, phase]), origin, master_pixel, py, px)
+        if background is not None:
+            maps = maps + np.stack(np.broadcast_arrays(*background(py, px)))
         return np.exp(-maps[0] + 1j * maps[1])
     raise ValueError(f"placement must be 'nearest' or 'exact', got {placement!r}")
 

@@ -238,6 +238,46 @@ class Preset:
         ("kk": no offset); also the source of f′ of Li and O ("kk": Chantler).
     delta_f2 : float
         Height of the erf edge step of f″_V [electrons] (paper: 3.53).
+
+    Variants that break the engine's and the fit model's assumptions (issue 11 point 3;
+    the defaults reproduce the original simulator bit for bit):
+
+    probe_shape : {"kb", "gaussian", "fzp", "kb_aberrated"}
+        Optic (:mod:`ptyxr.simulate.probes`); the engine's probe guess is always a KB focus
+        of ``probe_fwhm``.
+    probe_central_stop : float
+        FZP central-stop diameter / zone-plate diameter.
+    probe_aberration_rms : float
+        rms wavefront error of ``"kb_aberrated"`` (astigmatism + coma) [waves].
+    edge_shape : {"erf", "arctan"}
+        Edge step of f″_V (:class:`~ptyxr.simulate.scattering.NearEdgeShape`); the truth's
+        ``edge_energy`` is the step's inflection point b2 for both.
+    white_line_shape : {"lorentzian", "split_lorentzian"}
+        White line of f″_V; ``white_line_asymmetry`` ∈ (−1, 1) splits its half width.
+    white_line_asymmetry : float
+        Split-Lorentzian asymmetry (half width c23·(1 ∓ a) below/above the peak).
+    edge_width_scale, white_line_width_scale : float
+        Factors on every domain type's edge width b3 and white-line half width c23.
+    membrane_thickness : float
+        Thickness of a film under the whole field, moving with the sample [m] (0: none).
+    membrane_formula, membrane_density : str, float
+        Its chemical formula and mass density [g/cm³]; optical constants from ``f2_table``.
+    membrane_gradient : float
+        Relative thickness change per µm along (y + x)/√2 from the coordinate origin
+        (a slowly varying film); 0 = uniform.
+    dead_rows, dead_columns : tuple of int
+        Detector rows/columns that read 0.
+    module_gap : (int, int) or None
+        (first column, width) of an insensitive band between detector modules (reads 0).
+    detector_mask : bool
+        Give the raw Dataset a ``detector_mask`` marking the defects; False = the realistic
+        user mistake (zeros, no mask).
+    scan_pattern : {"raster", "spiral", "hex"}
+        Scan geometry (:func:`~ptyxr.simulate.forward.scan_positions`): spiral = Fermat
+        spiral with one point per ``scan_step``² of area, hex = hexagonal lattice of
+        nearest-neighbour distance ``scan_step``.
+    scan_grid : (int, int) or None
+        Raster counts (n_y, n_x) centred on the particle, instead of extent + margin.
     """
 
     name: str
@@ -262,6 +302,47 @@ class Preset:
     f2_table: str = "chantler"
     f1_reference: str = "paper"
     delta_f2: float = PAPER_DELTA_F2_V
+    probe_shape: str = "kb"
+    probe_central_stop: float = 0.5
+    probe_aberration_rms: float = 0.25
+    edge_shape: str = "erf"
+    white_line_shape: str = "lorentzian"
+    white_line_asymmetry: float = 0.0
+    edge_width_scale: float = 1.0
+    white_line_width_scale: float = 1.0
+    membrane_thickness: float = 0.0
+    membrane_formula: str = "Si3N4"
+    membrane_density: float = 3.44
+    membrane_gradient: float = 0.0
+    dead_rows: tuple[int, ...] = ()
+    dead_columns: tuple[int, ...] = ()
+    module_gap: tuple[int, int] | None = None
+    detector_mask: bool = False
+    scan_pattern: str = "raster"
+    scan_grid: tuple[int, int] | None = None
+
+
+#: Fields that make a simulator variant, with their defaults (today's physics).
+VARIANT_FIELDS: tuple[str, ...] = (
+    "probe_shape",
+    "probe_central_stop",
+    "probe_aberration_rms",
+    "edge_shape",
+    "white_line_shape",
+    "white_line_asymmetry",
+    "edge_width_scale",
+    "white_line_width_scale",
+    "membrane_thickness",
+    "membrane_formula",
+    "membrane_density",
+    "membrane_gradient",
+    "dead_rows",
+    "dead_columns",
+    "module_gap",
+    "detector_mask",
+    "scan_pattern",
+    "scan_grid",
+)
 
 
 PRESETS: dict[str, Preset] = {
@@ -314,6 +395,57 @@ PRESETS: dict[str, Preset] = {
         drift=3.0,
         size_spread=0.65,
     ),
+    # issue 11's trial on data ptyxr's engine and fit model do not assume: FZP probe with a
+    # central stop, a 500 nm Si3N4 membrane, a dead detector row read as 0 with no mask,
+    # 16 energies, 9×9 jittered raster with per-energy drift, arctan edge + asymmetric white
+    # line with other widths; tiny's geometry so the DEFAULT chain (800 iterations) stays short
+    "foreign": Preset(
+        "foreign",
+        n_energies=16,
+        frame_size=32,
+        pixel_size=25e-9,
+        probe_fwhm=120e-9,
+        scan_step=80e-9,
+        scan_margin=40e-9,
+        photons=1e7,
+        particle_size=400e-9,
+        domain_size=130e-9,
+        shell_thickness=25e-9,
+        drift=1.0,
+        size_spread=0.9,
+        probe_shape="fzp",
+        probe_central_stop=0.5,
+        edge_shape="arctan",
+        white_line_shape="split_lorentzian",
+        white_line_asymmetry=0.4,
+        edge_width_scale=1.4,
+        white_line_width_scale=0.75,
+        membrane_thickness=500e-9,
+        membrane_gradient=0.05,
+        dead_rows=(9,),
+        scan_grid=(9, 9),
+    ),
+}
+
+#: Single-variant overrides on top of a base preset (a test can loop over them):
+#: ``demo_dataset(base, **VARIANTS[name])``. Each changes ONE assumption of the engine or
+#: the fit model; "foreign" combines several.
+VARIANTS: dict[str, dict[str, Any]] = {
+    "gaussian_probe": {"probe_shape": "gaussian"},
+    "fzp_probe": {"probe_shape": "fzp", "probe_central_stop": 0.5},
+    "aberrated_kb_probe": {"probe_shape": "kb_aberrated", "probe_aberration_rms": 0.25},
+    "arctan_edge": {"edge_shape": "arctan", "edge_width_scale": 1.4},
+    "asymmetric_white_line": {
+        "white_line_shape": "split_lorentzian",
+        "white_line_asymmetry": 0.4,
+        "white_line_width_scale": 0.75,
+    },
+    "membrane": {"membrane_thickness": 500e-9, "membrane_gradient": 0.05},
+    "dead_row_unmasked": {"dead_rows": (9,), "module_gap": (22, 2), "detector_mask": False},
+    "dead_row_masked": {"dead_rows": (9,), "module_gap": (22, 2), "detector_mask": True},
+    "spiral_scan": {"scan_pattern": "spiral"},
+    "hex_scan": {"scan_pattern": "hex"},
+    "raster_9x9": {"scan_grid": (9, 9)},
 }
 
 
@@ -336,6 +468,9 @@ def resolve_preset(preset: str | Preset = "small", **overrides: Any) -> Preset:
         raise ValueError(f"unknown preset field(s) {unknown}; valid: {sorted(names)}")
     if "energies" in overrides and overrides["energies"] is not None:
         overrides["energies"] = tuple(float(e) for e in overrides["energies"])
+    for key in ("dead_rows", "dead_columns", "module_gap", "scan_grid"):
+        if key in overrides and overrides[key] is not None:
+            overrides[key] = tuple(int(v) for v in overrides[key])
     out = dataclasses.replace(preset, **overrides)
     if out.placement not in ("nearest", "exact"):
         raise ValueError(f"placement must be 'nearest' or 'exact', got {out.placement!r}")
@@ -343,4 +478,33 @@ def resolve_preset(preset: str | Preset = "small", **overrides: Any) -> Preset:
         raise ValueError(f"f1_reference must be 'paper', 'henke', 'chantler' or 'kk', got {out.f1_reference!r}")
     if out.f2_table not in ("henke", "chantler"):
         raise ValueError(f"f2_table must be 'henke' or 'chantler', got {out.f2_table!r}")
+    _check_variants(out)
     return out
+
+
+def _check_variants(config: Preset) -> None:
+    from ptyxr.simulate.forward import SCAN_PATTERNS
+    from ptyxr.simulate.probes import PROBE_SHAPES
+    from ptyxr.simulate.scattering import NearEdgeShape
+
+    if config.probe_shape not in PROBE_SHAPES:
+        raise ValueError(f"probe_shape must be one of {PROBE_SHAPES}, got {config.probe_shape!r}")
+    if not 0.0 <= config.probe_central_stop < 1.0:
+        raise ValueError(f"probe_central_stop must lie in [0, 1), got {config.probe_central_stop!r}")
+    if config.scan_pattern not in SCAN_PATTERNS:
+        raise ValueError(f"scan_pattern must be one of {SCAN_PATTERNS}, got {config.scan_pattern!r}")
+    if config.scan_grid is not None and (len(config.scan_grid) != 2 or min(config.scan_grid) < 1):
+        raise ValueError(f"scan_grid must be two positive counts (n_y, n_x), got {config.scan_grid!r}")
+    if config.module_gap is not None and (len(config.module_gap) != 2 or config.module_gap[1] < 0):
+        raise ValueError(f"module_gap must be (first column, width >= 0), got {config.module_gap!r}")
+    if config.membrane_thickness < 0:
+        raise ValueError(f"membrane_thickness must be >= 0 m, got {config.membrane_thickness!r}")
+    if config.edge_width_scale <= 0 or config.white_line_width_scale <= 0:
+        raise ValueError("edge_width_scale and white_line_width_scale must be > 0")
+    NearEdgeShape(config.edge_shape, config.white_line_shape, config.white_line_asymmetry)  # validates
+
+
+def variant_settings(config: Preset) -> dict[str, Any]:
+    """The variant fields of ``config`` that differ from today's physics (empty = original simulator)."""
+    defaults = {f.name: f.default for f in dataclasses.fields(Preset) if f.name in VARIANT_FIELDS}
+    return {k: getattr(config, k) for k in VARIANT_FIELDS if getattr(config, k) != defaults[k]}

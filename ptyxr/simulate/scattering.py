@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import numpy as np
 from scipy.special import erf
@@ -75,23 +76,97 @@ def _post_edge_decay(energy: np.ndarray, table: str) -> np.ndarray:
     return g
 
 
+#: Edge-step shapes of the near-edge model.
+EDGE_SHAPES = ("erf", "arctan")
+#: White-line shapes of the near-edge model.
+WHITE_LINE_SHAPES = ("lorentzian", "split_lorentzian")
+
+
+@dataclass(frozen=True)
+class NearEdgeShape:
+    """Shape of f″_V's near-edge model; the default is paper eq. (1) (erf step, Lorentzian line).
+
+    Attributes
+    ----------
+    edge : {"erf", "arctan"}
+        Edge step: ``½[1 + erf((E − b2)/b3)]`` or ``½ + arctan((E − b2)/b3)/π``. Both are
+        odd about b2, so b2 is the step's half height AND its inflection point (the truth's
+        ``edge_energy``). The arctan step has Lorentzian-like tails (at b2 − 10·b3 it is
+        still 3 % of the jump, where the erf's is 1e-45): not eq. (1)'s shape.
+    white_line : {"lorentzian", "split_lorentzian"}
+        White line: eq. (1)'s Lorentzian, or a split Lorentzian of peak ``c21`` at ``c22``
+        with half width ``c23·(1 − asymmetry)`` below and ``c23·(1 + asymmetry)`` above the
+        peak (an asymmetric line with a long high-energy tail).
+    asymmetry : float
+        Asymmetry of the split Lorentzian, in (−1, 1).
+    """
+
+    edge: str = "erf"
+    white_line: str = "lorentzian"
+    asymmetry: float = 0.0
+
+    def __post_init__(self) -> None:
+        if self.edge not in EDGE_SHAPES:
+            raise ValueError(f"edge_shape must be one of {EDGE_SHAPES}, got {self.edge!r}")
+        if self.white_line not in WHITE_LINE_SHAPES:
+            raise ValueError(f"white_line_shape must be one of {WHITE_LINE_SHAPES}, got {self.white_line!r}")
+        if not -1.0 < self.asymmetry < 1.0:
+            raise ValueError(f"white_line_asymmetry must lie in (-1, 1), got {self.asymmetry!r}")
+
+
+#: Paper eq. (1)'s shape (the simulator's default).
+EQ1_SHAPE = NearEdgeShape()
+
+
+def edge_step(energy: np.ndarray, centre: float, width: float, shape: str = "erf") -> np.ndarray:
+    """Unit edge step at ``centre`` [eV] of width ``width`` [eV] (:class:`NearEdgeShape`)."""
+    if shape == "erf":
+        return 0.5 * (1.0 + erf((energy - centre) / width))
+    if shape == "arctan":
+        return 0.5 + np.arctan((energy - centre) / width) / np.pi
+    raise ValueError(f"edge_shape must be one of {EDGE_SHAPES}, got {shape!r}")
+
+
+def split_lorentzian(
+    energy: np.ndarray, height: float, centre: float, half_width: float, asymmetry: float
+) -> np.ndarray:
+    """Lorentzian of peak ``height`` at ``centre`` with half width ``half_width``·(1 ∓ ``asymmetry``) below/above."""
+    width = np.where(energy < centre, half_width * (1.0 - asymmetry), half_width * (1.0 + asymmetry))
+    return height / (1.0 + ((energy - centre) / width) ** 2)
+
+
 def lorentzian(energy: np.ndarray, height: float, centre: float, half_width: float) -> np.ndarray:
     """height / (1 + ((E − centre)/half_width)²) — the Lorentzian of paper eq. (1)."""
     return height / (1.0 + ((energy - centre) / half_width) ** 2)
 
 
 def vanadium_f2(
-    energy: np.ndarray, domain: DomainType, table: str = "chantler", delta_f2: float = physics.PAPER_DELTA_F2_V
+    energy: np.ndarray,
+    domain: DomainType,
+    table: str = "chantler",
+    delta_f2: float = physics.PAPER_DELTA_F2_V,
+    shape: NearEdgeShape = EQ1_SHAPE,
 ) -> np.ndarray:
-    """f″_V(E) of ``domain`` [electrons] (module docstring), at any energies [eV]."""
+    """f″_V(E) of ``domain`` [electrons] (module docstring), at any energies [eV].
+
+    ``shape`` replaces eq. (1)'s erf step / Lorentzian white line (:class:`NearEdgeShape`).
+    """
     energy = np.asarray(energy, dtype=float)
     p = domain.eq1_parameters(delta_f2)
-    step = 0.5 * (1.0 + erf((energy - p["b2"]) / p["b3"]))
+    if shape == EQ1_SHAPE:
+        step = 0.5 * (1.0 + erf((energy - p["b2"]) / p["b3"]))
+        white_line = lorentzian(energy, p["c21"], p["c22"], p["c23"])
+    else:
+        step = edge_step(energy, p["b2"], p["b3"], shape.edge)
+        if shape.white_line == "lorentzian":
+            white_line = lorentzian(energy, p["c21"], p["c22"], p["c23"])
+        else:
+            white_line = split_lorentzian(energy, p["c21"], p["c22"], p["c23"], shape.asymmetry)
     return (
         background_f2(energy, table)
         + p["b1"] * step * _post_edge_decay(energy, table)
         + lorentzian(energy, p["c11"], p["c12"], p["c13"])
-        + lorentzian(energy, p["c21"], p["c22"], p["c23"])
+        + white_line
     )
 
 
@@ -110,20 +185,28 @@ def kk_nodes(table: str = "chantler") -> np.ndarray:
 
 
 @functools.lru_cache(maxsize=64)
-def _kk_f1_cached(energy: tuple[float, ...], domain: DomainType, table: str, delta_f2: float) -> np.ndarray:
+def _kk_f1_cached(
+    energy: tuple[float, ...], domain: DomainType, table: str, delta_f2: float, shape: NearEdgeShape = EQ1_SHAPE
+) -> np.ndarray:
     nodes = kk_nodes(table)
     matrix = physics.kramers_kronig_matrix(nodes, np.asarray(energy))
-    f1 = matrix @ vanadium_f2(nodes, domain, table, delta_f2) + physics.relativistic_correction("V")
+    f1 = matrix @ vanadium_f2(nodes, domain, table, delta_f2, shape) + physics.relativistic_correction("V")
     f1.setflags(write=False)
     return f1
 
 
 def vanadium_f1_kk(
-    energy: np.ndarray, domain: DomainType, table: str = "chantler", delta_f2: float = physics.PAPER_DELTA_F2_V
+    energy: np.ndarray,
+    domain: DomainType,
+    table: str = "chantler",
+    delta_f2: float = physics.PAPER_DELTA_F2_V,
+    shape: NearEdgeShape = EQ1_SHAPE,
 ) -> np.ndarray:
     """f′_V(E) = KK[f″_V] + relativistic correction, with no reference offset [electrons]."""
     energy = tuple(float(e) for e in np.atleast_1d(energy))
-    return np.array(_kk_f1_cached(energy, domain, table, float(delta_f2)))
+    if shape == EQ1_SHAPE:  # the cache key of today's calls stays what it was
+        return np.array(_kk_f1_cached(energy, domain, table, float(delta_f2)))
+    return np.array(_kk_f1_cached(energy, domain, table, float(delta_f2), shape))
 
 
 def reference_f1(element: str, energy: np.ndarray, f1_reference: str) -> np.ndarray:
@@ -133,13 +216,17 @@ def reference_f1(element: str, energy: np.ndarray, f1_reference: str) -> np.ndar
 
 
 def vanadium_f1_offset(
-    domain: DomainType, table: str = "chantler", f1_reference: str = "paper", delta_f2: float = physics.PAPER_DELTA_F2_V
+    domain: DomainType,
+    table: str = "chantler",
+    f1_reference: str = "paper",
+    delta_f2: float = physics.PAPER_DELTA_F2_V,
+    shape: NearEdgeShape = EQ1_SHAPE,
 ) -> float:
     """The constant added to the KK f′_V so that f′_V(5420 eV) matches ``f1_reference``."""
     if f1_reference == "kk":
         return 0.0
     e_ref = np.array([F1_REFERENCE_ENERGY])
-    return float(reference_f1("V", e_ref, f1_reference)[0] - vanadium_f1_kk(e_ref, domain, table, delta_f2)[0])
+    return float(reference_f1("V", e_ref, f1_reference)[0] - vanadium_f1_kk(e_ref, domain, table, delta_f2, shape)[0])
 
 
 def type_factors(
@@ -149,8 +236,11 @@ def type_factors(
     table: str = "chantler",
     f1_reference: str = "paper",
     delta_f2: float = physics.PAPER_DELTA_F2_V,
+    shape: NearEdgeShape = EQ1_SHAPE,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """f′ and f″ of every element in every domain type at ``energy``.
+
+    ``shape``: near-edge shape of f″_V (:class:`NearEdgeShape`; default paper eq. (1)).
 
     Returns
     -------
@@ -172,17 +262,69 @@ def type_factors(
     if "V" in elements:
         j = list(elements).index("V")
         for t, domain in enumerate(domains):
-            offsets[t] = vanadium_f1_offset(domain, table, f1_reference, delta_f2)
-            f1[t, j] = vanadium_f1_kk(energy, domain, table, delta_f2) + offsets[t]
-            f2[t, j] = vanadium_f2(energy, domain, table, delta_f2)
+            offsets[t] = vanadium_f1_offset(domain, table, f1_reference, delta_f2, shape)
+            f1[t, j] = vanadium_f1_kk(energy, domain, table, delta_f2, shape) + offsets[t]
+            f2[t, j] = vanadium_f2(energy, domain, table, delta_f2, shape)
     return f1, f2, offsets
 
 
 def atom_densities(domain: DomainType) -> dict[str, float]:
     """Number density of each element in ``domain`` [atoms m⁻³] from composition and ρ."""
+    return composition_densities(domain.composition, domain.density)
+
+
+def composition_densities(composition: dict[str, float], density: float) -> dict[str, float]:
+    """Number density of each element [atoms m⁻³] of a material of ``composition`` and ρ [g/cm³]."""
     import periodictable
     from scipy.constants import Avogadro
 
-    molar_mass = sum(n * periodictable.elements.symbol(el).mass for el, n in domain.composition.items())  # g/mol
-    formula_units = domain.density * 1e6 / molar_mass * Avogadro  # (g/m³)/(g/mol)·N_A
-    return {el: n * formula_units for el, n in domain.composition.items()}
+    molar_mass = sum(n * periodictable.elements.symbol(el).mass for el, n in composition.items())  # g/mol
+    formula_units = density * 1e6 / molar_mass * Avogadro  # (g/m³)/(g/mol)·N_A
+    return {el: n * formula_units for el, n in composition.items()}
+
+
+def formula_composition(formula: str) -> dict[str, float]:
+    """Atoms per formula unit of a chemical formula, e.g. ``"Si3N4"`` → {"Si": 3, "N": 4}."""
+    import periodictable
+
+    try:
+        atoms = periodictable.formula(formula).atoms
+    except (ValueError, KeyError, TypeError) as err:
+        raise ValueError(f"cannot parse the membrane formula {formula!r}: {err}") from None
+    return {str(el): float(n) for el, n in atoms.items()}
+
+
+def membrane_optics(
+    energy: np.ndarray, formula: str = "Si3N4", density: float = 3.44, table: str = "chantler"
+) -> tuple[np.ndarray, np.ndarray]:
+    """Amplitude attenuation and phase per metre of a homogeneous film, from tabulated f′, f″.
+
+    μt/t = r_e λ Σ_j n_j f″_j and φ/t = −r_e λ Σ_j n_j (Z_j + f′_j), the convention of
+    :func:`ptyxr.simulate.forward.optical_maps` (μt is the amplitude attenuation −ln|O|).
+
+    Parameters
+    ----------
+    energy : array
+        Photon energies [eV].
+    formula : str
+        Chemical formula (periodictable syntax), e.g. ``"Si3N4"``.
+    density : float
+        Mass density [g/cm³] (LPCVD Si3N4: ≈ 3.44 stoichiometric, 3.0–3.2 low-stress).
+    table : {"chantler", "henke"}
+        Scattering-factor table.
+
+    Returns
+    -------
+    mu_per_m, phase_per_m : ndarray (n_energies,)
+        [1/m] and [rad/m]; multiply by the thickness.
+    """
+    energy = np.asarray(energy, dtype=float)
+    densities = composition_densities(formula_composition(formula), density)
+    scale = physics.CLASSICAL_ELECTRON_RADIUS * physics.wavelength(energy)
+    mu = np.zeros_like(energy)
+    phase = np.zeros_like(energy)
+    for element, n in densities.items():
+        f1, f2 = physics.scattering_factors(element, energy, table)
+        mu += scale * n * f2
+        phase -= scale * n * (physics.atomic_number(element) + f1)
+    return mu, phase

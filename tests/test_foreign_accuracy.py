@@ -1,0 +1,183 @@
+"""Accuracy of the DEFAULT chain on data ptyxr's engine and fit model did not make (issue 11 point 3).
+
+The "foreign" preset (:data:`ptyxr.simulate.PRESETS`) breaks the assumptions of the
+engine (KB probe guess → FZP focus with a central stop; vacuum = 1 → 500 nm Si3N4
+membrane under the whole field; clean detector → a dead row read as 0, no mask) and of
+the fit (eq. (1)'s erf edge and Lorentzian white line → arctan step and split-Lorentzian
+line with other widths), with 16 energies and a 9×9 jittered raster with per-energy drift.
+The single-variant loop changes one assumption at a time on the same geometry.
+
+Bounds are the SAME as tests/test_accuracy.py asserts on the main presets (see there for
+their justification); they are not tuned to today's numbers, and some fail on today's
+engine (issue 11 points 1, 2, 4, 5 are being fixed in parallel). Today's numbers are in
+docs/design-notes/sim-variants.md.
+
+Truth definitions on these data: the edge energy is b2, the inflection (and half height)
+of the edge step, for the arctan step as for the erf one; the truth object excludes the
+membrane (a uniform film is part of the background that ``spectra()`` divides out).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import pytest
+
+import ptyxr  # noqa: F401  (accessor)
+from ptyxr import schema as s
+from ptyxr import simulate
+from ptyxr.pipeline import recommended_options, run_chain
+from ptyxr.simulate.accuracy import accuracy_report, ideal_maps, particle_accuracy
+from ptyxr.simulate.presets import VARIANT_FIELDS, Preset
+
+#: The foreign preset's geometry with every variant field at today's physics: the base of
+#: the single-variant loop ("none" = this base alone, the control).
+PLAIN_FOREIGN = simulate.resolve_preset(
+    "foreign", **{f.name: f.default for f in dataclasses.fields(Preset) if f.name in VARIANT_FIELDS}
+)
+
+
+def _default_chain(raw):
+    """What a new user types: every stage with its defaults."""
+    return (
+        raw.ptyxr.reconstruct(progress=False)
+        .ptyxr.align(progress=False)
+        .ptyxr.spectra()
+        .ptyxr.fit_xanes(progress=False)
+        .ptyxr.chemical_state()
+    )
+
+
+def _stability(rec) -> dict[str, float]:
+    """Issue 11 point 1 on these data: final / minimum Fourier error and probe power / frame power."""
+    err = rec[s.FOURIER_ERROR].values
+    ratio = np.nanmax(err[:, -1] / np.nanmin(err, axis=1))
+    probe_power = np.sum(np.abs(rec[s.PROBE].values) ** 2, axis=(-2, -1))
+    while probe_power.ndim > 1:  # probe modes, if any, add up
+        probe_power = probe_power.sum(axis=-1)
+    return {"fourier_error_final_over_min": float(ratio), "probe_power_over_frames": probe_power}
+
+
+def _accuracy(raw, truth) -> dict:
+    out = _default_chain(raw)
+    row = particle_accuracy(out, truth, ideal_maps(truth))
+    stab = _stability(out)
+    frames = raw[s.INTENSITY].sum(("det_y", "det_x")).mean("scan").values
+    ratio = stab["probe_power_over_frames"] / frames
+    row["fourier_error_final_over_min"] = stab["fourier_error_final_over_min"]
+    row["probe_power_over_frames_worst"] = float(ratio[np.argmax(np.abs(np.log(ratio)))])
+    print({k: (round(v, 4) if isinstance(v, float) else v) for k, v in row.items()})  # today's numbers (-s)
+    return row
+
+
+def _assert_object_and_alignment(row):
+    # tests/test_accuracy.py::test_reconstructed_object_matches_truth and ::test_alignment_end_to_end
+    assert row["alignment_rms_px"] < 0.2, row["alignment_rms_px"]
+    assert row["absorption_nrmse"] < 0.10, row["absorption_nrmse"]
+    assert row["phase_nrmse"] < 0.04, row["phase_nrmse"]
+    assert row["absorption_nrmse_worst_energy"] < 0.2
+    assert row["phase_nrmse_worst_energy"] < 0.06
+
+
+def _assert_edges(row):
+    # tests/test_accuracy.py::test_edge_energy_accuracy (the bounds that do not count pixels)
+    assert row["edge_energy_rmse_single_domain_eV"] < 0.5, row["edge_energy_rmse_single_domain_eV"]
+    assert row["edge_energy_rmse_eV"] < 1.0, row["edge_energy_rmse_eV"]
+    assert abs(row["edge_energy_bias_eV"]) < 0.3, row["edge_energy_bias_eV"]
+    assert row["edge_energy_median_abs_err_vs_ideal_eV"] < 0.3
+    assert row["vanadium_density_rel_err"] < 0.05
+    assert row["electrons_per_V_rel_err"] < 0.05
+
+
+def _assert_stable(row):
+    # issue 11 point 1: "the same holds for every simulator variant of point 3"
+    assert row["fourier_error_final_over_min"] <= 1.05, row["fourier_error_final_over_min"]
+    assert abs(row["probe_power_over_frames_worst"] - 1.0) <= 0.10, row["probe_power_over_frames_worst"]
+
+
+# ------------------------------------------------------------------ the foreign preset, default chain
+@pytest.fixture(scope="module")
+def foreign_row():
+    raw, truth = simulate.demo_dataset("foreign", seed=0, progress=False)
+    return _accuracy(raw, truth)
+
+
+def test_foreign_default_chain_object_and_alignment(foreign_row):
+    """reconstruct() → align() with the defaults on foreign data: drift to 0.2 px, object NRMSE."""
+    _assert_object_and_alignment(foreign_row)
+
+
+def test_foreign_default_chain_edge_energy(foreign_row):
+    """fit_xanes() defaults on an arctan edge / asymmetric white line: the main presets' bounds.
+
+    The eq. (1) model floor on these spectra (``ideal_fit_edge_energy_rmse_eV``, the fit of
+    the truth's noise-free spectra) is reported next to it.
+    """
+    _assert_edges(foreign_row)
+
+
+def test_foreign_default_chain_is_stable(foreign_row):
+    _assert_stable(foreign_row)
+
+
+# ------------------------------------------------------------------ four particles, run_chain
+def _options():
+    # recommended_options has schedules per preset; the foreign preset has tiny's geometry
+    try:
+        return recommended_options("foreign", progress=False)
+    except s.SchemaError:
+        return recommended_options("tiny", progress=False)
+
+
+@pytest.fixture(scope="module")
+def foreign_four():
+    pairs = [
+        simulate.demo_dataset("foreign", seed=0, condition=cond, particle=name, progress=False)
+        for name, cond in (("P1", "as-prepared"), ("P2", "as-prepared"), ("D1", "delithiated"), ("D2", "delithiated"))
+    ]
+    raws, truths = zip(*pairs, strict=True)
+    result = run_chain(list(raws), _options())
+    report = accuracy_report(result, truths)
+    for row in report.rows:
+        print({k: (round(v, 4) if isinstance(v, float) else v) for k, v in row.items()})
+    print(report.pooled)
+    return report
+
+
+@pytest.mark.slow
+def test_foreign_four_particles_per_particle(foreign_four):
+    """run_chain(recommended_options) on four foreign particles: every particle's figures."""
+    for row in foreign_four.rows:
+        _assert_object_and_alignment(row)
+        assert row["edge_energy_rmse_single_domain_eV"] < 0.5, row["particle"]
+        assert row["edge_energy_rmse_eV"] < 1.0, row["particle"]
+        assert row["edge_energy_median_abs_err_vs_ideal_eV"] < 0.3
+
+
+@pytest.mark.slow
+def test_foreign_four_particles_domains(foreign_four):
+    """Pooled domain scores with tests/test_accuracy.py's bounds (ARI 0.8 single-domain, fractions 0.05)."""
+    pooled = foreign_four.pooled
+    assert pooled["edge_energy_rmse_single_domain_eV (all particles)"] < 0.5
+    assert pooled["domain_adjusted_rand_index_single_domain"] >= 0.8
+    assert pooled["domain_adjusted_rand_index"] > 0.6
+    fractions = [v for k, v in pooled.items() if k.startswith("fraction_max_abs_err")]
+    assert len(fractions) == 2 and max(fractions) < 0.05
+
+
+# ------------------------------------------------------------------ one variant at a time
+@pytest.mark.slow
+@pytest.mark.parametrize("variant", ["none", *simulate.VARIANTS])
+def test_single_variant_default_chain(variant):
+    """The default chain on the plain foreign geometry with ONE variant (``none``: the control)."""
+    overrides = {} if variant == "none" else simulate.VARIANTS[variant]
+    raw, truth = simulate.demo_dataset(PLAIN_FOREIGN, seed=0, progress=False, **overrides)
+    row = _accuracy(raw, truth)
+    failures = []
+    for check in (_assert_object_and_alignment, _assert_edges, _assert_stable):
+        try:
+            check(row)
+        except AssertionError as err:  # report every group, not only the first to fail
+            failures.append(f"{check.__name__}: {err}")
+    assert not failures, failures

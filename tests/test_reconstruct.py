@@ -489,17 +489,33 @@ def _star_scale_checks(out, star):
     assert np.all(np.isfinite(err))
     # issue 11: the final error within 5 % of the run's minimum (α = β = 1 rose 1500-fold)
     assert err[-1] <= 1.05 * err.min(), (err.min(), int(err.argmin()) + 1, err[-1])
-    frames = float(np.mean(np.nansum(star[S.INTENSITY].values[0], axis=(-2, -1))))
+    totals = np.nansum(star[S.INTENSITY].values[0], axis=(-2, -1))
+    frames = float(np.mean(totals))
     power = float(np.sum(np.abs(out[S.PROBE].values[0].astype(np.complex128)) ** 2))
     obj = out[S.OBJECT].values[0][out[S.COVERAGE].values]
     # Parseval: each frame's counts = Σ|P·O|²; with |O|² averaged over the covered field the
-    # exit-wave power must match the mean frame within 10 % (measured ≈ 1 %; the runaway
-    # scale of α = β = 1 without pinning had the probe 3e6× and |O| 4e-4)
+    # exit-wave power must match the mean frame within 10 % (measured 0.985 on the crop; the
+    # runaway scale of α = β = 1 without pinning had the probe 3e6× and |O| 4e-4)
     assert abs(power * np.mean(np.abs(obj) ** 2) / frames - 1) < 0.10
-    # the probe alone: within 10 % of the frames (measured 1.098: the star's transparent
-    # gaps are pinned to |O| = 1 and its spokes absorb, mean |O|² ≈ 0.9)
-    assert abs(power / frames - 1) <= 0.10 + 1e-3, power / frames
+    # the probe alone: the transparent part of the object is pinned to |O| = 1, so Σ|P|² is
+    # what a frame through it counts — at least the mean frame, at most 10 % above the
+    # brightest (measured: full star 1.10 × mean = 1.03 × brightest; crop 1.135 × mean)
+    assert frames <= power <= 1.10 * float(totals.max()), (power / frames, power / totals.max())
     assert 0.8 < np.median(np.abs(obj)) < 1.1
+
+
+def test_siemens_star_default_steps_stable_on_a_crop():
+    """Real data, default steps, 250 iterations on the 100 central positions (issue 11 point 1).
+
+    Measured on this crop: the old α = β = 1 without the scale pin reached its minimum 0.0178
+    at iteration 98 and ended at 0.385 (ratio 21.6, probe power 7e3 × the frames, median |O|
+    0.01); the default ends within 0.5 % of its minimum (0.0136), Parseval ratio 0.995.
+    """
+    star = load_siemens_star()
+    py, px = star[S.POSITION_Y].values[0], star[S.POSITION_X].values[0]
+    keep = np.sort(np.argsort(np.hypot(py - np.median(py), px - np.median(px)))[:100])
+    crop = star.isel({S.SCAN: keep})
+    _star_scale_checks(reconstruct(crop, iterations=250, progress=False), crop)
 
 
 @pytest.mark.slow

@@ -268,6 +268,25 @@ def test_recentre_keeps_intensities_and_centres_probe():
 
 
 # --------------------------------------------------------------------- the stage
+def test_pin_scale_keeps_exit_waves_and_sets_the_vacuum_to_one():
+    """pin_scale trades a factor between probe and object: P·O unchanged, vacuum |O| → 1."""
+    rng = np.random.default_rng(1)
+    obj = np.ones((2, 40, 40), dtype=np.complex64)
+    obj[:, 10:20, 10:20] = 0.5 * np.exp(0.3j)  # an absorbing particle on 1/16 of the field
+    obj *= np.array([0.01, 30.0], dtype=np.float32)[:, None, None]  # a drifted scale per energy
+    obj[:, 35:] = 1.0  # outside the field
+    probe = (rng.normal(size=(2, 8, 8)) + 1j * rng.normal(size=(2, 8, 8))).astype(np.complex64)
+    field = np.zeros(obj.shape, dtype=bool)
+    field[:, :35] = True
+    exit_before = probe[:, None, None] * obj[:, None, None, 4:12, 4:12]
+    c = epie.pin_scale(obj, probe, field[0], field)
+    np.testing.assert_allclose(c, [0.01, 30.0], rtol=1e-6)
+    np.testing.assert_allclose(np.abs(obj[:, 0, 0]), 1.0, rtol=1e-6)  # vacuum at 1, particle at 0.5
+    np.testing.assert_allclose(np.abs(obj[:, 15, 15]), 0.5, rtol=1e-6)
+    np.testing.assert_array_equal(obj[:, 35:], 1.0)  # outside the field untouched
+    np.testing.assert_allclose(probe[:, None, None] * obj[:, None, None, 4:12, 4:12], exit_before, rtol=1e-5)
+
+
 def test_kkr_schedule_ends_on_projection():
     assert kkr_schedule(800, 500, 50) == list(range(500, 801, 50))
     assert kkr_schedule(820, 500, 50)[-1] == 820

@@ -650,10 +650,17 @@ def recentre(
 #: Quantile of |O| over the covered field that :func:`pin_scale` sets to 1 (the vacuum level
 #: when ≳ 15 % of the field is vacuum; else the most transparent part of the sample).
 VACUUM_QUANTILE = 0.85
+#: Most pixels :func:`pin_scale` reads per energy (a fixed stride through the region).
+PIN_SAMPLES = 4096
 
 
 def pin_scale(
-    obj: np.ndarray, probe: np.ndarray, region: np.ndarray, field: np.ndarray, quantile: float = VACUUM_QUANTILE
+    obj: np.ndarray,
+    probe: np.ndarray,
+    region: np.ndarray,
+    field: np.ndarray,
+    quantile: float = VACUUM_QUANTILE,
+    tolerance: float = 1e-3,
 ) -> np.ndarray:
     """Fix the O·P scale: the ``quantile`` of |O| over ``region`` becomes 1 per energy (in place).
 
@@ -679,6 +686,8 @@ def pin_scale(
         Union of each energy's probe patches.
     quantile : float
         Quantile of |O| over ``region`` set to 1.
+    tolerance : float
+        Energies whose level is within this of 1 are left alone (the scale then stays within 0.1 %).
 
     Returns
     -------
@@ -686,14 +695,20 @@ def pin_scale(
         The factors c applied to the probe (1 where nothing was measurable).
     """
     c = np.ones(obj.shape[0])
-    if not np.any(region):
+    flat = np.flatnonzero(region)
+    if flat.size == 0:
         return c
+    # a fixed subsample of ~4096 pixels: the same pixels every iteration, so the gauge is steady,
+    # at a fraction of the cost of all (a partition, not np.quantile's interpolation)
+    flat = flat[:: max(1, flat.size // PIN_SAMPLES)]
+    k = int(round(quantile * (flat.size - 1)))
     for e in range(obj.shape[0]):
-        amp = np.abs(obj[e][region])
-        level = float(np.quantile(amp, quantile))
-        if not (np.isfinite(level) and level > 0) or level == 1.0:
+        amp = np.abs(obj[e].ravel()[flat])
+        level = float(np.partition(amp, k)[k])
+        # within tolerance: leave it (rescaling the whole object costs more than ePIE's own bookkeeping)
+        if not (np.isfinite(level) and level > 0) or abs(level - 1.0) <= tolerance:
             continue
         c[e] = level
         probe[e] *= np.complex64(level)
-        obj[e][field[e]] *= np.complex64(1.0 / level)
+        np.multiply(obj[e], np.complex64(1.0 / level), out=obj[e], where=field[e])
     return c

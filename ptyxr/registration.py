@@ -130,8 +130,10 @@ def register_images(images: np.ndarray, reference: int, upsample: int = 100, pro
 
     reference = reference % images.shape[0]
     shifts = np.zeros((images.shape[0], 2))
+    if not np.any(images[reference]):
+        return shifts  # nothing to register on (e.g. a run of a few iterations on masked data)
     for i in progress_bar(range(images.shape[0]), enabled=progress, desc="align", unit="energy"):
-        if i == reference:
+        if i == reference or not np.any(images[i]):  # an empty image has no position: shift 0
             continue
         shift, _, _ = phase_cross_correlation(
             images[reference], images[i], upsample_factor=upsample, normalization=None

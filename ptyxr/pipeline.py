@@ -51,16 +51,14 @@ class ChainResult:
     timings: dict[str, float]
 
 
-#: ePIE schedules per simulation preset: the paper's 800 iterations with KKR every 50
-#: after 500 for "paper"; shorter runs (same shape, ending on a KKR step) for the
-#: small presets so the demo and the notebooks finish in minutes on 2 cores.
-#: "small" and "paper" leave vacuum around the particle inside the scanned field, so the
-#: KKR step registers energies on edge images (alignment error vs the true drift on the
-#: small preset: 0.22 → 0.11 px rms); "tiny"'s field hugs its particle, where that is worse.
+#: ePIE schedules per simulation preset: only the iteration count differs (the paper's 800
+#: for "paper", fewer for the small presets so the demo and the notebooks finish in minutes
+#: on 2 cores); everything else — step sizes, KKR weight, the KKR schedule (from 5/8 of the
+#: iterations, every 1/16, ending on a projection) — is :func:`ptyxr.reconstruct.reconstruct`'s default.
 RECONSTRUCT_SCHEDULES: dict[str, dict[str, Any]] = {
-    "tiny": {"iterations": 100, "kkr_start": 60, "kkr_every": 20},
-    "small": {"iterations": 200, "kkr_start": 120, "kkr_every": 40, "kkr_registration": "edges"},
-    "paper": {"iterations": 800, "kkr_start": 500, "kkr_every": 50, "kkr_registration": "edges"},
+    "tiny": {"iterations": 100},
+    "small": {"iterations": 200},
+    "paper": {"iterations": 800},
 }
 
 

@@ -29,7 +29,8 @@ import xarray as xr
 from scipy import ndimage
 
 from ptyxr import provenance
-from ptyxr.progress import progress_bar
+from ptyxr.registration import IMAGES as _IMAGES
+from ptyxr.registration import register_images, registration_image, registration_images
 from ptyxr.schema import (
     ABSORPTION,
     BACKGROUND,
@@ -71,7 +72,6 @@ MIN_BACKGROUND_PIXELS = 16
 SIGMA_FLOOR = 1e-6
 #: 1.4826·MAD = σ for Gaussian noise.
 _MAD_TO_SIGMA = 1.4826
-_IMAGES = ("phase", "absorption")
 _NO_VACUUM_HINT = (
     "Pass the vacuum region explicitly with background=<bool (y, x) mask>, or check that the "
     "field of view contains vacuum around the particle and that `coverage` is right."
@@ -334,39 +334,6 @@ def material_mask(phase: np.ndarray, background: np.ndarray, sigma: float = 3.0)
         return (phase < level - sigma * spread) & ~bg
 
 
-def register_images(images: np.ndarray, reference: int, upsample: int = 100, progress: bool = False) -> np.ndarray:
-    """Sub-pixel shifts registering each image of a stack onto ``images[reference]``.
-
-    Parameters
-    ----------
-    images : ndarray, shape (n, ny, nx)
-        Real images, 0 where there is nothing to register (vacuum / uncovered).
-    reference : int
-        Index of the reference image; its shift is exactly 0.
-    upsample : int
-        Upsampling factor of the cross-correlation peak (precision 1/upsample pixel).
-    progress : bool
-        Show a progress bar.
-
-    Returns
-    -------
-    ndarray, shape (n, 2)
-        (row, col) shift in pixels to *apply* to each image to register it
-        (``scipy.ndimage.fourier_shift`` convention: positive moves content to larger indices).
-    """
-    from skimage.registration import phase_cross_correlation
-
-    shifts = np.zeros((images.shape[0], 2))
-    for i in progress_bar(range(images.shape[0]), enabled=progress, desc="align", unit="energy"):
-        if i == reference:
-            continue
-        shift, _, _ = phase_cross_correlation(
-            images[reference], images[i], upsample_factor=upsample, normalization=None
-        )
-        shifts[i] = shift
-    return shifts
-
-
 def shift_object(
     obj: np.ndarray, coverage: np.ndarray | None, amplitude: float, coeffs: np.ndarray, shift: np.ndarray
 ) -> np.ndarray:
@@ -481,55 +448,6 @@ def _pixel_spacing(ds: xr.Dataset, dim: str, stage: str) -> float:
 # =====================================================================================
 # stage: align
 # =====================================================================================
-def registration_image(image: np.ndarray, edges: bool = True, smooth: float = 1.5) -> np.ndarray:
-    """The image :func:`align` cross-correlates: smoothed gradient magnitude, or smoothed image.
-
-    Chemical contrast changes with energy *inside* the particle (one domain's phase dips at
-    its edge energy while another's does not); cross-correlating whole images then pulls
-    the peak toward the brighter side, whereas the outline dominates the gradient
-    magnitude and moves rigidly. Smoothing (Gaussian, ``smooth`` pixels) keeps noise out
-    of the gradient. Measured (max |error| / rms, px): test phantom with a half-and-half
-    domain split, whole image 0.24/0.07 vs gradient σ=1.5 0.13/0.04; simulated ``tiny``
-    reconstruction (13-px particle, φ ≈ −0.1 rad), whole image 0.29/0.10 vs gradient
-    σ=1.5 0.38/0.15.
-
-    Parameters
-    ----------
-    image : ndarray, shape (ny, nx)
-        Vacuum-normalised phase [rad] or absorption [1], 0 outside the covered field.
-    edges : bool
-        Gradient magnitude (True) or the image itself (False).
-    smooth : float
-        Gaussian σ [pixels]; 0 = none (then edges use a Sobel gradient).
-    """
-    if edges:
-        if smooth > 0:
-            return ndimage.gaussian_gradient_magnitude(image, smooth)
-        return np.hypot(ndimage.sobel(image, axis=0), ndimage.sobel(image, axis=1))
-    return ndimage.gaussian_filter(image, smooth) if smooth > 0 else image
-
-
-def _registration_images(
-    obj: np.ndarray, coverage: np.ndarray, region: np.ndarray, image: str, edges: bool, smooth: float, progress: bool
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Per-energy registration images and vacuum phasors of a (energy, y, x) stack."""
-    n = obj.shape[0]
-    images = np.zeros(obj.shape, dtype=np.float64)
-    amplitudes = np.zeros(n)
-    coeffs = np.zeros((n, 3))
-    for i in progress_bar(range(n), enabled=progress, desc="align: vacuum", unit="energy"):
-        frame = np.asarray(obj[i])
-        # each energy finds its own vacuum: the drift moves the particle between energies
-        bg = detect_background(frame, coverage)
-        amplitudes[i], coeffs[i] = fit_vacuum(frame, bg)
-        mu, phi = normalise_image(frame, coverage, bg, unwrap=image == "phase")
-        values = phi if image == "phase" else mu
-        # vacuum is 0 after normalisation, so 0-filling uncovered pixels adds no edge
-        filled = np.where(np.isfinite(values) & region, values, 0.0)
-        images[i] = registration_image(filled, edges, smooth)
-    return images, amplitudes, coeffs
-
-
 def _align_one(
     ds: xr.Dataset, reference: int, upsample: int, region: Any, image: str, edges: bool, smooth: float, progress: bool
 ) -> tuple[xr.DataArray, xr.DataArray, np.ndarray]:
@@ -539,7 +457,7 @@ def _align_one(
     region_mask = _region_mask(region, cov, "align")
     # registration needs the pixel values: this computes the object stack (dask input
     # included) once; the shifted object below stays lazy on dask input
-    images, amplitudes, coeffs = _registration_images(
+    images, amplitudes, coeffs = registration_images(
         np.asarray(obj.values), np.asarray(cov.values), np.asarray(region_mask.values), image, edges, smooth, progress
     )
     shifts = register_images(images, reference, upsample=upsample, progress=progress)

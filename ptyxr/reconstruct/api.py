@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import json
 import os
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -33,8 +34,9 @@ from ptyxr import provenance
 from ptyxr.optics import real_space_pixel_size
 from ptyxr.progress import progress_bar
 from ptyxr.reconstruct import epie as _epie
-from ptyxr.reconstruct.grid import Grid, common_grid, register_shifts, resample_frames
+from ptyxr.reconstruct.grid import Grid, common_grid, resample_frames
 from ptyxr.reconstruct.probe import coverage_map, guess_probes, setup_probes
+from ptyxr.registration import stack_shifts
 from ptyxr.schema import (
     ATTR_CHECKPOINT,
     ATTR_DETECTOR_DISTANCE,
@@ -77,18 +79,30 @@ ALGORITHM = "ePIE (Maiden & Rodenburg 2009), energy-batched on one common grid, 
 MAX_GRID_SIDE = 16384
 #: KKR needs a spectrum: at least this many energies.
 KKR_MIN_ENERGIES = 3
+#: Default first KKR iteration and interval as fractions of ``iterations`` (paper: 500 and 50 of 800).
+KKR_START_FRACTION = 5 / 8
+KKR_EVERY_FRACTION = 1 / 16
 
 
 # ------------------------------------------------------------------ schedule helpers
-def kkr_schedule(iterations: int, kkr_start: int, kkr_every: int) -> list[int]:
+def kkr_schedule(iterations: int, kkr_start: int | None = None, kkr_every: int | None = None) -> list[int]:
     """Iteration numbers (1-based, counted after the iteration) at which KKR is applied.
 
     ``kkr_start, kkr_start + kkr_every, …`` up to ``iterations``, plus ``iterations``
-    itself when it is not on the schedule: the run always ends on a KKR projection.
+    itself when it is not on the schedule: the run always ends on a KKR projection, for
+    every ``iterations`` ≥ 1. Defaults follow the iteration count with the paper's
+    proportions (500, 550, …, 800 of 800): ``kkr_start`` = round(5/8·iterations),
+    ``kkr_every`` = round(iterations/16), both at least 1. An explicit ``kkr_start`` beyond
+    ``iterations`` leaves only the final projection (:func:`reconstruct` warns).
     """
-    start = max(int(kkr_start), 1)
-    if iterations < start:
+    iterations = int(iterations)
+    if iterations < 1:
         return []
+    if kkr_start is None:
+        kkr_start = round(KKR_START_FRACTION * iterations)
+    if kkr_every is None:
+        kkr_every = round(KKR_EVERY_FRACTION * iterations)
+    start = min(max(int(kkr_start), 1), iterations)
     every = max(int(kkr_every), 1)
     sched = list(range(start, iterations + 1, every))
     if sched[-1] != iterations:
@@ -314,8 +328,8 @@ def _reconstruct_one(
     alpha: float,
     beta: float,
     kkr: bool,
-    kkr_start: int,
-    kkr_every: int,
+    kkr_start: int | None,
+    kkr_every: int | None,
     kkr_weight: float,
     update_probe: bool,
     probe_update_start: int,
@@ -330,6 +344,7 @@ def _reconstruct_one(
     fft_backend: str,
     interpolation: int,
     recentre_probe: bool,
+    pin_scale: bool,
     kkr_options: dict[str, Any],
     label: str = "",
 ) -> tuple[xr.Dataset, dict[str, Any]]:
@@ -369,6 +384,7 @@ def _reconstruct_one(
     errors = np.full((n_e, iterations), np.nan, dtype=np.float32)
     rng = np.random.default_rng(seed)
     start = 0
+    kkr_shifts = None  # (n_energy, 2) [pixels], fixed at the first KKR projection
     schedule = kkr_schedule(iterations, kkr_start, kkr_every) if kkr else []
     state_params = {
         "seed": int(seed),
@@ -378,6 +394,7 @@ def _reconstruct_one(
         "n": int(n),
         "alpha": float(alpha),
         "beta": float(beta),
+        "pin_scale": bool(pin_scale),
     }
     if resume_from is not None:
         state = _read_checkpoint(resume_from)
@@ -391,6 +408,8 @@ def _reconstruct_one(
         start = min(state["done"], iterations)
         errors[:, :start] = state["errors"][:, :start]
         rng.bit_generator.state = state["rng_state"]
+        if state["params"].get("kkr_shifts") is not None:
+            kkr_shifts = np.array(state["params"]["kkr_shifts"], dtype=np.float64)
 
     solver = _epie.BatchedEPIE(amplitudes, grid.offsets, norm, alpha, beta, engine=engine, fft_backend=fft_backend)
     kkr_project = None
@@ -398,6 +417,8 @@ def _reconstruct_one(
         from ptyxr.reconstruct.kkr import kkr_project
     has_data = grid.active.any(axis=0)
     field = grid.field(n)
+    # the covered field of the initial probes: where |O| is well determined (scale pinning)
+    pin_region = coverage_map(probe, grid.offsets, grid.active, grid.shape, coverage_threshold)
     bar = progress_bar(
         range(start, iterations),
         enabled=progress,
@@ -413,14 +434,21 @@ def _reconstruct_one(
         errors[:, it] = solver.iteration(obj, probe, order, probe_now)
         if probe_now and recentre_probe:
             _epie.recentre(obj, probe, field=field)
+        if probe_now and pin_scale:
+            _epie.pin_scale(obj, probe, pin_region, field)
         done = it + 1
         if kkr_project is not None and done in schedule:
             region = coverage_map(probe, grid.offsets, grid.active, grid.shape, coverage_threshold)
-            obj = _registered_kkr(kkr_project, obj, energy, region, field, kkr_weight, kkr_options)
+            if kkr_shifts is None:
+                # once, on the ePIE object before any KKR imprint, with align's registration:
+                # registering KKR-imprinted phase fed each imprint back into the next shifts
+                kkr_shifts = stack_shifts(obj, region)
+            obj = _registered_kkr(kkr_project, obj, energy, region, field, kkr_weight, kkr_options, kkr_shifts)
         if progress:
             bar.set_postfix(error=f"{float(np.nanmean(errors[:, it])):.3g}")
         if checkpoint is not None and (done % max(int(checkpoint_every), 1) == 0 or done == iterations):
-            _write_checkpoint(checkpoint, energy, grid, obj, probe, errors, done, rng, state_params)
+            saved = {**state_params, "kkr_shifts": None if kkr_shifts is None else kkr_shifts.tolist()}
+            _write_checkpoint(checkpoint, energy, grid, obj, probe, errors, done, rng, saved)
     bar.close()
 
     coverage = coverage_map(probe, grid.offsets, grid.active, grid.shape, coverage_threshold)
@@ -442,41 +470,10 @@ def _reconstruct_one(
         "engine": solver.engine,
         "fft_backend": solver.fft.backend,
         "kkr_iterations": schedule,
+        "kkr_shifts": None if kkr_shifts is None else np.round(kkr_shifts, 4).tolist(),
         "resumed_at": start if resume_from is not None else None,
     }
     return out, facts
-
-
-#: Images the KKR step registers the energies on (``reconstruct(kkr_registration=...)``).
-KKR_REGISTRATIONS = ("object", "edges")
-
-
-def _kkr_shifts(obj: np.ndarray, region: np.ndarray, registration: str = "object", smooth: float = 1.0) -> np.ndarray:
-    """Shifts [pixels] registering each energy onto the highest, for the KKR step.
-
-    ``"object"`` registers O − 1 inside ``region``. Near the absorption edge chemical
-    domains change contrast with energy, which biases that registration (small preset:
-    0.22 px rms against the true drift), and the shifted-back KKR correction then
-    imprints the offset on the object as a real displacement. ``"edges"`` registers the
-    smoothed gradient magnitude of O − 1 (dominated by the particle outline, which moves
-    rigidly, as in :func:`ptyxr.spectra.align`) inside ``region`` eroded by 2 pixels
-    (the masking's own static edge left out): 0.10 px on the small preset, but worse
-    than ``"object"`` when the covered field hugs the particle (tiny preset: 0.30 vs 0.15
-    px), since the erosion then cuts the outline.
-    """
-    if registration == "object":
-        return register_shifts(obj, region)
-    from scipy import ndimage
-
-    masked = np.where(region, obj - 1, 0)
-    inner = ndimage.binary_erosion(region, iterations=2)
-    images = np.empty(obj.shape, dtype=np.float64)
-    for e, m in enumerate(masked):
-        images[e] = np.hypot(
-            ndimage.gaussian_gradient_magnitude(m.real.astype(np.float64), smooth),
-            ndimage.gaussian_gradient_magnitude(m.imag.astype(np.float64), smooth),
-        )
-    return register_shifts(images + 1, inner)
 
 
 def _registered_kkr(
@@ -487,31 +484,31 @@ def _registered_kkr(
     field: np.ndarray,
     weight: float,
     options: dict[str, Any],
+    shifts: np.ndarray,
 ) -> np.ndarray:
-    """KKR on energies co-registered to the highest one; only the phase correction moves back.
+    """KKR on energies co-registered with ``shifts``; only the phase correction moves back.
 
     Sample drift between energies (a few pixels in practice) would make KKR combine
     different sample points into one "pixel spectrum" and hurt (measured on the simulator:
-    object NRMSE 0.12 → 0.3–0.8 with 1 px rms drift). So each energy is registered onto the
-    highest energy by phase cross-correlation, KKR runs on the registered stack, and each
-    energy's phase correction (a smooth real map) is shifted back and applied to the
-    unregistered object inside its own field; amplitudes are never resampled.
+    object NRMSE 0.12 → 0.3–0.8 with 1 px rms drift). So each energy is Fourier-shifted by
+    ``shifts`` (from :func:`ptyxr.registration.stack_shifts` on the pre-KKR ePIE object, the
+    registration ``align`` uses), KKR runs on the registered stack, and each energy's
+    phase correction (a real map) is Fourier-shifted back (sub-pixel exact, no linear
+    interpolation blur) and applied to the unregistered object inside ``region``
+    (the KKR region) only; amplitudes are never resampled.
     """
-    from scipy.ndimage import shift as nd_shift
-
-    options = dict(options)
-    shifts = _kkr_shifts(obj, region, options.pop("registration", "object"))
     registered = obj.copy()
-    for e in np.flatnonzero(np.any(np.abs(shifts) > 1e-3, axis=1)):
+    moved = np.any(np.abs(shifts) > 1e-3, axis=1)
+    for e in np.flatnonzero(moved):
         registered[e] = _epie.fourier_shift(obj[e] - 1, tuple(shifts[e])) + 1
     projected = kkr_project(registered, energy, region, weight=weight, **options)
     correction = np.angle(projected * np.conj(registered))
     out = obj.copy()
     for e in range(obj.shape[0]):
         back = correction[e]
-        if np.any(np.abs(shifts[e]) > 1e-3):
-            back = nd_shift(back, -shifts[e], order=1, mode="constant", cval=0.0)
-        out[e] *= np.exp(1j * np.where(field[e], back, 0.0)).astype(np.complex64)
+        if moved[e]:
+            back = _epie.fourier_shift(back.astype(np.complex128), (-shifts[e, 0], -shifts[e, 1])).real
+        out[e] *= np.exp(1j * np.where(region & field[e], back, 0.0)).astype(np.complex64)
     return np.ascontiguousarray(out, dtype=np.complex64)
 
 
@@ -520,10 +517,10 @@ def reconstruct(
     ds: xr.Dataset,
     iterations: int = 800,
     alpha: float = 1.0,
-    beta: float = 1.0,
+    beta: float = 0.25,
     kkr: bool = True,
-    kkr_start: int = 500,
-    kkr_every: int = 50,
+    kkr_start: int | None = None,
+    kkr_every: int | None = None,
     kkr_weight: float = 1.0,
     update_probe: bool = True,
     probe_update_start: int = 0,
@@ -541,9 +538,9 @@ def reconstruct(
     fft_backend: str = "auto",
     interpolation: int = 1,
     recentre_probe: bool = True,
+    pin_scale: bool = True,
     kkr_element: str = "V",
     kkr_table: str = "chantler",
-    kkr_registration: str = "object",
 ) -> xr.Dataset:
     """Reconstruct object and probe at every energy on one common grid (ePIE + KKR).
 
@@ -554,13 +551,21 @@ def reconstruct(
     iterations : int
         ePIE iterations (each visits every scan point once, all energies together).
     alpha, beta : float
-        ePIE object and probe step sizes.
+        ePIE object and probe step sizes. Maiden & Rodenburg's α = β = 1 diverges on real,
+        noisy data (bundled Siemens star: Fourier error 0.019 at iteration 22, 29 at 300);
+        the probe step drives it. β = 0.25 stays at its minimum there (final/min 1.005 at
+        500 iterations) and α = 1 keeps the object converging as fast as before on the
+        simulator (docs/design-notes/engine-defaults.md).
     kkr : bool
         Apply the Kramers–Kronig constraint (needs ≥ 3 energies; skipped, and recorded as
         skipped in the provenance, for fewer).
-    kkr_start, kkr_every : int
+    kkr_start, kkr_every : int, optional
         KKR after iteration ``kkr_start`` and every ``kkr_every`` after it, and always after
-        the final iteration (the run ends on a KKR projection; paper: 500, 550, …, 800).
+        the final iteration: the run ends on a KKR projection for any ``iterations``
+        (:func:`kkr_schedule`). Default 5/8 and 1/16 of ``iterations`` (the paper's 500,
+        550, …, 800 of 800). An explicit ``kkr_start`` > ``iterations`` warns and applies
+        KKR once, at the end. The provenance lists every KKR iteration applied
+        (``kkr_iterations``) and the registration shifts used (``kkr_shifts``).
     kkr_weight : float
         Blend toward the KK phase (1 = replace).
     update_probe : bool
@@ -601,12 +606,14 @@ def reconstruct(
     recentre_probe : bool
         Move each energy's probe centre of mass onto pixel N//2 after each probe-updating
         iteration (object moved alike) so energies stay co-registered.
+    pin_scale : bool
+        After each probe-updating iteration rescale probe and object (P → cP, O → O/c, which
+        leaves every exit wave unchanged) so the object's transparent part (85 % quantile of
+        |O| over the covered field: the vacuum) has amplitude 1
+        (:func:`ptyxr.reconstruct.epie.pin_scale`). Without it the O·P scale ambiguity drifts
+        on noisy data (Siemens star: probe power ×3·10⁶ in 300 iterations).
     kkr_element, kkr_table : str
         Resonant element and f″ table used to extend μt outside the window in KKR.
-    kkr_registration : {"object", "edges"}
-        Image on which the KKR step co-registers the energies (:func:`_kkr_shifts`):
-        O − 1 itself, or its gradient magnitude, which chemical contrast near the edge
-        does not bias (needs some vacuum around the particle inside the covered field).
 
     Returns
     -------
@@ -636,15 +643,20 @@ def reconstruct(
     if iterations < 1:
         raise ValueError(f"iterations must be ≥ 1, got {iterations}")
     kkr_used = bool(kkr) and energy.size >= KKR_MIN_ENERGIES
-    if kkr_registration not in KKR_REGISTRATIONS:
-        raise SchemaError(f"{STAGE}: kkr_registration={kkr_registration!r}; choose one of {KKR_REGISTRATIONS}.")
+    if kkr_used and kkr_start is not None and int(kkr_start) > int(iterations):
+        warnings.warn(
+            f"{STAGE}: kkr_start={kkr_start} > iterations={iterations}: KKR is applied once, after the final "
+            "iteration. Leave kkr_start=None to start KKR at 5/8 of the iterations (the paper's 500 of 800).",
+            UserWarning,
+            stacklevel=2,
+        )
     options = dict(
         iterations=int(iterations),
         alpha=float(alpha),
         beta=float(beta),
         kkr=kkr_used,
-        kkr_start=int(kkr_start),
-        kkr_every=int(kkr_every),
+        kkr_start=None if kkr_start is None else int(kkr_start),
+        kkr_every=None if kkr_every is None else int(kkr_every),
         kkr_weight=float(kkr_weight),
         update_probe=bool(update_probe),
         probe_update_start=int(probe_update_start),
@@ -657,7 +669,8 @@ def reconstruct(
         fft_backend=fft_backend,
         interpolation=int(interpolation),
         recentre_probe=bool(recentre_probe),
-        kkr_options={"element": kkr_element, "table": kkr_table, "registration": kkr_registration},
+        pin_scale=bool(pin_scale),
+        kkr_options={"element": kkr_element, "table": kkr_table},
     )
 
     if PARTICLE in ds[INTENSITY].dims:

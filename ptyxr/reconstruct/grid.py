@@ -233,35 +233,3 @@ def common_grid(position_y: np.ndarray, position_x: np.ndarray, pixel_size: floa
     offsets = np.stack([iy - half - y0, ix - half - x0], axis=-1)
     offsets[~active] = 0
     return Grid(float(pixel_size), y0, x0, (ny, nx), offsets.astype(np.int64), active)
-
-
-def register_shifts(obj: np.ndarray, region: np.ndarray, reference: int = -1, upsample: int = 20) -> np.ndarray:
-    """Sub-pixel shifts (dy, dx) [pixels] registering each energy's object onto ``reference``.
-
-    Phase cross-correlation (scikit-image) of O − 1 inside ``region`` (zero outside), so the
-    vacuum does not dominate; ``out[e]`` moved by :func:`ptyxr.reconstruct.epie.fourier_shift`
-    lands on the reference energy's image (whose shift is 0).
-
-    Parameters
-    ----------
-    obj : ndarray, shape (n_energy, ny, nx), complex
-        Object stack.
-    region : ndarray, shape (ny, nx), bool
-        Pixels used (e.g. coverage).
-    reference : int
-        Index of the reference energy (default the highest).
-    upsample : int
-        Sub-pixel precision 1/``upsample`` pixel.
-    """
-    from skimage.registration import phase_cross_correlation
-
-    masked = np.where(region, obj - 1, 0)
-    ref = masked[reference]
-    shifts = np.zeros((obj.shape[0], 2))
-    if not np.any(ref):
-        return shifts
-    for e in range(obj.shape[0]):
-        if e == reference % obj.shape[0] or not np.any(masked[e]):
-            continue
-        shifts[e] = phase_cross_correlation(ref, masked[e], upsample_factor=upsample, normalization=None)[0]
-    return shifts

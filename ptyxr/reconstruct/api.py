@@ -34,6 +34,7 @@ from ptyxr import provenance
 from ptyxr.optics import real_space_pixel_size
 from ptyxr.progress import progress_bar
 from ptyxr.reconstruct import epie as _epie
+from ptyxr.reconstruct.detector import dead_pixel_mask
 from ptyxr.reconstruct.grid import Grid, common_grid, resample_frames
 from ptyxr.reconstruct.probe import coverage_map, guess_probes, setup_probes
 from ptyxr.registration import stack_shifts
@@ -539,6 +540,7 @@ def reconstruct(
     interpolation: int = 1,
     recentre_probe: bool = True,
     pin_scale: bool = True,
+    mask_dead_pixels: bool = True,
     kkr_element: str = "V",
     kkr_table: str = "chantler",
 ) -> xr.Dataset:
@@ -612,6 +614,13 @@ def reconstruct(
         |O| over the covered field: the vacuum) has amplitude 1
         (:func:`ptyxr.reconstruct.epie.pin_scale`). Without it the O·P scale ambiguity drifts
         on noisy data (Siemens star: probe power ×3·10⁶ in 300 iterations).
+    mask_dead_pixels : bool
+        Find detector pixels that read zero over the whole scan although their neighbours
+        collect ≥ 20 counts (dead rows/columns, module gaps, beam-stop shadows:
+        :func:`ptyxr.reconstruct.detector.dead_pixel_mask`) and leave them out of the
+        modulus constraint; the output's ``detector_mask`` then excludes them and the
+        provenance records how many were found. ePIE would otherwise force the exit wave to
+        zero there (unmasked dead row on the simulator: absorption NRMSE 0.10 → 0.57).
     kkr_element, kkr_table : str
         Resonant element and f″ table used to extend μt outside the window in KKR.
 
@@ -642,6 +651,7 @@ def reconstruct(
         raise ValueError(f"pixel_size must be a positive length in metres, got {pixel_size!r}")
     if iterations < 1:
         raise ValueError(f"iterations must be ≥ 1, got {iterations}")
+    ds, dead_pixels = _mask_dead_pixels(ds) if mask_dead_pixels else (ds, 0)
     kkr_used = bool(kkr) and energy.size >= KKR_MIN_ENERGIES
     if kkr_used and kkr_start is not None and int(kkr_start) > int(iterations):
         warnings.warn(
@@ -699,9 +709,29 @@ def reconstruct(
         "checkpoint": None if checkpoint is None else str(checkpoint),
         "resume_from": None if resume_from is None else str(resume_from),
         "keep_raw": bool(keep_raw),
+        "mask_dead_pixels": bool(mask_dead_pixels),
+        "dead_pixels_masked": int(dead_pixels),
         **facts,
     }
     return provenance.record(out, STAGE, parameters)
+
+
+def _mask_dead_pixels(ds: xr.Dataset) -> tuple[xr.Dataset, int]:
+    """``ds`` with dead detector pixels removed from ``detector_mask``, and their count.
+
+    One reduction over every frame (dask intensities are summed blockwise; ePIE reads
+    every frame anyway). Pixels already masked or NaN everywhere are left alone.
+    """
+    data = ds[INTENSITY]
+    if DETECTOR_MASK in ds:
+        data = data.where(ds[DETECTOR_MASK])
+    frame_axes = [d for d in data.dims if d not in (DET_Y, DET_X)]
+    totals = np.asarray(data.sum(frame_axes, skipna=True, min_count=1).values, dtype=np.float64)
+    dead = dead_pixel_mask(totals)
+    if not dead.any():
+        return ds, 0
+    valid = ~dead if DETECTOR_MASK not in ds else np.asarray(ds[DETECTOR_MASK].values, dtype=bool) & ~dead
+    return ds.assign({DETECTOR_MASK: variable(DETECTOR_MASK, valid)}), int(dead.sum())
 
 
 def _map_particles(

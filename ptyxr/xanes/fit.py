@@ -122,9 +122,27 @@ def _fit_lmfit_rows(
         redo = suspicious(redo)
         if redo.size == 0:
             break
+    # the global search over b2 (the batch solver's): local fits from the other basins of the
+    # χ² profile, lowest χ² kept, b2's error widened by the other minima
+    with np.errstate(over="ignore", invalid="ignore", divide="ignore", under="ignore"):
+        g_rows, g_starts, alt_b2, alt_cost = _solver.global_starts(energy, y, params, chisqr, lower, upper, n_valid)
+    if g_rows.size:
+        fits = [_lmfit_one(energy, y[k], g_starts[j], lower[k], upper[k]) for j, k in enumerate(g_rows)]
+        p_r = np.array([f[0] for f in fits])
+        e_r = np.array([f[1] for f in fits])
+        c_r = np.array([f[2] for f in fits])
+        ok_r = np.array([f[3] for f in fits])
+        iters = np.zeros(n_pix, int)
+        params, chisqr, _, converged, min_b2, min_cost, stderr = _solver.keep_best(
+            params, chisqr, iters, converged, g_rows, p_r, c_r, np.zeros(g_rows.size, int), ok_r, stderr, e_r
+        )
+        alt_b2, alt_cost = np.concatenate([alt_b2, min_b2], axis=1), np.concatenate([alt_cost, min_cost], axis=1)
     dof = n_valid - len(FIT_PARAMETERS)
     with np.errstate(invalid="ignore", divide="ignore"):
         redchi = np.where(dof > 0, chisqr / dof, np.nan)
+    b2 = FIT_PARAMETERS.index("b2")
+    with np.errstate(invalid="ignore"):
+        stderr[:, b2] = _solver.widen_edge_stderr(params, stderr[:, b2], chisqr, redchi, alt_b2, alt_cost)
     success = _solver.success_flags(params, lower, upper, converged) & valid
     return _pack(params, stderr, redchi, success)
 

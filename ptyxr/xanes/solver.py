@@ -665,6 +665,11 @@ PROFILE_MIN_DISTANCE = 1.5
 #: … and its χ² (other nonlinear parameters only moved along, not re-optimised: an upper
 #: bound on the profile) is within this many redchi of the fit's: a local fit is run from it.
 PROFILE_DELTA_CHI2 = 9.0
+#: Profile points are refined only where their χ² before refinement lies less than this many
+#: redchi above the fit's (the others stay far outside any interval that widens the error).
+PROFILE_REFINE_RISE = 400.0
+#: Rows (pixel × profile point) per refinement call: ≈ 6 kB each at 40 energies (memory).
+_PROFILE_ROWS = 16384
 #: The b2 error covers the profile-likelihood interval of this many σ (:func:`profile_edge_stderr`).
 PROFILE_COVERAGE = 5.0
 #: Levenberg–Marquardt iterations at each profile point, b2 held (0: projection only).
@@ -678,6 +683,7 @@ def edge_profile(
     lower: np.ndarray,
     upper: np.ndarray,
     weights: np.ndarray | None = None,
+    refine_below: np.ndarray | None = None,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Coarse χ² profile over b2 around fitted parameters (linear parameters solved exactly).
 
@@ -693,6 +699,9 @@ def edge_profile(
     params, lower, upper : ndarray (P, 10)
         Fitted parameters (finite rows) and their bounds.
     weights : ndarray (P, n_E), optional
+    refine_below : ndarray (P,), optional
+        Refine (:data:`PROFILE_ITERATIONS` LM steps, b2 held) only the points whose χ²
+        before refinement is below this; default all.
 
     Returns
     -------
@@ -736,18 +745,27 @@ def edge_profile(
         coef[:, better] = c_t.reshape(4, n_pix, n_grid)[:, better]
     if PROFILE_ITERATIONS:
         # the other basins need other widths and white lines than the fit's: a few LM steps
-        # with b2 held at the grid value (its box collapsed) let them adapt
-        rows = np.repeat(np.arange(n_pix), n_grid)
-        lo_r, hi_r = lo[rows], hi[rows]
-        fixed = best.reshape(-1, 6)[:, 0]
-        lo_r[:, 0] = hi_r[:, 0] = fixed
-        lo_r[:, 4] = np.minimum(np.maximum(lo_r[:, 4], fixed), hi_r[:, 4])  # white line not behind its edge
-        sub = _Problem(energy, y[rows], w[rows])
-        th0 = np.clip(best.reshape(-1, 6), lo_r, hi_r)
-        th, cf, ct, _, _ = _levenberg_marquardt(sub, th0, lo_r, hi_r, PROFILE_ITERATIONS, 1e-6, 1e-3)
-        best = th.reshape(n_pix, n_grid, 6)
-        coef = cf.reshape(4, n_pix, n_grid)
-        cost = np.where(ct < np.inf, ct, np.inf).reshape(n_pix, n_grid)
+        # with b2 held at the grid value (its box collapsed) let them adapt. Only points whose
+        # χ² could matter (below ``refine_below``) are refined, in chunks (memory).
+        flat_cost = cost.reshape(-1)
+        todo = np.flatnonzero(flat_cost < np.repeat(refine_below, n_grid)) if refine_below is not None else None
+        todo = np.arange(flat_cost.size) if todo is None else todo
+        flat_best, flat_coef = best.reshape(-1, 6), coef.reshape(4, -1)
+        for first in range(0, todo.size, _PROFILE_ROWS):
+            sel = todo[first : first + _PROFILE_ROWS]
+            rows = sel // n_grid
+            lo_r, hi_r = lo[rows], hi[rows]
+            fixed = flat_best[sel, 0]
+            lo_r[:, 0] = hi_r[:, 0] = fixed
+            lo_r[:, 4] = np.minimum(np.maximum(lo_r[:, 4], fixed), hi_r[:, 4])  # white line not behind its edge
+            sub = _Problem(energy, y[rows], w[rows])
+            th0 = np.clip(flat_best[sel], lo_r, hi_r)
+            th, cf, ct, _, _ = _levenberg_marquardt(sub, th0, lo_r, hi_r, PROFILE_ITERATIONS, 1e-6, 1e-3)
+            flat_best[sel], flat_coef[:, sel] = th, cf
+            flat_cost[sel] = np.where(ct < np.inf, ct, np.inf)
+        best = flat_best.reshape(n_pix, n_grid, 6)
+        coef = flat_coef.reshape(4, n_pix, n_grid)
+        cost = flat_cost.reshape(n_pix, n_grid)
     start = _params(best.reshape(-1, 6), coef.reshape(4, -1), prob.e0).reshape(n_pix, n_grid, N_PARAMETERS)
     floor = 1e-3 * np.maximum(start[:, :, _B1], 1e-9)
     for k in (_B1, _C11, _C21):
@@ -791,8 +809,9 @@ def global_starts(
     prof_cost = np.full((params.shape[0], n_grid), np.inf)
     if idx.size == 0:
         return np.zeros(0, int), np.zeros((0, N_PARAMETERS)), prof_b2, prof_cost
-    grid, prof, start = edge_profile(energy, y[idx], params[idx], lower[idx], upper[idx], _take(weights, idx))
     dof = np.maximum(np.asarray(n_valid)[idx] - N_PARAMETERS, 1)
+    refine = cost[idx] * (1.0 + PROFILE_REFINE_RISE / dof)
+    grid, prof, start = edge_profile(energy, y[idx], params[idx], lower[idx], upper[idx], _take(weights, idx), refine)
     limit = cost[idx] + PROFILE_DELTA_CHI2 * cost[idx] / dof
     # a fit with its white line behind its edge is not an answer (see keep_best): always
     # refit it from the best physical profile point on each side, however close

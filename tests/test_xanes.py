@@ -388,9 +388,11 @@ def test_results_do_not_depend_on_threads_or_blocks():
     e, mu, _ = synthetic(300, seed=37)
     one = fit_batch(e, mu, pre_edge_limit=PRE_EDGE_LIMIT, block_size=64, workers=1)
     two = fit_batch(e, mu, pre_edge_limit=PRE_EDGE_LIMIT, block_size=64, workers=2)
-    # same blocks, other threads: bit-identical
+    # same blocks, other threads or processes: bit-identical
+    procs = fit_batch(e, mu, pre_edge_limit=PRE_EDGE_LIMIT, block_size=64, workers=2, executor="process")
     for name in ("params", "stderr", "cost", "success"):
         np.testing.assert_array_equal(getattr(one, name), getattr(two, name))
+        np.testing.assert_array_equal(getattr(one, name), getattr(procs, name))
     # other blocks: per-pixel arithmetic does not depend on the block's other pixels (BLAS rounding)
     big = fit_batch(e, mu, pre_edge_limit=PRE_EDGE_LIMIT, block_size=8192, workers=1)
     np.testing.assert_allclose(big.params, one.params, rtol=1e-9, atol=1e-9)

@@ -26,6 +26,7 @@ zero, edge centre/width when b1 = 0, and nonlinear parameters pinned on a bound.
 from __future__ import annotations
 
 import os
+import time
 from dataclasses import dataclass
 
 import numpy as np
@@ -67,6 +68,8 @@ class BatchResult:
         The bounds used.
     covariance : ndarray (P, 10, 10) or None
         Full covariance (NaN rows/cols for undetermined parameters) if requested.
+    cpu_time : float
+        CPU time spent fitting, summed over the worker threads/processes [s].
     """
 
     params: np.ndarray
@@ -78,6 +81,7 @@ class BatchResult:
     lower: np.ndarray
     upper: np.ndarray
     covariance: np.ndarray | None = None
+    cpu_time: float = float("nan")
 
 
 # ------------------------------------------------------------ small batched linear algebra
@@ -1128,6 +1132,29 @@ def keep_best(p, c, it, conv, rows, p_r, c_r, it_r, conv_r, extra=None, extra_r=
     return tuple(out)
 
 
+def _fit_block_job(args: tuple):
+    """One block of :func:`fit_batch` (module level: picklable for a process pool)."""
+    # Degenerate pixels (vacuum, exact zeros) make some batched pivots tiny; their
+    # overflow/NaN stays in that pixel (trial points must be finite to be accepted,
+    # success needs finite results), so numpy's warnings are noise here. (errstate
+    # is per thread: set inside the worker.)
+    cpu = time.thread_time()
+    with np.errstate(over="ignore", invalid="ignore", divide="ignore", under="ignore"):
+        out = _fit_block(*args)
+    return out, time.thread_time() - cpu
+
+
+def _process_context():
+    """forkserver where available (no fork of a threaded parent), else spawn."""
+    import multiprocessing as mp
+
+    if "forkserver" in mp.get_all_start_methods():
+        ctx = mp.get_context("forkserver")
+        ctx.set_forkserver_preload(["ptyxr.xanes.solver"])
+        return ctx
+    return mp.get_context("spawn")
+
+
 def fit_batch(
     energy: np.ndarray,
     mu: np.ndarray,
@@ -1142,6 +1169,7 @@ def fit_batch(
     block_size: int = 8192,
     workers: int | None = None,
     progress: bool = False,
+    executor: str = "thread",
 ) -> BatchResult:
     """Fit paper eq. (1) to every spectrum of ``mu`` at once (variable projection + batched LM).
 
@@ -1173,10 +1201,15 @@ def fit_batch(
     block_size : int
         Pixels per vectorised block (bounds memory: ≈ 1 kB × n_E per pixel).
     workers : int, optional
-        Threads fitting blocks concurrently (default: one per CPU core, at most one
-        per block). Results do not depend on it.
+        Blocks fitted concurrently (default: one per CPU core, at most one per block).
+        Results do not depend on it (the blocks are the same).
     progress : bool
         Progress bar over blocks.
+    executor : {"thread", "process"}
+        Where concurrent blocks run: threads (default; numpy releases the GIL in its
+        array loops, the solver's Python-level loop does not) or worker processes
+        (forkserver: no GIL sharing, but a start-up cost per call, and a script that
+        calls this must guard its entry point with ``if __name__ == "__main__":``).
 
     Returns
     -------
@@ -1196,44 +1229,44 @@ def fit_batch(
         for key in ("params", "stderr", "redchi", "success", "cost", "iterations", "lower", "upper", "covariance")
     }
 
-    def run(start: int):
+    def args(start: int) -> tuple:
         sl = slice(start, start + block_size)
-        # Degenerate pixels (vacuum, exact zeros) make some batched pivots tiny; their
-        # overflow/NaN stays in that pixel (trial points must be finite to be accepted,
-        # success needs finite results), so numpy's warnings are noise here. (errstate
-        # is per thread: set inside the worker.)
-        with np.errstate(over="ignore", invalid="ignore", divide="ignore", under="ignore"):
-            return _fit_block(
-                energy, y[sl], w[sl], pre_edge_limit, max_iter, ftol, xtol, restarts, return_covariance, global_search
-            )
+        return energy, y[sl], w[sl], pre_edge_limit, max_iter, ftol, xtol, restarts, return_covariance, global_search
 
     starts = list(range(0, n_pix, block_size))
     workers = min(os.cpu_count() or 1, len(starts)) if workers is None else max(1, min(workers, len(starts)))
+    if executor not in ("process", "thread"):
+        raise ValueError(f"fit_batch: executor must be 'process' or 'thread', got {executor!r}")
     bar = None
     if progress:
         from ptyxr.progress import progress_bar
 
         bar = progress_bar(total=len(starts), enabled=True, desc="fit_xanes (batch)", unit="block")
+    results = []
     if workers > 1:
-        # numpy releases the GIL in its array loops: blocks in threads use several cores
-        from concurrent.futures import ThreadPoolExecutor
+        # Blocks in parallel: threads by default (safe in any caller); processes avoid the GIL
+        # that the solver's Python-level loop holds between numpy calls (docs/design-notes).
+        from concurrent import futures as cf
 
-        with ThreadPoolExecutor(max_workers=workers) as pool:
-            futures = [pool.submit(run, start) for start in starts]
-            results = []
-            for future in futures:  # in order: output independent of scheduling
-                results.append(future.result())
+        if executor == "process":
+            pool = cf.ProcessPoolExecutor(max_workers=workers, mp_context=_process_context())
+        else:
+            pool = cf.ThreadPoolExecutor(max_workers=workers)
+        with pool:
+            jobs = [pool.submit(_fit_block_job, args(start)) for start in starts]
+            for job in jobs:  # in order: output independent of scheduling
+                results.append(job.result())
                 if bar is not None:
                     bar.update(1)
     else:
-        results = []
         for start in starts:
-            results.append(run(start))
+            results.append(_fit_block_job(args(start)))
             if bar is not None:
                 bar.update(1)
     if bar is not None:
         bar.close()
-    for res in results:
+    cpu_time = float(sum(c for _, c in results))
+    for res, _ in results:
         for key, value in zip(out, res, strict=True):
             out[key].append(value)
     if n_pix == 0:
@@ -1250,4 +1283,4 @@ def fit_batch(
             np.zeros((0, N_PARAMETERS, N_PARAMETERS)) if return_covariance else None,
         )
     cat = {key: (np.concatenate(v) if v[0] is not None else None) for key, v in out.items()}
-    return BatchResult(**cat)
+    return BatchResult(**cat, cpu_time=cpu_time)

@@ -336,15 +336,24 @@ def _check_global(energy, mu, step: float, strict: float):
     same_edge = np.abs(res.params[:, 2] - ref_b2) <= step
     assert np.all((no_worse | same_edge)[ok])
     assert np.mean(no_worse[ok]) >= strict
+    # the false edges of issue 11: a detected edge reported located (b2 stderr < 0.5 eV) away
+    # from the physical optimum, e.g. an erf behind the white line (main's solver: 19 of 1000
+    # foreign-model pixels of seed 32, 1–5 eV off; three of them among the 100 used below)
+    from ptyxr.xanes.fit import LOCATED_EDGE_STDERR
+
+    detected = res.success & (res.params[:, 1] >= 3 * res.stderr[:, 1])
+    located = detected & (res.stderr[:, 2] < LOCATED_EDGE_STDERR)
+    behind = xs.white_line_behind(res.params)  # unphysical, even where its χ² is lower
+    assert not (located & ~same_edge & (behind | ~no_worse)).any()
     # strictly lower than the reference anywhere is impossible beyond rounding (the reference
     # spans the solver's physical solutions) except by the grid: the solver's b2 lies between grid points
     return res
 
 
 def test_no_false_edges_against_a_dense_b2_profile():
-    # 60 eq. (1) + 60 foreign-model spectra, 1 eV reference grid (~10 s idle, 60 s loaded)
-    e, mu_a, _ = synthetic(60, seed=31)
-    _, mu_b, _, _, _ = foreign_spectra(60, seed=32)
+    # 40 eq. (1) + 100 foreign-model spectra, 1 eV reference grid (~15 s idle, 70 s loaded)
+    e, mu_a, _ = synthetic(40, seed=31)
+    _, mu_b, _, _, _ = foreign_spectra(100, seed=32)
     _check_global(e, np.concatenate([mu_a, mu_b]), step=1.0, strict=0.98)
 
 

@@ -15,7 +15,11 @@ outward through a bound frozen for that step. Converged pixels leave the active 
 Starting values come from :func:`ptyxr.xanes.model.initial_estimates`, refined by a
 short scan over edge positions and widths (:func:`scan_starts`). Pixels whose fit looks
 wrong (edge behind the white line, edge or widths stuck on a bound) are refit from a few
-alternative starts and the lowest χ² kept.
+alternative starts and the lowest χ² kept. A global search over the edge energy follows
+(:func:`global_starts`): a coarse χ² profile over b2 across its whole box, local fits from
+the other basins, a physical fit (white line not behind its edge) preferred, then the
+lowest χ²; b2's error is widened to cover the profile's 5-σ interval
+(:func:`widen_edge_stderr`), so a bimodal fit does not report a located edge.
 
 Standard errors come from the full 10-parameter Jacobian at the solution:
 σ² = redchi · diag((JᵀJ)⁻¹), as lmfit does (``scale_covar=True``). Parameters that are
@@ -786,13 +790,15 @@ def global_starts(
     upper: np.ndarray,
     n_valid: np.ndarray,
     weights: np.ndarray | None = None,
-) -> tuple[np.ndarray, np.ndarray]:
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """Starts for local fits in the other basins of the b2 profile (:func:`edge_profile`).
 
-    For each pixel with an edge, the lowest profile point below and the lowest above the
-    fitted edge (at least :data:`PROFILE_MIN_DISTANCE` away) become starts when their χ²
-    is within :data:`PROFILE_DELTA_CHI2` × redchi of the fit's. Shared by the batch solver
-    and the lmfit reference: both run the same global search.
+    For each pixel with a clear edge (b1 ≥ 3 rms residual), the lowest profile point below
+    and the lowest above the fitted edge (at least :data:`PROFILE_MIN_DISTANCE` away) become
+    starts when their χ² is within :data:`PROFILE_DELTA_CHI2` × redchi of the fit's; for a
+    fit with its white line behind its edge, always and at any distance. Profile points
+    are refined (b2 held) where within :data:`PROFILE_REFINE_RISE` × redchi. Shared by the
+    batch solver and the lmfit reference: both run the same global search.
 
     Returns
     -------

@@ -7,11 +7,21 @@ stable number. Not a test.
 
     python benchmarks/bench_fit.py            # full: 256×256 map, 200 lmfit pixels
     python benchmarks/bench_fit.py --reduced  # quick: 64×64 map, 40 lmfit pixels
+    python benchmarks/bench_fit.py --baseline /tmp/ptyxr-main   # also time another checkout's
+                                                                # solver (same map, same run)
+
+The map fit's CPU/wall ratio says how many cores it used (threads over pixel blocks).
+``--baseline`` runs that checkout's ``fit_batch`` on the same map in a subprocess
+(``PYTHONPATH`` = that folder) just before this one, so both see the same machine load.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
+import os
+import subprocess
+import sys
 import time
 import tracemalloc
 
@@ -63,10 +73,24 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--reduced", action="store_true", help="64×64 map and 40 lmfit pixels (≈ 10 s)")
     parser.add_argument("--size", type=int, default=None, help="map side (default 256, reduced 64)")
     parser.add_argument("--lmfit-pixels", type=int, default=None, help="lmfit subset (default 200, reduced 40)")
+    parser.add_argument("--baseline", default=None, help="folder holding another ptyxr checkout to time alongside")
+    parser.add_argument("--solver-only", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     side = args.size or (64 if args.reduced else 256)
     n_lmfit = args.lmfit_pixels or (40 if args.reduced else 200)
 
+    if args.solver_only:  # child of --baseline: time this checkout's fit_batch only
+        energy, mu = synthetic_map(side * side)
+        res, wall, cpu = timed(fit_batch, energy, mu, pre_edge_limit=PRE_EDGE_LIMIT)
+        cpu = getattr(res, "cpu_time", cpu)  # worker processes' CPU where the solver reports it
+        print(json.dumps({"wall": wall, "cpu": cpu, "n": mu.shape[0]}))
+        return
+    base = None
+    if args.baseline:
+        env = dict(os.environ, PYTHONPATH=os.path.abspath(args.baseline))
+        cmd = [sys.executable, os.path.abspath(__file__), "--solver-only", "--size", str(side)]
+        out = subprocess.run(cmd, env=env, capture_output=True, text=True, check=True).stdout
+        base = json.loads(out.strip().splitlines()[-1])
     energy, mu = synthetic_map(side * side)
     print(f"map {side}×{side}×{energy.size}: 60 % material (eq. 1, b1 0.05–0.5), 40 % vacuum, σ = 0.01")
 
@@ -75,17 +99,30 @@ def main(argv: list[str] | None = None) -> None:
     print(f"lmfit  on {n_lmfit} px: {n_lmfit / lm_wall:9.1f} px/s wall, {n_lmfit / lm_cpu:9.1f} px/s CPU")
 
     res, wall, cpu = timed(fit_batch, energy, mu, pre_edge_limit=PRE_EDGE_LIMIT)
+    cpu = res.cpu_time  # summed over the workers (thread CPU time of each block)
     n = mu.shape[0]
     print(f"batch  on {n} px: {n / wall:9.1f} px/s wall, {n / cpu:9.1f} px/s CPU")
     print(f"ratio batch/lmfit: {(n / wall) / (n_lmfit / lm_wall):.0f}× wall, {(n / cpu) / (n_lmfit / lm_cpu):.0f}× CPU")
     print(f"{side}×{side}×{energy.size} map: {wall:.2f} s wall, {cpu:.2f} s CPU; success {res.success.mean():.3f}")
+    print(f"map fit CPU/wall: {cpu / wall:.2f} ({os.cpu_count()} cores, threads)")
+    th, th_wall, _ = timed(fit_batch, energy, mu, pre_edge_limit=PRE_EDGE_LIMIT, executor="process")
+    print(
+        f"same map in worker processes: {n / th_wall:9.1f} px/s wall, CPU/wall {th.cpu_time / th_wall:.2f}; "
+        f"threads/processes {th_wall / wall:.2f}× px/s"
+    )
+    if base is not None:
+        print(
+            f"baseline ({args.baseline}): {base['n'] / base['wall']:9.1f} px/s wall, "
+            f"{base['n'] / base['cpu']:9.1f} px/s CPU, CPU/wall {base['cpu'] / base['wall']:.2f}"
+        )
+        print(f"this/baseline: {base['wall'] / wall:.2f}× px/s wall, {base['cpu'] / cpu:.2f}× px/s CPU")
 
     tracemalloc.start()
-    fit_batch(energy, mu, pre_edge_limit=PRE_EDGE_LIMIT)
+    fit_batch(energy, mu, pre_edge_limit=PRE_EDGE_LIMIT, workers=1)  # in this process: one worker's peak
     _, peak = tracemalloc.get_traced_memory()
     tracemalloc.stop()
     print(
-        f"peak memory of the batch fit (tracemalloc, numpy buffers): {peak / 2**20:.0f} MiB "
+        f"peak memory of the batch fit, one worker (tracemalloc, numpy buffers): {peak / 2**20:.0f} MiB "
         f"(input {mu.nbytes / 2**20:.0f} MiB)"
     )
 

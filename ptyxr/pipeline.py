@@ -65,8 +65,8 @@ RECONSTRUCT_SCHEDULES: dict[str, dict[str, Any]] = {
 def recommended_options(preset: str = "small", seed: int = 0, progress: bool = True) -> ChainOptions:
     """Stage options for a simulation preset (schedule from :data:`RECONSTRUCT_SCHEDULES`).
 
-    ``fit_xanes`` also asks for a located edge (``max_edge_stderr`` =
-    :data:`ptyxr.xanes.fit.LOCATED_EDGE_STDERR`), stricter than its paper-like default.
+    ``fit_xanes`` asks for a located edge (``max_edge_stderr`` =
+    :data:`ptyxr.xanes.fit.LOCATED_EDGE_STDERR`, also its default: same accuracy by hand).
     """
     if preset not in RECONSTRUCT_SCHEDULES:
         raise schema.SchemaError(f"unknown preset {preset!r}; choose one of {sorted(RECONSTRUCT_SCHEDULES)}")

@@ -15,7 +15,11 @@ outward through a bound frozen for that step. Converged pixels leave the active 
 Starting values come from :func:`ptyxr.xanes.model.initial_estimates`, refined by a
 short scan over edge positions and widths (:func:`scan_starts`). Pixels whose fit looks
 wrong (edge behind the white line, edge or widths stuck on a bound) are refit from a few
-alternative starts and the lowest χ² kept.
+alternative starts and the lowest χ² kept. A global search over the edge energy follows
+(:func:`global_starts`): a coarse χ² profile over b2 across its whole box, local fits from
+the other basins, a physical fit (white line not behind its edge) preferred, then the
+lowest χ²; b2's error is widened to cover the profile's 5-σ interval
+(:func:`widen_edge_stderr`), so a bimodal fit does not report a located edge.
 
 Standard errors come from the full 10-parameter Jacobian at the solution:
 σ² = redchi · diag((JᵀJ)⁻¹), as lmfit does (``scale_covar=True``). Parameters that are
@@ -26,12 +30,13 @@ zero, edge centre/width when b1 = 0, and nonlinear parameters pinned on a bound.
 from __future__ import annotations
 
 import os
+import time
 from dataclasses import dataclass
 
 import numpy as np
 from scipy.special import erf
 
-from ptyxr.xanes.model import PARAMETERS, WIDTH_BOUNDS, initial_estimates
+from ptyxr.xanes.model import EDGE_RANGE, PARAMETERS, WIDTH_BOUNDS, initial_estimates
 
 N_PARAMETERS = len(PARAMETERS)
 # Column indices into the paper-ordered parameter vector.
@@ -67,6 +72,8 @@ class BatchResult:
         The bounds used.
     covariance : ndarray (P, 10, 10) or None
         Full covariance (NaN rows/cols for undetermined parameters) if requested.
+    cpu_time : float
+        CPU time spent fitting, summed over the worker threads/processes [s].
     """
 
     params: np.ndarray
@@ -78,6 +85,7 @@ class BatchResult:
     lower: np.ndarray
     upper: np.ndarray
     covariance: np.ndarray | None = None
+    cpu_time: float = float("nan")
 
 
 # ------------------------------------------------------------ small batched linear algebra
@@ -652,6 +660,249 @@ def _suspicious(
     return clear & (bad | behind | lost | pinned)
 
 
+# ------------------------------------------------------------------ global search over b2
+#: Step [eV] of the coarse χ² profile over the edge energy b2 across its whole box
+#: (±EDGE_RANGE around the start, inside the window): 17 points for the default box.
+PROFILE_STEP = 2.0
+#: White-line centres tried at each profile point, relative to the edge [eV], besides the
+#: fitted white line moved along with the edge (the white line follows its edge).
+PROFILE_WL_OFFSETS: tuple[float, ...] = ()
+#: A profile point counts as another basin when it lies this far [eV] from the fitted edge:
+#: closer points are the fit's own basin (erf widths b3 ≥ 0.5 eV; half the 1 eV grid beyond it).
+PROFILE_MIN_DISTANCE = 1.5
+#: … and its χ² (other nonlinear parameters only moved along, not re-optimised: an upper
+#: bound on the profile) is within this many redchi of the fit's: a local fit is run from it.
+PROFILE_DELTA_CHI2 = 9.0
+#: Profile points are refined only where their χ² before refinement lies less than this many
+#: redchi above the fit's (the others stay far outside any interval that widens the error).
+PROFILE_REFINE_RISE = 400.0
+#: Rows (pixel × profile point) per refinement call: ≈ 6 kB each at 40 energies (memory).
+_PROFILE_ROWS = 16384
+#: The b2 error covers the profile-likelihood interval of this many σ (:func:`profile_edge_stderr`).
+PROFILE_COVERAGE = 5.0
+#: Levenberg–Marquardt iterations at each profile point, b2 held (0: projection only).
+PROFILE_ITERATIONS = 3
+
+
+def edge_profile(
+    energy: np.ndarray,
+    y: np.ndarray,
+    params: np.ndarray,
+    lower: np.ndarray,
+    upper: np.ndarray,
+    weights: np.ndarray | None = None,
+    refine_below: np.ndarray | None = None,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Coarse χ² profile over b2 around fitted parameters (linear parameters solved exactly).
+
+    At each b2 of a :data:`PROFILE_STEP` grid over each pixel's b2 box the white line is
+    moved with the edge (same offset as fitted) or put :data:`PROFILE_WL_OFFSETS` above
+    it, the other nonlinear parameters stay as fitted, and the best of these is kept.
+    Per pixel the arithmetic does not depend on the other pixels of the batch.
+
+    Parameters
+    ----------
+    energy : ndarray (n_E,)
+    y : ndarray (P, n_E)
+    params, lower, upper : ndarray (P, 10)
+        Fitted parameters (finite rows) and their bounds.
+    weights : ndarray (P, n_E), optional
+    refine_below : ndarray (P,), optional
+        Refine (:data:`PROFILE_ITERATIONS` LM steps, b2 held) only the points whose χ²
+        before refinement is below this; default all.
+
+    Returns
+    -------
+    grid : ndarray (P, G)
+        The b2 values [eV].
+    cost : ndarray (P, G)
+        χ² at each (∞ where not finite).
+    start : ndarray (P, G, 10)
+        The parameters of each profile point (heights exact, made slightly positive).
+    """
+    energy = np.asarray(energy, dtype=float)
+    y = np.asarray(y, dtype=float).reshape(-1, energy.size)
+    w = np.ones_like(y) if weights is None else np.broadcast_to(weights, y.shape)
+    n_pix = y.shape[0]
+    n_grid = int(np.ceil(2.0 * EDGE_RANGE / PROFILE_STEP)) + 1
+    grid = np.minimum(lower[:, _B2, None] + PROFILE_STEP * np.arange(n_grid), upper[:, _B2, None])
+    prob = _Problem(energy, y, w)
+    lo, hi = _theta(lower, prob.e0), _theta(upper, prob.e0)
+    theta = _theta(params, prob.e0)
+    offsets = [params[:, _C22] - params[:, _B2]] + [np.full(n_pix, o) for o in PROFILE_WL_OFFSETS]
+    cost = np.full((n_pix, n_grid), np.inf)
+    best = np.empty((n_pix, n_grid, 6))
+    coef = np.zeros((4, n_pix, n_grid))
+    g = grid - prob.e0
+    for off in offsets:
+        trial = np.repeat(theta[:, None, :], n_grid, axis=1)  # (P, G, 6)
+        trial[:, :, 0] = g
+        trial[:, :, 4] = g + np.maximum(off[:, None], 0.0)  # white line not behind its edge
+        trial = np.clip(trial, lo[:, None], hi[:, None]).reshape(-1, 6)
+        rows = np.repeat(np.arange(n_pix), n_grid)
+        c_t = np.empty((4, rows.size))
+        cost_t = np.empty(rows.size)
+        for first in range(0, rows.size, _SCAN_ROWS):
+            sl = slice(first, first + _SCAN_ROWS)
+            sub = _Problem(energy, y[rows[sl]], w[rows[sl]])
+            c_t[:, sl], _, cost_t[sl] = sub.project(trial[sl], np.arange(rows[sl].size))
+        cost_t = np.where(cost_t < np.inf, cost_t, np.inf).reshape(n_pix, n_grid)  # NaN never wins
+        better = cost_t < cost
+        cost[better] = cost_t[better]
+        best[better] = trial.reshape(n_pix, n_grid, 6)[better]
+        coef[:, better] = c_t.reshape(4, n_pix, n_grid)[:, better]
+    if PROFILE_ITERATIONS:
+        # the other basins need other widths and white lines than the fit's: a few LM steps
+        # with b2 held at the grid value (its box collapsed) let them adapt. Only points whose
+        # χ² could matter (below ``refine_below``) are refined, in chunks (memory).
+        flat_cost = cost.reshape(-1)
+        todo = np.flatnonzero(flat_cost < np.repeat(refine_below, n_grid)) if refine_below is not None else None
+        todo = np.arange(flat_cost.size) if todo is None else todo
+        flat_best, flat_coef = best.reshape(-1, 6), coef.reshape(4, -1)
+        for first in range(0, todo.size, _PROFILE_ROWS):
+            sel = todo[first : first + _PROFILE_ROWS]
+            rows = sel // n_grid
+            lo_r, hi_r = lo[rows], hi[rows]
+            fixed = flat_best[sel, 0]
+            lo_r[:, 0] = hi_r[:, 0] = fixed
+            lo_r[:, 4] = np.minimum(np.maximum(lo_r[:, 4], fixed), hi_r[:, 4])  # white line not behind its edge
+            sub = _Problem(energy, y[rows], w[rows])
+            th0 = np.clip(flat_best[sel], lo_r, hi_r)
+            th, cf, ct, _, _ = _levenberg_marquardt(sub, th0, lo_r, hi_r, PROFILE_ITERATIONS, 1e-6, 1e-3)
+            flat_best[sel], flat_coef[:, sel] = th, cf
+            flat_cost[sel] = np.where(ct < np.inf, ct, np.inf)
+        best = flat_best.reshape(n_pix, n_grid, 6)
+        coef = flat_coef.reshape(4, n_pix, n_grid)
+        cost = flat_cost.reshape(n_pix, n_grid)
+    start = _params(best.reshape(-1, 6), coef.reshape(4, -1), prob.e0).reshape(n_pix, n_grid, N_PARAMETERS)
+    floor = 1e-3 * np.maximum(start[:, :, _B1], 1e-9)
+    for k in (_B1, _C11, _C21):
+        start[:, :, k] = np.maximum(start[:, :, k], floor if k != _B1 else 1e-9)
+    return grid, cost, start
+
+
+def global_starts(
+    energy: np.ndarray,
+    y: np.ndarray,
+    params: np.ndarray,
+    cost: np.ndarray,
+    lower: np.ndarray,
+    upper: np.ndarray,
+    n_valid: np.ndarray,
+    weights: np.ndarray | None = None,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Starts for local fits in the other basins of the b2 profile (:func:`edge_profile`).
+
+    For each pixel with a clear edge (b1 ≥ 3 rms residual), the lowest profile point below
+    and the lowest above the fitted edge (at least :data:`PROFILE_MIN_DISTANCE` away) become
+    starts when their χ² is within :data:`PROFILE_DELTA_CHI2` × redchi of the fit's; for a
+    fit with its white line behind its edge, always and at any distance. Profile points
+    are refined (b2 held) where within :data:`PROFILE_REFINE_RISE` × redchi. Shared by the
+    batch solver and the lmfit reference: both run the same global search.
+
+    Returns
+    -------
+    rows : ndarray (K,) int
+        Pixel of each start (a pixel appears at most twice, below before above).
+    starts : ndarray (K, 10)
+    profile_b2, profile_cost : ndarray (P, G)
+        The profile (NaN / ∞ for pixels without a clear edge), for :func:`widen_edge_stderr`.
+    """
+    dof_all = np.maximum(np.asarray(n_valid) - N_PARAMETERS, 1)
+    with np.errstate(invalid="ignore"):
+        rms = np.sqrt(cost / dof_all)
+    # only clear edges (b1 ≥ 3 rms residual, as the restarts): a noise-level b2 means nothing
+    ok = np.isfinite(params).all(axis=1) & np.isfinite(cost) & (params[:, _B1] >= 3.0 * rms) & (params[:, _B1] > 0)
+    idx = np.flatnonzero(ok)
+    n_grid = int(np.ceil(2.0 * EDGE_RANGE / PROFILE_STEP)) + 1
+    prof_b2 = np.full((params.shape[0], n_grid), np.nan)
+    prof_cost = np.full((params.shape[0], n_grid), np.inf)
+    if idx.size == 0:
+        return np.zeros(0, int), np.zeros((0, N_PARAMETERS)), prof_b2, prof_cost
+    dof = np.maximum(np.asarray(n_valid)[idx] - N_PARAMETERS, 1)
+    refine = cost[idx] * (1.0 + PROFILE_REFINE_RISE / dof)
+    grid, prof, start = edge_profile(energy, y[idx], params[idx], lower[idx], upper[idx], _take(weights, idx), refine)
+    limit = cost[idx] + PROFILE_DELTA_CHI2 * cost[idx] / dof
+    # a fit with its white line behind its edge is not an answer (see keep_best): always
+    # refit it from the best physical profile point on each side, however close
+    behind = white_line_behind(params[idx])
+    limit = np.where(behind, np.inf, limit)
+    near = np.where(behind, 0.0, PROFILE_MIN_DISTANCE)[:, None]
+    dist = grid - params[idx, _B2, None]
+    rows, starts = [], []
+    for side in (dist <= -near, (dist >= near) & (dist > 0)):
+        c = np.where(side, prof, np.inf)
+        k = np.argmin(c, axis=1)
+        pick = np.flatnonzero(c[np.arange(idx.size), k] < limit)
+        rows.append(idx[pick])
+        starts.append(start[pick, k[pick]])
+    order = np.argsort(np.concatenate(rows), kind="stable")
+    prof_b2[idx], prof_cost[idx] = grid, prof
+    return np.concatenate(rows)[order], np.concatenate(starts)[order], prof_b2, prof_cost
+
+
+def _take(weights: np.ndarray | None, idx: np.ndarray) -> np.ndarray | None:
+    return None if weights is None else np.asarray(weights)[idx]
+
+
+def white_line_behind(params: np.ndarray) -> np.ndarray:
+    """(P,) True where a white line is present (c21 > 0) with its centre below the edge (c22 < b2)."""
+    params = np.asarray(params, dtype=float)
+    return (params[:, _C21] > 0) & (params[:, _C22] < params[:, _B2])
+
+
+def widen_edge_stderr(
+    params: np.ndarray,
+    stderr_b2: np.ndarray,
+    cost: np.ndarray,
+    redchi: np.ndarray,
+    alt_b2: np.ndarray,
+    alt_cost: np.ndarray,
+) -> np.ndarray:
+    """b2's error [eV] no smaller than what the χ² profile and the fit's geometry allow.
+
+    The curvature error is widened (a) by :func:`profile_edge_stderr` over the other
+    local minima and profile points ``alt_b2``/``alt_cost`` (P, K), and (b) for a fit whose
+    white line sits behind its edge (:func:`white_line_behind`) to the distance b2 − c22:
+    there the erf sits on the plateau after the peak and the rise is the Lorentzian's, so
+    the edge is not located better than that. NaN errors (undetermined) stay NaN.
+    """
+    widened = profile_edge_stderr(params[:, _B2], cost, redchi, alt_b2, alt_cost)
+    behind = white_line_behind(params)
+    widened = np.where(behind, np.maximum(widened, params[:, _B2] - params[:, _C22]), widened)
+    return np.where(np.isfinite(stderr_b2), np.maximum(stderr_b2, widened), stderr_b2)
+
+
+def profile_edge_stderr(
+    b2: np.ndarray, cost: np.ndarray, redchi: np.ndarray, alt_b2: np.ndarray, alt_cost: np.ndarray
+) -> np.ndarray:
+    """Edge-energy error implied by the χ² profile over b2 [eV]: its K-σ interval inside ±K·σ.
+
+    A point of the profile (another local minimum, or a profile point) |Δb2| away whose χ²
+    is only Δχ² < K²·redchi above the fit's lies inside the profile-likelihood K-σ interval
+    (Δχ² = K² in units of the noise; K = :data:`PROFILE_COVERAGE`). The error is then at
+    least |Δb2|/K, so that ±K·σ covers it: near-equal minima of a bimodal fit give an
+    error of a fifth of their separation, and a profile that flattens far from the minimum
+    (a non-quadratic χ²) widens the tails, while points the data exclude (Δχ² ≥ K²·redchi)
+    leave the curvature error alone. Profile points are upper bounds of the profile (other
+    parameters refined a few steps only), so this never widens more than the true profile
+    would. NaN alternatives are ignored; returns 0 where there are none.
+
+    Parameters
+    ----------
+    b2, cost, redchi : ndarray (P,)
+        The kept fit.
+    alt_b2, alt_cost : ndarray (P, K)
+        Edge energies and χ² of the other local fits and profile points (NaN / ∞ = none).
+    """
+    k = PROFILE_COVERAGE
+    with np.errstate(invalid="ignore", divide="ignore"):
+        rise = (alt_cost - cost[:, None]) / redchi[:, None]
+        sigma = np.where(rise < k * k, np.abs(alt_b2 - b2[:, None]) / k, 0.0)
+    sigma = np.where(np.isfinite(sigma), sigma, 0.0)
+    return sigma.max(axis=1, initial=0.0)
+
+
 # ------------------------------------------------------------------ driver
 #: Alternative starts of the restart scan: edge shift from its start, then white-line and
 #: pre-edge centres relative to the shifted edge [eV] (clipped to their bounds).
@@ -772,6 +1023,7 @@ def _fit_block(
     xtol: float,
     restarts: bool,
     want_cov: bool,
+    global_search: bool = True,
 ):
     n_pix = y.shape[0]
     params = np.full((n_pix, N_PARAMETERS), np.nan)
@@ -816,15 +1068,97 @@ def _fit_block(
             redo = redo[needs_restart(p[redo], lo_p[redo], hi_p[redo], conv[redo], c[redo], prob.n_valid[redo])]
             if redo.size == 0:
                 break
+    alt_b2 = alt_cost = None
+    if global_search:
+        rows, alt, prof_b2, prof_cost = global_starts(energy, yv, p, c, lo_p, hi_p, prob.n_valid, wv)
+        alt_b2, alt_cost = prof_b2, prof_cost
+        if rows.size:
+            sub = _Problem(energy, yv[rows], wv[rows])
+            lo_r, hi_r = _theta(lo_p[rows], sub.e0), _theta(hi_p[rows], sub.e0)
+            th_r, coef_r, c_r, it_r, conv_r = _levenberg_marquardt(
+                sub, np.clip(_theta(alt, sub.e0), lo_r, hi_r), lo_r, hi_r, max_iter, ftol, xtol
+            )
+            p_r = _params(th_r, coef_r, sub.e0)
+            p, c, it, conv, min_b2, min_cost = keep_best(p, c, it, conv, rows, p_r, c_r, it_r, conv_r)
+            alt_b2, alt_cost = np.concatenate([prof_b2, min_b2], axis=1), np.concatenate([prof_cost, min_cost], axis=1)
     cov_v, redchi_v = _covariance(prob, p, lo_p, hi_p, c)
     params[idx], cost[idx], iterations[idx], converged[idx] = p, c, it, conv
     redchi[idx] = redchi_v
     stderr[idx] = np.sqrt(np.einsum("pii->pi", cov_v))
+    if alt_b2 is not None:
+        # a second minimum close in χ² widens the edge's error (bimodal fits are not located)
+        stderr[idx, _B2] = widen_edge_stderr(p, stderr[idx, _B2], c, redchi_v, alt_b2, alt_cost)
     if want_cov:
         cov[idx] = cov_v
     success = np.zeros(n_pix, bool)
     success[idx] = success_flags(p, lo_p, hi_p, conv) & np.isfinite(c)
     return params, stderr, redchi, success, cost, iterations, lower, upper, cov
+
+
+def keep_best(p, c, it, conv, rows, p_r, c_r, it_r, conv_r, extra=None, extra_r=None):
+    """Per pixel, the lowest χ² of its fit and its global-search refits (``rows``: their pixels).
+
+    Also returns every pixel's other local minima, (P, 2) edge energies and χ² (NaN = none),
+    for :func:`profile_edge_stderr`. Refits that lost the edge (b1 = 0) do not count as minima.
+    ``extra`` (P, m) / ``extra_r`` (K, m): more per-fit arrays (e.g. lmfit's errors) to pick
+    along, returned last.
+    """
+    n_pix = p.shape[0]
+    cand_p = np.concatenate([p[None], np.full((2, n_pix, N_PARAMETERS), np.nan)])
+    cand_c = np.concatenate([c[None], np.full((2, n_pix), np.inf)])
+    cand_it = np.concatenate([it[None], np.zeros((2, n_pix), int)])
+    cand_conv = np.concatenate([conv[None], np.zeros((2, n_pix), bool)])
+    slot = np.ones(rows.size, int)
+    slot[1:][rows[1:] == rows[:-1]] = 2  # a pixel's second start (rows are sorted)
+    cand_p[slot, rows], cand_c[slot, rows] = p_r, np.where(np.isfinite(c_r), c_r, np.inf)
+    cand_it[slot, rows], cand_conv[slot, rows] = it_r, conv_r
+    # strictly lower (relative 1e-9, as the restarts): ties keep the first fit
+    # a fit with the white line behind its edge (the erf on the plateau after the peak, the
+    # Lorentzian making the rise) loses to any physical fit; among equals the lower χ² wins
+    behind = np.stack([white_line_behind(cp) for cp in cand_p])  # NaN rows: False
+    pick = np.zeros(n_pix, int)
+    cols = np.arange(n_pix)
+    for k in (1, 2):
+        lower_cost = cand_c[k] < cand_c[pick, cols] * (1.0 - 1e-9)
+        better = (behind[pick, cols] & ~behind[k] & np.isfinite(cand_c[k])) | (
+            (behind[pick, cols] == behind[k]) & lower_cost
+        )
+        pick[better] = k
+    cols = np.arange(n_pix)
+    others = np.array([[k for k in range(3) if k != j] for j in range(3)])[pick]  # (P, 2)
+    alt_b2 = cand_p[others.T, cols, _B2].T
+    alt_cost = cand_c[others.T, cols].T
+    lost = ~(cand_p[others.T, cols, _B1].T > 0)
+    alt_b2 = np.where(lost | ~np.isfinite(alt_cost), np.nan, alt_b2)
+    out = [cand_p[pick, cols], cand_c[pick, cols], cand_it[pick, cols], cand_conv[pick, cols], alt_b2, alt_cost]
+    if extra is not None:
+        cand_x = np.concatenate([extra[None], np.full((2, *extra.shape), np.nan)])
+        cand_x[slot, rows] = extra_r
+        out.append(cand_x[pick, cols])
+    return tuple(out)
+
+
+def _fit_block_job(args: tuple):
+    """One block of :func:`fit_batch` (module level: picklable for a process pool)."""
+    # Degenerate pixels (vacuum, exact zeros) make some batched pivots tiny; their
+    # overflow/NaN stays in that pixel (trial points must be finite to be accepted,
+    # success needs finite results), so numpy's warnings are noise here. (errstate
+    # is per thread: set inside the worker.)
+    cpu = time.thread_time()
+    with np.errstate(over="ignore", invalid="ignore", divide="ignore", under="ignore"):
+        out = _fit_block(*args)
+    return out, time.thread_time() - cpu
+
+
+def _process_context():
+    """forkserver where available (no fork of a threaded parent), else spawn."""
+    import multiprocessing as mp
+
+    if "forkserver" in mp.get_all_start_methods():
+        ctx = mp.get_context("forkserver")
+        ctx.set_forkserver_preload(["ptyxr.xanes.solver"])
+        return ctx
+    return mp.get_context("spawn")
 
 
 def fit_batch(
@@ -837,9 +1171,11 @@ def fit_batch(
     xtol: float = 1e-7,
     restarts: bool = True,
     return_covariance: bool = False,
+    global_search: bool = True,
     block_size: int = 8192,
     workers: int | None = None,
     progress: bool = False,
+    executor: str = "thread",
 ) -> BatchResult:
     """Fit paper eq. (1) to every spectrum of ``mu`` at once (variable projection + batched LM).
 
@@ -862,15 +1198,24 @@ def fit_batch(
         Stop when a step moves no nonlinear parameter by more than this [eV].
     restarts : bool
         Refit suspicious pixels from :data:`RESTARTS` and keep the best.
+    global_search : bool
+        Search the other basins of the χ² profile over b2 (:func:`global_starts`), refit
+        from them, keep the lowest χ², and widen the b2 error by the other minima
+        (:func:`profile_edge_stderr`).
     return_covariance : bool
         Also return the full (P, 10, 10) covariance.
     block_size : int
         Pixels per vectorised block (bounds memory: ≈ 1 kB × n_E per pixel).
     workers : int, optional
-        Threads fitting blocks concurrently (default: one per CPU core, at most one
-        per block). Results do not depend on it.
+        Blocks fitted concurrently (default: one per CPU core, at most one per block).
+        Results do not depend on it (the blocks are the same).
     progress : bool
         Progress bar over blocks.
+    executor : {"thread", "process"}
+        Where concurrent blocks run: threads (default; numpy releases the GIL in its
+        array loops, the solver's Python-level loop does not) or worker processes
+        (forkserver: no GIL sharing, but a start-up cost per call, and a script that
+        calls this must guard its entry point with ``if __name__ == "__main__":``).
 
     Returns
     -------
@@ -890,42 +1235,44 @@ def fit_batch(
         for key in ("params", "stderr", "redchi", "success", "cost", "iterations", "lower", "upper", "covariance")
     }
 
-    def run(start: int):
+    def args(start: int) -> tuple:
         sl = slice(start, start + block_size)
-        # Degenerate pixels (vacuum, exact zeros) make some batched pivots tiny; their
-        # overflow/NaN stays in that pixel (trial points must be finite to be accepted,
-        # success needs finite results), so numpy's warnings are noise here. (errstate
-        # is per thread: set inside the worker.)
-        with np.errstate(over="ignore", invalid="ignore", divide="ignore", under="ignore"):
-            return _fit_block(energy, y[sl], w[sl], pre_edge_limit, max_iter, ftol, xtol, restarts, return_covariance)
+        return energy, y[sl], w[sl], pre_edge_limit, max_iter, ftol, xtol, restarts, return_covariance, global_search
 
     starts = list(range(0, n_pix, block_size))
     workers = min(os.cpu_count() or 1, len(starts)) if workers is None else max(1, min(workers, len(starts)))
+    if executor not in ("process", "thread"):
+        raise ValueError(f"fit_batch: executor must be 'process' or 'thread', got {executor!r}")
     bar = None
     if progress:
         from ptyxr.progress import progress_bar
 
         bar = progress_bar(total=len(starts), enabled=True, desc="fit_xanes (batch)", unit="block")
+    results = []
     if workers > 1:
-        # numpy releases the GIL in its array loops: blocks in threads use several cores
-        from concurrent.futures import ThreadPoolExecutor
+        # Blocks in parallel: threads by default (safe in any caller); processes avoid the GIL
+        # that the solver's Python-level loop holds between numpy calls (docs/design-notes).
+        from concurrent import futures as cf
 
-        with ThreadPoolExecutor(max_workers=workers) as pool:
-            futures = [pool.submit(run, start) for start in starts]
-            results = []
-            for future in futures:  # in order: output independent of scheduling
-                results.append(future.result())
+        if executor == "process":
+            pool = cf.ProcessPoolExecutor(max_workers=workers, mp_context=_process_context())
+        else:
+            pool = cf.ThreadPoolExecutor(max_workers=workers)
+        with pool:
+            jobs = [pool.submit(_fit_block_job, args(start)) for start in starts]
+            for job in jobs:  # in order: output independent of scheduling
+                results.append(job.result())
                 if bar is not None:
                     bar.update(1)
     else:
-        results = []
         for start in starts:
-            results.append(run(start))
+            results.append(_fit_block_job(args(start)))
             if bar is not None:
                 bar.update(1)
     if bar is not None:
         bar.close()
-    for res in results:
+    cpu_time = float(sum(c for _, c in results))
+    for res, _ in results:
         for key, value in zip(out, res, strict=True):
             out[key].append(value)
     if n_pix == 0:
@@ -942,4 +1289,4 @@ def fit_batch(
             np.zeros((0, N_PARAMETERS, N_PARAMETERS)) if return_covariance else None,
         )
     cat = {key: (np.concatenate(v) if v[0] is not None else None) for key, v in out.items()}
-    return BatchResult(**cat)
+    return BatchResult(**cat, cpu_time=cpu_time)

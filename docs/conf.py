@@ -1,0 +1,114 @@
+"""Sphinx configuration of the ptyxr documentation site.
+
+Build locally (one command, from the repository root)::
+
+    python -m sphinx -W -b html docs docs/_build/html
+
+The tutorial notebooks (``notebooks/``, committed without outputs) are copied into
+``docs/notebooks/`` and executed by myst-nb through a jupyter-cache under
+``docs/_build/.jupyter_cache``: the first build runs each notebook once (≈ 1.5 min on 2
+cores), later builds reuse the stored outputs until a notebook's code changes.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+import ptyxr
+
+DOCS = Path(__file__).resolve().parent
+ROOT = DOCS.parent
+
+project = "ptyxr"
+author = "the ptyxr developers"
+copyright = "2026, the ptyxr developers"
+release = ptyxr.__version__
+version = release
+
+extensions = [
+    "myst_nb",  # Markdown pages (MyST) and notebooks; loads myst_parser itself
+    "sphinx.ext.autodoc",
+    "sphinx.ext.autosummary",
+    "sphinx.ext.mathjax",
+    "sphinx.ext.viewcode",
+    "sphinx.ext.intersphinx",
+    "numpydoc",
+]
+
+source_suffix = {".rst": "restructuredtext", ".md": "myst-nb", ".ipynb": "myst-nb"}
+root_doc = "index"
+exclude_patterns = ["_build", "notebooks/.ipynb_checkpoints", "Thumbs.db", ".DS_Store"]
+
+# --- MyST ------------------------------------------------------------------------------
+myst_enable_extensions = ["dollarmath", "colon_fence"]
+# GitHub-style anchors for headings, so "design.md#2-physics-conventions" links work here too
+myst_heading_anchors = 3
+
+# --- tutorials: copied from notebooks/ and executed through a cache --------------------
+#: the numbered tutorials (notebooks/explorer-app.ipynb is a voila app, not a tutorial)
+TUTORIALS = sorted(p for p in (ROOT / "notebooks").glob("[0-9][0-9]-*.ipynb"))
+
+
+def _copy_tutorials() -> None:
+    """Copy the tutorials into docs/notebooks, touching only those whose content changed.
+
+    Unchanged files keep their mtime so Sphinx does not re-read them.
+    """
+    target = DOCS / "notebooks"
+    target.mkdir(exist_ok=True)
+    wanted = {p.name for p in TUTORIALS}
+    for stale in target.glob("*.ipynb"):
+        if stale.name not in wanted:
+            stale.unlink()
+    for source in TUTORIALS:
+        dest = target / source.name
+        if not dest.exists() or dest.read_bytes() != source.read_bytes():
+            shutil.copyfile(source, dest)
+
+
+_copy_tutorials()
+
+nb_execution_mode = os.environ.get("PTYXR_DOCS_EXECUTE", "cache")  # "off" for a quick text-only build
+nb_execution_cache_path = str(DOCS / "_build" / ".jupyter_cache")
+nb_execution_in_temp = True  # notebooks write files (netCDF, figures): keep them out of the tree
+nb_execution_timeout = 450  # per cell [s], as tests/test_notebooks.py allows per notebook
+nb_execution_raise_on_error = True  # a failing tutorial fails the build
+nb_merge_streams = True
+
+# --- API reference -----------------------------------------------------------------------
+autosummary_generate = True
+autosummary_imported_members = False
+autodoc_typehints = "none"  # numpydoc docstrings already state types (with units)
+autodoc_member_order = "bysource"
+numpydoc_show_class_members = False
+numpydoc_class_members_toctree = False
+numpydoc_xref_param_type = False
+
+intersphinx_mapping = {}  # offline builds: no inventories fetched
+
+# --- HTML --------------------------------------------------------------------------------
+html_theme = "furo"
+html_title = f"ptyxr {release}"
+html_static_path: list[str] = []
+
+suppress_warnings: list[str] = []
+
+#: Docstring fixes applied at build time to modules this branch may not edit (another branch
+#: owns them). Each entry: object → [(text, replacement)]; apply the same edit to the
+#: docstring itself and drop the entry.
+#: - ptyxr.spectra.spectra: "|O|" reads as a reStructuredText substitution reference
+#:   ("Undefined substitution referenced: "O""); write ``|O|`` (inline literal) instead.
+DOCSTRING_FIXES: dict[str, list[tuple[str, str]]] = {
+    "ptyxr.spectra.spectra": [("|O|", r"\|O\|")],
+}
+
+
+def _fix_docstring(app, what, name, obj, options, lines):  # noqa: ANN001 (Sphinx hook)
+    for old, new in DOCSTRING_FIXES.get(name, []):
+        lines[:] = [line.replace(old, new) for line in lines]
+
+
+def setup(app):  # noqa: ANN001
+    app.connect("autodoc-process-docstring", _fix_docstring)

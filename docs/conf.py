@@ -105,10 +105,10 @@ DOCSTRING_FIXES: dict[str, list[tuple[str, str]]] = {
 }
 
 
-def _fix_docstring(app, what, name, obj, options, lines):  # noqa: ANN001 (Sphinx hook)
+def _fix_docstring(app, what, name, obj, options, lines):
     for old, new in DOCSTRING_FIXES.get(name, []):
         lines[:] = [line.replace(old, new) for line in lines]
 
 
-def setup(app):  # noqa: ANN001
+def setup(app):
     app.connect("autodoc-process-docstring", _fix_docstring)

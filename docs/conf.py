@@ -13,6 +13,7 @@ cores), later builds reuse the stored outputs until a notebook's code changes.
 from __future__ import annotations
 
 import os
+import re
 import shutil
 from pathlib import Path
 
@@ -93,7 +94,13 @@ html_theme = "furo"
 html_title = f"ptyxr {release}"
 html_static_path: list[str] = []
 
-suppress_warnings: list[str] = []
+suppress_warnings = [
+    # holoviews/bokeh outputs carry, besides their HTML, the JavaScript mime types
+    # application/vnd.holoviews_load.v0+json and _exec.v0+json that link them to a live
+    # kernel; myst-nb has no renderer for them and warns while parsing every mime type of a
+    # bundle (before it selects text/html, which renders). Meaningless on a static page.
+    "mystnb.unknown_mime_type",
+]
 
 #: Docstring fixes applied at build time to modules this branch may not edit (another branch
 #: owns them). Each entry: object → [(text, replacement)]; apply the same edit to the
@@ -105,10 +112,34 @@ DOCSTRING_FIXES: dict[str, list[tuple[str, str]]] = {
 }
 
 
-def _fix_docstring(app, what, name, obj, options, lines):
+# --- "DESIGN §1a" → a link to that section of the design document ------------------------
+#: a numbered heading of docs/design.md ("## 2b. Performance notes …", "### 1a. Raw scan …")
+DESIGN_HEADING = re.compile(r"^(#{2,4})\s+(\d+[a-z]?)\.\s", re.MULTILINE)
+#: a citation in a docstring; an undefined section then fails the -W build ("undefined label")
+DESIGN_CITATION = re.compile(r"DESIGN §(\d+[a-z]?)")
+
+
+def _label_design_sections(app, docname, source):
+    """Give each numbered heading of the design document the label ``design-<number>``.
+
+    Added when Sphinx reads the page, so docs/design.md stays plain Markdown on GitHub.
+    """
+    if docname == "design":
+        source[0] = DESIGN_HEADING.sub(lambda m: f"(design-{m.group(2)})=\n{m.group(0)}", source[0])
+
+
+def _process_docstring(app, what, name, obj, options, lines):
     for old, new in DOCSTRING_FIXES.get(name, []):
         lines[:] = [line.replace(old, new) for line in lines]
+    # link citations in prose; examples (">>>", "...") are code and keep the plain text
+    lines[:] = [
+        line
+        if line.lstrip().startswith((">>>", "..."))
+        else DESIGN_CITATION.sub(r":ref:`DESIGN §\1 <design-\1>`", line)
+        for line in lines
+    ]
 
 
 def setup(app):
-    app.connect("autodoc-process-docstring", _fix_docstring)
+    app.connect("source-read", _label_design_sections)
+    app.connect("autodoc-process-docstring", _process_docstring)

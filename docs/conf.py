@@ -15,12 +15,14 @@ from __future__ import annotations
 import os
 import re
 import shutil
+import sys
 from pathlib import Path
-
-import ptyxr
 
 DOCS = Path(__file__).resolve().parent
 ROOT = DOCS.parent
+sys.path.insert(0, str(ROOT))  # document this checkout, whichever ptyxr is installed
+
+import ptyxr  # noqa: E402
 
 project = "ptyxr"
 author = "the ptyxr developers"
@@ -50,6 +52,11 @@ myst_heading_anchors = 3
 # --- tutorials: copied from notebooks/ and executed through a cache --------------------
 #: the numbered tutorials (notebooks/explorer-app.ipynb is a voila app, not a tutorial)
 TUTORIALS = sorted(p for p in (ROOT / "notebooks").glob("[0-9][0-9]-*.ipynb"))
+#: a folder holding the tutorials already executed (same names): rendered as they are, not
+#: executed again (tests/test_docs.py passes the runs of its test session)
+EXECUTED = os.environ.get("PTYXR_DOCS_EXECUTED")
+if EXECUTED:
+    TUTORIALS = [Path(EXECUTED) / p.name for p in TUTORIALS]
 
 
 def _copy_tutorials() -> None:
@@ -71,7 +78,8 @@ def _copy_tutorials() -> None:
 
 _copy_tutorials()
 
-nb_execution_mode = os.environ.get("PTYXR_DOCS_EXECUTE", "cache")  # "off" for a quick text-only build
+# PTYXR_DOCS_EXECUTE=off: a quick build without running the tutorials (no outputs)
+nb_execution_mode = "off" if EXECUTED else os.environ.get("PTYXR_DOCS_EXECUTE", "cache")
 nb_execution_cache_path = str(DOCS / "_build" / ".jupyter_cache")
 nb_execution_in_temp = True  # notebooks write files (netCDF, figures): keep them out of the tree
 nb_execution_timeout = 450  # per cell [s], as tests/test_notebooks.py allows per notebook

@@ -1,15 +1,16 @@
 """The documentation site builds with warnings as errors, and every "DESIGN §" cited exists.
 
-The build is the README's one command (``python -m sphinx -W -b html docs <out>``) into a
-fresh temporary directory, so every page is read and every warning reported. The tutorial
-notebooks are executed by myst-nb through the jupyter-cache in ``docs/_build/.jupyter_cache``
-(see ``docs/conf.py``): on a clean clone the build runs them once, later builds reuse their
-outputs until a notebook's code changes (tests/test_notebooks.py always executes them afresh).
+The build is the README's command (``python -m sphinx -W -b html docs <out>``) into a fresh
+temporary directory, so every page is read and every warning reported. The tutorials it
+renders are this test session's runs of them (``tests/notebook_runs.py``, shared with
+tests/test_notebooks.py, so each runs once per session), passed to ``docs/conf.py`` through
+``PTYXR_DOCS_EXECUTED``; the build itself adds ≈ 35 s on 2 shared cores.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import re
 import subprocess
 import sys
@@ -69,11 +70,20 @@ def test_every_design_reference_names_an_existing_section():
 
 
 def test_docs_build_without_warnings(tmp_path):
-    for module in ("sphinx", "myst_nb", "numpydoc", "furo"):
-        pytest.importorskip(module, reason="documentation tools missing: pip install -e '.[docs]'")
+    for module in ("sphinx", "myst_nb", "numpydoc", "furo", "nbformat", "nbclient", "ipykernel"):
+        pytest.importorskip(module, reason="documentation tools missing: pip install -e '.[docs,test]'")
+    import nbformat
+    from notebook_runs import NOTEBOOK_DIR, TUTORIALS, executed  # tests/ is on sys.path
+
+    assert sorted(TUTORIALS) == sorted(p.name for p in NOTEBOOK_DIR.glob("[0-9][0-9]-*.ipynb"))
+    notebooks = tmp_path / "executed"
+    notebooks.mkdir()
+    for name in TUTORIALS:
+        nbformat.write(executed(NOTEBOOK_DIR / name)[0], notebooks / name)
     command = [sys.executable, "-m", "sphinx", "-W", "--keep-going", "-q", "-b", "html"]
     command += ["-d", str(tmp_path / "doctrees"), str(ROOT / "docs"), str(tmp_path / "html")]
-    result = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=900)
+    env = {**os.environ, "PTYXR_DOCS_EXECUTED": str(notebooks)}
+    result = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stdout[-5000:] + result.stderr[-10000:]
     html = tmp_path / "html"
     for page in ("index", "readme", "design", "paper-preset", "reliability", "api/index", "api/accessor"):
@@ -82,9 +92,9 @@ def test_docs_build_without_warnings(tmp_path):
     assert "Raw scan series" in (html / "design.html").read_text(encoding="utf-8")
     reconstruct = html / "api" / "generated" / "ptyxr.reconstruct.api.reconstruct.html"
     assert "Parameters" in reconstruct.read_text(encoding="utf-8")
-    notebooks = sorted((html / "notebooks").glob("[0-9][0-9]-*.html"))
-    assert len(notebooks) == len(list((ROOT / "notebooks").glob("[0-9][0-9]-*.ipynb")))
-    for page in notebooks:
+    pages = sorted((html / "notebooks").glob("[0-9][0-9]-*.html"))
+    assert [p.stem for p in pages] == [Path(name).stem for name in sorted(TUTORIALS)]
+    for page in pages:
         text = page.read_text(encoding="utf-8")
         assert 'class="cell_output' in text, f"{page.name}: no outputs rendered"
         assert "<img" in text, f"{page.name}: no figure rendered"

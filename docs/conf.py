@@ -113,10 +113,12 @@ suppress_warnings = [
 #: Docstring fixes applied at build time to modules this branch may not edit (another branch
 #: owns them). Each entry: object → [(text, replacement)]; apply the same edit to the
 #: docstring itself and drop the entry.
-#: - ptyxr.spectra.spectra: "|O|" reads as a reStructuredText substitution reference
-#:   ("Undefined substitution referenced: "O""); write ``|O|`` (inline literal) instead.
+#: - ptyxr.spectra.spectra and ptyxr.reconstruct.api.reconstruct (parameter ``pin_scale``,
+#:   as merged from engine-defaults): "|O|" reads as a reStructuredText substitution
+#:   reference ("Undefined substitution referenced: "O""); write ``|O|`` (inline literal).
 DOCSTRING_FIXES: dict[str, list[tuple[str, str]]] = {
     "ptyxr.spectra.spectra": [("|O|", r"\|O\|")],
+    "ptyxr.reconstruct.api.reconstruct": [("|O|", r"\|O\|")],
 }
 
 

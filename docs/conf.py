@@ -6,8 +6,8 @@ Build locally (one command, from the repository root)::
 
 The tutorial notebooks (``notebooks/``, committed without outputs) are copied into
 ``docs/notebooks/`` and executed by myst-nb through a jupyter-cache under
-``docs/_build/.jupyter_cache``: the first build runs each notebook once (≈ 1.5 min on 2
-cores), later builds reuse the stored outputs until a notebook's code changes.
+``docs/_build/.jupyter_cache``: the first build runs each notebook once (4.5 min in all
+on the loaded 2-core machine), later builds (≈ 35 s) reuse the stored outputs until a notebook's code changes.
 """
 
 from __future__ import annotations

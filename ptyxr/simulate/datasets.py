@@ -575,12 +575,12 @@ def spectra_from_truth(
         Seed of the noise.
     phase_noise : float, optional
         Std of the noise added to ``phase`` [rad]; default ``noise`` × 1 rad (isotropic
-        complex noise δO/|O| gives equal σ in ln|O| and arg O).
+        complex noise ``δO/|O|`` gives equal σ in ``ln|O|`` and ``arg O``).
 
     Returns
     -------
     xarray.Dataset
-        ``absorption`` = −ln|O| and ``phase`` = arg O (vacuum is 1 + 0j, so no
+        ``absorption`` = ``−ln|O|`` and ``phase`` = ``arg O`` (vacuum is 1 + 0j, so no
         background correction), ``background`` = vacuum (outside ``material``),
         ``material``, ``shift_y``/``shift_x`` = 0, coords energy/y/x; attrs of the truth.
     """

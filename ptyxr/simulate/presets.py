@@ -213,7 +213,7 @@ class Preset:
         Rms unknown sample drift per axis [pixels at the highest energy]: a random walk
         over energies, zero at the highest energy.
     photons : float
-        Photons per probe position (Σ|P|²) [counts].
+        Photons per probe position (``Σ|P|²``) [counts].
     particle_size : float
         Nominal largest diameter [m]; each particle draws a scale in
         [``size_spread``, 1].
@@ -287,7 +287,7 @@ class Preset:
         ``true_position_y``/``_x``), on top of the per-energy drift.
     probe_modes : tuple of float
         Power fractions of mutually incoherent, orthogonal probe modes (normalised; e.g.
-        (0.75, 0.17, 0.08)); the frames are the incoherent sum Σ_m |F(P_m·O)|². Empty =
+        (0.75, 0.17, 0.08)); the frames are the incoherent sum ``Σ_m |F(P_m·O)|²``. Empty =
         one coherent probe. Truth ``true_probe_modes``; ``probe`` holds the first mode.
     flux_jitter : float
         Rms relative per-frame fluctuation of the incident flux (Gaussian, multiplicative).

@@ -110,16 +110,10 @@ suppress_warnings = [
     "mystnb.unknown_mime_type",
 ]
 
-#: Docstring fixes applied at build time to modules this branch may not edit (another branch
-#: owns them). Each entry: object → [(text, replacement)]; apply the same edit to the
-#: docstring itself and drop the entry.
-#: - ptyxr.spectra.spectra and ptyxr.reconstruct.api.reconstruct (parameter ``pin_scale``,
-#:   as merged from engine-defaults): "|O|" reads as a reStructuredText substitution
-#:   reference ("Undefined substitution referenced: "O""); write ``|O|`` (inline literal).
-DOCSTRING_FIXES: dict[str, list[tuple[str, str]]] = {
-    "ptyxr.spectra.spectra": [("|O|", r"\|O\|")],
-    "ptyxr.reconstruct.api.reconstruct": [("|O|", r"\|O\|")],
-}
+#: Docstring fixes applied at build time, object → [(text, replacement)]: a stop-gap while a
+#: docstring cannot be edited; fix the docstring itself and drop the entry (none at present).
+#: Typical case: a bare "|O|" reads as a reStructuredText substitution; write ``|O|``.
+DOCSTRING_FIXES: dict[str, list[tuple[str, str]]] = {}
 
 
 # --- "DESIGN §1a" → a link to that section of the design document ------------------------

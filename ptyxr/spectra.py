@@ -618,7 +618,7 @@ def spectra(
     """Absorption μt and phase φ stacks normalised to the vacuum (DESIGN §1c).
 
     Per energy: A = mean vacuum amplitude, plane = least-squares vacuum phase (constant +
-    linear ramp); μt = −ln(|O|/A) and φ = unwrap(arg(O·exp(−i·plane))), so vacuum is 0 and
+    linear ramp); μt = −ln(``|O|``/A) and φ = unwrap(arg(O·exp(−i·plane))), so vacuum is 0 and
     material has μt > 0, φ < 0. Uncovered pixels are NaN.
 
     Parameters

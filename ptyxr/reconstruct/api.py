@@ -611,7 +611,7 @@ def reconstruct(
     pin_scale : bool
         After each probe-updating iteration rescale probe and object (P → cP, O → O/c, which
         leaves every exit wave unchanged) so the object's transparent part (85 % quantile of
-        |O| over the covered field: the vacuum) has amplitude 1
+        ``|O|`` over the covered field: the vacuum) has amplitude 1
         (:func:`ptyxr.reconstruct.epie.pin_scale`). Without it the O·P scale ambiguity drifts
         on noisy data (Siemens star: probe power ×3·10⁶ in 300 iterations).
     mask_dead_pixels : bool

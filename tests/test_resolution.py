@@ -499,3 +499,11 @@ def test_ensemble_prtf_of_identical_members_is_the_single_prtf():
     )
     with pytest.raises(S.SchemaError, match="others"):
         R.prtf(truth, others=[truth.isel({S.X: slice(2, None)})])
+
+
+def test_summary_names_the_ensemble_and_the_bound(noisy):
+    from ptyxr.plotting.resolution import resolution_summary
+
+    _, _, rec = noisy
+    text = resolution_summary([R.prtf(rec, others=[rec])])
+    assert "PRTF (ensemble of 2) <= 40 (never crosses" in text and "--frc" in text

@@ -219,10 +219,10 @@ def prtf_sums(
     Returns
     -------
     power : ndarray, shape (n_rings,)
-        Mean over the M models of Σ |Ψ_m|², Ψ_m = fftshift(fft2(P_m·O_m, ortho)), summed
-        over positions and ring pixels.
+        Mean over the M models of ``Σ |Ψ_m|²``, ``Ψ_m = fftshift(fft2(P_m·O_m, ortho))``,
+        summed over positions and ring pixels.
     cross : ndarray, shape (n_rings,)
-        Mean over the M(M−1) ordered pairs m ≠ n of Σ Re Ψ_m·Ψ_n* (NaN for M = 1): the
+        Mean over the M(M−1) ordered pairs m ≠ n of ``Σ Re Ψ_m·Ψ_n*`` (NaN for M = 1): the
         power of the part of the model that the reconstructions share.
     measured : ndarray, shape (n_rings,)
         Σ I_j over positions and ring pixels.

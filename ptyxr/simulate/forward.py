@@ -300,7 +300,7 @@ def detector_background(
 
     Poisson(S) + Poisson(b) = Poisson(S + b) for independent draws, so adding the background
     draw to the signal's keeps the signal's draw (and the default data) unchanged. The read
-    noise N(0, ``read_noise``²) is rounded to whole counts and the sum clipped at 0.
+    noise N(0, σ²), σ = ``read_noise``, is rounded to whole counts and the sum clipped at 0.
     """
     if background < 0 or read_noise < 0:
         raise ValueError(f"detector_background={background!r} and read_noise={read_noise!r} must be >= 0")

@@ -23,6 +23,7 @@ Array kernels (numpy only, no xarray) come first; the xarray stage functions fol
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -198,46 +199,60 @@ def prtf_sums(
     frames: np.ndarray,
     n_rings: int,
     chunk: int = 64,
-) -> tuple[np.ndarray, np.ndarray]:
-    """Ring sums of modelled and measured far-field amplitude over all scan positions of one energy.
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Ring sums of modelled and measured far-field power over all scan positions of one energy.
 
     Parameters
     ----------
-    obj : ndarray, shape (ny, nx), complex
-        Object on the common grid.
-    probe : ndarray, shape (N, N), complex
-        Probe on the common grid.
+    obj : ndarray, shape (M, ny, nx) or (ny, nx), complex
+        Object(s) on the common grid: M independent reconstructions of the same data.
+    probe : ndarray, shape (M, N, N) or (N, N), complex
+        Their probes on the common grid.
     offsets : ndarray, shape (n_scan, 2), int
         Top-left grid pixel of each probe patch (engine convention).
     frames : ndarray, shape (n_scan, N, N)
         Measured counts resampled onto the common detector sampling, zero frequency at
-        pixel (N//2, N//2); NaN = invalid pixel (left out of both sums).
+        pixel (N//2, N//2); NaN = invalid pixel (left out of all sums).
     n_rings : int
         Rings 0 … n_rings−1 of width 1/(N·dx).
 
     Returns
     -------
-    model, measured : ndarray, shape (n_rings,)
-        Σ |fftshift(fft2(P·O_j, ortho))|² and Σ I_j over positions and ring pixels (the
-        PRTF is the square root of their ratio: see :func:`prtf`).
+    power : ndarray, shape (n_rings,)
+        Mean over the M models of ``Σ |Ψ_m|²``, ``Ψ_m = fftshift(fft2(P_m·O_m, ortho))``,
+        summed over positions and ring pixels.
+    cross : ndarray, shape (n_rings,)
+        Mean over the M(M−1) ordered pairs m ≠ n of ``Σ Re Ψ_m·Ψ_n*`` (NaN for M = 1): the
+        power of the part of the model that the reconstructions share.
+    measured : ndarray, shape (n_rings,)
+        Σ I_j over positions and ring pixels.
     """
     import scipy.fft as sfft
 
-    n = probe.shape[-1]
+    objs = obj[None] if obj.ndim == 2 else obj
+    probes = probe[None] if probe.ndim == 2 else probe
+    m = objs.shape[0]
+    n = probes.shape[-1]
     rings = ring_index((n, n), n, centred=True)
-    model = np.zeros(n_rings)
+    power = np.zeros(n_rings)
+    total = np.zeros(n_rings)  # Σ |Σ_m Ψ_m|²
     measured = np.zeros(n_rings)
     for start in range(0, len(offsets), chunk):
         off = offsets[start : start + chunk]
-        waves = np.stack([probe * obj[oy : oy + n, ox : ox + n] for oy, ox in off])
-        amp = np.abs(sfft.fftshift(sfft.fft2(waves, norm="ortho"), axes=(-2, -1)))
         meas = frames[start : start + chunk]
         valid = np.isfinite(meas)
-        counts = np.clip(np.where(valid, meas, 0.0), 0.0, None)
-        power = np.where(valid, amp**2, 0.0)
-        model += ring_sum(power, rings, n_rings).sum(axis=0)
-        measured += ring_sum(counts, rings, n_rings).sum(axis=0)
-    return model, measured
+        measured += ring_sum(np.clip(np.where(valid, meas, 0.0), 0.0, None), rings, n_rings).sum(axis=0)
+        summed = 0.0
+        for k in range(m):
+            waves = np.stack([probes[k] * objs[k][oy : oy + n, ox : ox + n] for oy, ox in off])
+            psi = sfft.fftshift(sfft.fft2(waves, norm="ortho"), axes=(-2, -1))
+            power += ring_sum(np.where(valid, np.abs(psi) ** 2, 0.0), rings, n_rings).sum(axis=0) / m
+            summed = summed + psi
+        if m > 1:
+            total += ring_sum(np.where(valid, np.abs(summed) ** 2, 0.0), rings, n_rings).sum(axis=0)
+    # Σ_{m≠n} Ψ_m Ψ_n* = |Σ_m Ψ_m|² − Σ_m |Ψ_m|²
+    cross = (total - m * power) / (m * (m - 1)) if m > 1 else np.full(n_rings, np.nan)
+    return power, cross, measured
 
 
 # =============================================================== xarray helpers
@@ -296,7 +311,9 @@ def _unaligned_object(ds: xr.Dataset, dx: float) -> np.ndarray:
 
 
 # ===================================================================== the PRTF
-def _prtf_one(ds: xr.Dataset, raw: xr.Dataset) -> tuple[np.ndarray, np.ndarray, int, float]:
+def _prtf_one(
+    ds: xr.Dataset, raw: xr.Dataset, others: Sequence[xr.Dataset] = ()
+) -> tuple[np.ndarray, np.ndarray, int, float]:
     from ptyxr.optics import real_space_pixel_size
     from ptyxr.reconstruct.grid import lattice_index, resample_frames
 
@@ -309,8 +326,16 @@ def _prtf_one(ds: xr.Dataset, raw: xr.Dataset) -> tuple[np.ndarray, np.ndarray, 
     energy = np.asarray(ds[ENERGY].values, dtype=np.float64)
     z, p = float(raw.attrs[ATTR_DETECTOR_DISTANCE]), float(raw.attrs[ATTR_DETECTOR_PIXEL_SIZE])
     scale = np.atleast_1d(real_space_pixel_size(energy, z, p, n)) / dx
-    obj = _unaligned_object(ds, dx)
-    probe = np.asarray(ds[PROBE].values)
+    members = [ds, *others]
+    for i, other in enumerate(others):
+        same = other[OBJECT].shape == ds[OBJECT].shape and np.allclose(other[Y].values, ds[Y].values)
+        if not (same and np.allclose(other[X].values, ds[X].values)):
+            raise SchemaError(
+                f"{STAGE}: others[{i}] has object {other[OBJECT].shape} on another grid than ds {ds[OBJECT].shape}; "
+                "pass reconstructions of the same raw data with the same pixel_size (e.g. other seeds)."
+            )
+    obj = np.stack([_unaligned_object(d, dx) for d in members], axis=1)  # (energy, M, y, x)
+    probe = np.stack([np.asarray(d[PROBE].values) for d in members], axis=1)
     oy0, ox0 = int(np.rint(ds[Y].values[0] / dx)), int(np.rint(ds[X].values[0] / dx))
     n_rings = n // 2 + 1
     curve = np.full((energy.size, n_rings), np.nan)
@@ -330,13 +355,19 @@ def _prtf_one(ds: xr.Dataset, raw: xr.Dataset) -> tuple[np.ndarray, np.ndarray, 
         if DETECTOR_MASK in raw:
             frames = np.where(np.asarray(raw[DETECTOR_MASK].values, dtype=bool), frames, np.nan)
         frames = resample_frames(frames, float(scale[e]))
-        model, measured = prtf_sums(obj[e], probe[e], offsets[inside], frames, n_rings)
+        power, cross, measured = prtf_sums(obj[e], probe[e], offsets[inside], frames, n_rings)
+        model = power if not others else np.clip(cross, 0.0, None)  # a negative cross power: nothing shared
         with np.errstate(invalid="ignore", divide="ignore"):
             curve[e] = np.where(measured > 0, np.sqrt(model / measured), np.nan)
     return curve, energy, n, dx
 
 
-def prtf(ds: xr.Dataset, raw: xr.Dataset | None = None, threshold: float = PRTF_THRESHOLD) -> xr.Dataset:
+def prtf(
+    ds: xr.Dataset,
+    raw: xr.Dataset | None = None,
+    threshold: float = PRTF_THRESHOLD,
+    others: Sequence[xr.Dataset] = (),
+) -> xr.Dataset:
     """Phase retrieval transfer function per energy and the resolution where it falls below 1/e.
 
     Parameters
@@ -350,20 +381,36 @@ def prtf(ds: xr.Dataset, raw: xr.Dataset | None = None, threshold: float = PRTF_
         The raw scan series the reconstruction came from, when ``ds`` lacks ``intensity``.
     threshold : float
         PRTF level defining the resolution (paper: 1/e).
+    others : sequence of xarray.Dataset
+        Further independent reconstructions of the same raw data on the same grid (e.g.
+        ``reconstruct(raw, seed=1)``: another random position order). With them the PRTF is
+        the **ensemble** PRTF: the model power is the mean cross power
+        ``Re Σ Ψ_m·Ψ_n*`` over pairs m ≠ n, the far field the reconstructions share
+        (Chapman et al. 2006 average the complex far fields of reconstructions from random
+        starts; the pair mean is that average's unbiased square). Noise and background that
+        one reconstruction fits as random high-frequency object structure differ between
+        the members and drop out; what the data determine stays.
 
     Returns
     -------
     xarray.Dataset
         ``ds`` plus ``prtf`` (energy, spatial_frequency) and ``prtf_resolution`` (energy)
         [m], the full period 1/q at the first fall below ``threshold`` (NaN: never falls,
-        i.e. resolution limited by the pixel, finer than 2·dx).
+        i.e. resolution limited by the pixel, finer than 2·dx). Attr ``ensemble_size`` = 1 +
+        len(others).
 
     Notes
     -----
-    Cost ≈ one ePIE iteration (one FFT per scan position and energy). Dask frames are read
-    one energy at a time (that energy's frames are computed, nothing more). On Poisson data
-    without background the PRTF stays near 1 (the model explains the counts), so it may only
-    bound the resolution; the FRC (:func:`frc`) measures it (docs/design-notes/resolution.md).
+    Cost ≈ one ePIE iteration per member (one FFT per scan position and energy). Dask frames
+    are read one energy at a time (that energy's frames are computed, nothing more). On
+    Poisson data without background the PRTF stays near 1 (the model explains the counts),
+    so it may only bound the resolution. With a detector background a single
+    reconstruction fits the background with high-frequency object roughness and its PRTF
+    stays high (≥ 0.5 on the simulator), an upper bound again; the ensemble PRTF of two
+    fixed-probe reconstructions falls where √(S/(S+b)) predicts (within 2 rings). A
+    probe that is refined can model a flat background as a far-field halo common to all
+    members, which no ensemble removes (docs/design-notes/resolution.md). The FRC
+    (:func:`frc`) measures consistency instead.
     """
     ds = require_dataset(ds, STAGE)
     require_variables(ds, (OBJECT, PROBE), STAGE, hint="run reconstruct first.")
@@ -378,16 +425,23 @@ def prtf(ds: xr.Dataset, raw: xr.Dataset | None = None, threshold: float = PRTF_
         )
     if not (0 < float(threshold) < 1):
         raise SchemaError(f"{STAGE}: threshold={threshold!r}; give a PRTF level between 0 and 1 (paper: 1/e).")
+    others = [require_dataset(o, STAGE) for o in others]
+    for o in others:
+        require_variables(o, (OBJECT, PROBE), STAGE, hint="others= are further reconstructions of the same data.")
     parts, raws = _per_particle(ds), _raw_particles(source, ds)
+    other_parts = [_per_particle(o) for o in others]
+    if any(len(p) != len(parts) for p in other_parts):
+        raise SchemaError(f"{STAGE}: others= must hold the same {len(parts)} particle(s) as ds.")
+    attrs = {ATTR_THRESHOLD: float(threshold), "ensemble_size": 1 + len(others)}
     results = []
-    for part, raw_part in zip(parts, raws, strict=True):
-        curve, _, n, dx = _prtf_one(part, raw_part)
+    for i, (part, raw_part) in enumerate(zip(parts, raws, strict=True)):
+        curve, _, n, dx = _prtf_one(part, raw_part, [p[i] for p in other_parts])
         res = [_resolution_from(c, threshold, n, dx) for c in curve]
         results.append(
             xr.Dataset(
                 {
-                    PRTF: variable(PRTF, curve, **{ATTR_THRESHOLD: float(threshold)}),
-                    PRTF_RESOLUTION: variable(PRTF_RESOLUTION, np.array(res), **{ATTR_THRESHOLD: float(threshold)}),
+                    PRTF: variable(PRTF, curve, **attrs),
+                    PRTF_RESOLUTION: variable(PRTF_RESOLUTION, np.array(res), **attrs),
                 },
                 coords={SPATIAL_FREQUENCY: _frequency_coord(n, dx), ENERGY: ds[ENERGY]},
             )
@@ -395,7 +449,14 @@ def prtf(ds: xr.Dataset, raw: xr.Dataset | None = None, threshold: float = PRTF_
     new = _stack_particles(results, ds)
     out = ds.assign({name: new[name] for name in new.data_vars})
     return provenance.record(
-        out, STAGE, {"method": "prtf", "threshold": float(threshold), "raw_given": raw is not None}
+        out,
+        STAGE,
+        {
+            "method": "prtf",
+            "threshold": float(threshold),
+            "raw_given": raw is not None,
+            "ensemble_size": 1 + len(others),
+        },
     )
 
 

@@ -20,7 +20,8 @@ def _curves(ds: xr.Dataset) -> list[tuple[str, str, str | None, str]]:
     """(curve, resolution, threshold variable or None, label) present in ``ds``."""
     found = []
     if s.PRTF in ds:
-        found.append((s.PRTF, s.PRTF_RESOLUTION, None, "PRTF"))
+        members = int(ds[s.PRTF].attrs.get("ensemble_size", 1))
+        found.append((s.PRTF, s.PRTF_RESOLUTION, None, "PRTF" if members == 1 else f"PRTF (ensemble of {members})"))
     if s.FRC in ds:
         found.append((s.FRC, s.FRC_RESOLUTION, s.FRC_THRESHOLD, "FRC"))
     return found
@@ -133,9 +134,10 @@ def resolution_summary(particles: Sequence[xr.Dataset]) -> str:
             else:
                 lowest = float(np.nanmin(ds[curve].values))
                 parts.append(
-                    f"{label} <= {nyquist:.0f} (2 px: above threshold up to Nyquist, lowest {lowest:.2f}; a bound)"
+                    f"{label} <= {nyquist:.0f} (never crosses: above threshold up to the 2-px Nyquist period, "
+                    f"lowest {lowest:.2f}; a bound)"
                 )
-                bound_only = bound_only or (label == "PRTF" and s.FRC not in ds)
+                bound_only = bound_only or (label.startswith("PRTF") and s.FRC not in ds)
         if parts:
             lines.append(f"  {name}: " + "; ".join(parts))
     lines.append(

@@ -110,6 +110,9 @@ ATTR_MEMBRANE_ABSORPTION = "membrane_absorption"
 ATTR_MEMBRANE_PHASE = "membrane_phase"
 #: Power fraction of each simulated probe mode (at the highest energy).
 ATTR_PROBE_MODE_POWER = "probe_mode_power_fractions"
+#: Flat detector background [mean counts per pixel per frame] and read-noise rms [counts].
+ATTR_DETECTOR_BACKGROUND = "detector_background"
+ATTR_READ_NOISE = "read_noise"
 
 _ELEMENT_ORDER = ("Li", "V", "O")
 
@@ -186,7 +189,7 @@ def _simulate(
     elements = _elements(domains)
     z_numbers = np.array([physics.atomic_number(el) for el in elements], dtype=float)
     # the first four streams are the original simulator's; spawning more leaves them unchanged
-    shape_ss, scan_ss, drift_ss, noise_ss, position_ss, flux_ss = _seed_sequence(seed, particle).spawn(6)
+    shape_ss, scan_ss, drift_ss, noise_ss, position_ss, flux_ss, background_ss = _seed_sequence(seed, particle).spawn(7)
     shape_rng = np.random.default_rng(shape_ss)
 
     # ---- sample on the master grid
@@ -231,6 +234,7 @@ def _simulate(
     )
     drift = forward.random_drift(energy.size, config.drift * dx[-1], np.random.default_rng(drift_ss))
     noise_rng = np.random.default_rng(noise_ss)
+    background_rng = np.random.default_rng(background_ss)
     # issue 12's realism: the probe sits at recorded + error; frames see a varying flux
     realism = bool(config.position_error or config.probe_modes or config.flux_jitter or config.flux_decay)
     true_y, true_x = pos_y, pos_x
@@ -282,6 +286,10 @@ def _simulate(
             intensity[e] = forward.diffraction_modes(modes.astype(np.complex128), patches, flux[e], noise_rng)
         else:
             intensity[e] = forward.diffraction(probe_stack[e].astype(np.complex128), patches, noise_rng)
+        if config.detector_background or config.read_noise:  # own stream: the signal's draw is unchanged
+            intensity[e] = forward.detector_background(
+                intensity[e], config.detector_background, config.read_noise, background_rng
+            )
         # dead pixels and module gaps read 0 (after the noise draw: the other pixels keep theirs)
         intensity[e][:, ~valid_pixels] = 0.0
 
@@ -319,6 +327,9 @@ def _simulate(
         pixel,
     )
     variants = variant_settings(config)
+    if config.detector_background or config.read_noise:
+        truth.attrs[ATTR_DETECTOR_BACKGROUND] = float(config.detector_background)
+        truth.attrs[ATTR_READ_NOISE] = float(config.read_noise)
     if membrane is not None:
         truth.attrs[ATTR_MEMBRANE_ABSORPTION] = membrane[0].astype(float)
         truth.attrs[ATTR_MEMBRANE_PHASE] = membrane[1].astype(float)

@@ -293,6 +293,25 @@ def diffraction(probe: np.ndarray, patches: np.ndarray, rng: np.random.Generator
     return rng.poisson(expected).astype(np.float64)
 
 
+def detector_background(
+    frames: np.ndarray, background: float, read_noise: float, rng: np.random.Generator
+) -> np.ndarray:
+    """``frames`` plus Poisson(``background``) counts per pixel and a Gaussian read-noise floor.
+
+    Poisson(S) + Poisson(b) = Poisson(S + b) for independent draws, so adding the background
+    draw to the signal's keeps the signal's draw (and the default data) unchanged. The read
+    noise N(0, σ²), σ = ``read_noise``, is rounded to whole counts and the sum clipped at 0.
+    """
+    if background < 0 or read_noise < 0:
+        raise ValueError(f"detector_background={background!r} and read_noise={read_noise!r} must be >= 0")
+    out = np.asarray(frames, dtype=np.float64)
+    if background:
+        out = out + rng.poisson(background, size=out.shape)
+    if read_noise:
+        out = np.clip(out + np.rint(read_noise * rng.standard_normal(out.shape)), 0.0, None)
+    return out
+
+
 def flux_series(
     n_energies: int, n_scan: int, jitter: float, decay: float, rng: np.random.Generator | None
 ) -> np.ndarray:

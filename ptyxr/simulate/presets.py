@@ -297,6 +297,18 @@ class Preset:
     monitor : bool
         Give the raw Dataset a ``monitor`` (energy, scan) = photons × relative flux [counts]
         (a noise-free ion chamber). Truth ``true_flux`` is recorded either way.
+
+    Detector background (issue 16; seeded from its own stream, recorded in the truth, off by
+    default so the default data stay bit-identical):
+
+    detector_background : float
+        Mean counts per detector pixel per frame of a flat background that no object and
+        probe produce (air scatter, fluorescence, dark counts): the frames are
+        Poisson(signal + ``detector_background``). Truth attr ``detector_background``.
+    read_noise : float
+        Rms of a Gaussian read-noise floor added after the Poisson draw [counts], rounded to
+        whole counts and clipped at 0 (the detector reports no negative counts, which lifts
+        the floor's mean by ≈ 0.4·``read_noise``). Truth attr ``read_noise``.
     """
 
     name: str
@@ -344,6 +356,8 @@ class Preset:
     flux_jitter: float = 0.0
     flux_decay: float = 0.0
     monitor: bool = False
+    detector_background: float = 0.0
+    read_noise: float = 0.0
 
 
 #: Fields that make a simulator variant, with their defaults (today's physics).
@@ -371,6 +385,8 @@ VARIANT_FIELDS: tuple[str, ...] = (
     "flux_jitter",
     "flux_decay",
     "monitor",
+    "detector_background",
+    "read_noise",
 )
 
 
@@ -545,6 +561,11 @@ def _check_variants(config: Preset) -> None:
         raise ValueError("position_error and flux_jitter must be >= 0 and flux_decay in [0, 1)")
     if config.probe_modes and (min(config.probe_modes) <= 0 or len(config.probe_modes) > 6):
         raise ValueError(f"probe_modes must be 1-6 positive power fractions, got {config.probe_modes!r}")
+    if config.detector_background < 0 or config.read_noise < 0:
+        raise ValueError(
+            f"detector_background and read_noise must be >= 0 counts, got {config.detector_background!r}, "
+            f"{config.read_noise!r}"
+        )
 
 
 def variant_settings(config: Preset) -> dict[str, Any]:

@@ -29,6 +29,7 @@ from typing import Any
 import numpy as np
 import xarray as xr
 
+from ptyxr import checks as _checks
 from ptyxr import provenance
 from ptyxr.optics import real_space_pixel_size
 from ptyxr.progress import progress_bar
@@ -620,6 +621,7 @@ def reconstruct(
     position, ``floor(position/dx + 0.5)``, on a lattice anchored at 0 m. The intensity
     is loaded into memory (the reconstruction is global in the frames).
     """
+    _checks.reconstruct_arguments(ds, **{k: v for k, v in locals().items() if k != "ds"})
     _validate(ds)
     n = ds.sizes[DET_Y]
     energy = np.asarray(ds[ENERGY].values, dtype=np.float64)

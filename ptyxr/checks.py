@@ -51,6 +51,10 @@ def _show(value: Any) -> str:
 
 
 # ------------------------------------------------------------------ keywords
+class UnknownArgumentError(SchemaError, TypeError):
+    """A keyword argument the function does not take (a TypeError as Python's own, and a SchemaError)."""
+
+
 def did_you_mean(name: str, candidates: Iterable[str]) -> str:
     """``" (did you mean 'x'?)"`` for the closest candidate, or ``""``."""
     close = difflib.get_close_matches(str(name), [str(c) for c in candidates], n=1, cutoff=0.6)
@@ -69,7 +73,7 @@ def check_keywords(func: Callable[..., Any], kwargs: Mapping[str, Any], where: s
     unknown = [k for k in kwargs if k not in allowed]
     if unknown:
         hints = "; ".join(f"{k!r}{did_you_mean(k, allowed)}" for k in unknown)
-        raise SchemaError(f"{_where(where)}unknown argument(s) {hints}. {func.__name__} takes: {allowed}.")
+        raise UnknownArgumentError(f"{_where(where)}unknown argument(s) {hints}. {func.__name__} takes: {allowed}.")
 
 
 def _matches(value: Any, hint: Any) -> bool:
@@ -159,7 +163,8 @@ def integer(name: str, value: Any, where: str = "", minimum: int | None = None, 
             raise SchemaError(f"{_where(where)}{name}={_show(value)} must be a whole number, e.g. {name}=10.")
     out = int(value)
     if minimum is not None and out < minimum:
-        raise SchemaError(f"{_where(where)}{name}={out} must be ≥ {minimum}.")
+        positive = " (a positive integer)" if minimum == 1 else ""
+        raise SchemaError(f"{_where(where)}{name}={out} must be ≥ {minimum}{positive}.")
     if maximum is not None and out > maximum:
         raise SchemaError(f"{_where(where)}{name}={out} must be ≤ {maximum}.")
     return out
@@ -185,7 +190,7 @@ def real(
     if not math.isfinite(out):
         raise SchemaError(f"{_where(where)}{name}={out} must be a finite number{unit_text}.")
     if positive and out <= 0:
-        raise SchemaError(f"{_where(where)}{name}={out:g} must be > 0{unit_text}.")
+        raise SchemaError(f"{_where(where)}{name}={out:g} must be positive (> 0){unit_text}.")
     if minimum is not None and out < minimum:
         raise SchemaError(f"{_where(where)}{name}={out:g} must be ≥ {minimum:g}{unit_text}.")
     if maximum is not None and out > maximum:
@@ -377,6 +382,10 @@ def reconstruct_arguments(ds: Any, **kwargs: Any) -> None:
     from ptyxr.schema import PROBE_GUESS
 
     where = "reconstruct"
+    from ptyxr.schema import PARTICLE
+
+    if PARTICLE in getattr(ds, "dims", ()) and ds.sizes[PARTICLE] == 0:
+        raise SchemaError(f"{where}: the {PARTICLE!r} dim has length 0 (no particle to reconstruct).")
     for name, minimum in _RECONSTRUCT_INTS.items():
         if name in kwargs:
             integer(name, kwargs[name], where, minimum=minimum)
@@ -407,3 +416,201 @@ def reconstruct_arguments(ds: Any, **kwargs: Any) -> None:
         raw_units(ds, pixel_size, where)
         if PROBE_GUESS in getattr(ds, "data_vars", {}):
             finite_array(repr(PROBE_GUESS), ds[PROBE_GUESS].values, where, dtype=np.complex64, squared=True)
+
+
+# ------------------------------------------------------------------ per-stage argument tables
+def _int_at_least(minimum: int) -> Callable[[str, Any, str], Any]:
+    return lambda name, value, where: integer(name, value, where, minimum=minimum)
+
+
+def _real_between(lo: float | None = None, hi: float | None = None, positive: bool = False, unit: str = ""):
+    return lambda name, value, where: real(name, value, where, minimum=lo, maximum=hi, positive=positive, unit=unit)
+
+
+def _optional(check: Callable[[str, Any, str], Any]) -> Callable[[str, Any, str], Any]:
+    return lambda name, value, where: None if value is None else check(name, value, where)
+
+
+def _one_of(*options: Any) -> Callable[[str, Any, str], Any]:
+    return lambda name, value, where: choice(name, value, options, where)
+
+
+def _energy_scalar(name: str, value: Any, where: str) -> float:
+    out = real(name, value, where, unit="eV")
+    energy_ev(name, out, where)
+    return out
+
+
+def _chunks(name: str, value: Any, where: str) -> None:
+    if value is None or value == "auto":
+        return
+    if isinstance(value, dict):
+        for key, size in value.items():
+            if size is not None and size != "auto":
+                integer(f"{name}[{key!r}]", size, where, minimum=1)
+        return
+    integer(name, value, where, minimum=1)
+
+
+def _mask_like(name: str, value: Any, where: str, ds: Any) -> None:
+    """A boolean (y, x) DataArray on the Dataset's own grid."""
+    import xarray as xr
+
+    from ptyxr.schema import ABSORPTION, X, Y
+
+    if value is None:
+        return
+    if not isinstance(value, xr.DataArray):
+        raise SchemaError(f"{where}: {name} must be a boolean xarray.DataArray on dims (y, x), got {type(value)}.")
+    if value.dtype != bool:
+        raise SchemaError(f"{where}: {name} must be boolean (True inside a particle), got dtype {value.dtype}.")
+    if set(value.dims) != {Y, X}:
+        raise SchemaError(f"{where}: {name} has dims {value.dims}, expected ({Y!r}, {X!r}).")
+    if isinstance(ds, xr.Dataset) and ABSORPTION in ds:
+        want = {d: ds[ABSORPTION].sizes[d] for d in (Y, X) if d in ds[ABSORPTION].dims}
+        got = {d: value.sizes[d] for d in (Y, X)}
+        if want and got != want:
+            raise SchemaError(
+                f"{where}: {name} is {got} but the maps are {want}; give a mask of the same grid "
+                f"(e.g. ds.{name} or a mask computed from this Dataset)."
+            )
+
+
+def _features(name: str, value: Any, where: str) -> None:
+    if isinstance(value, str) or not isinstance(value, (list, tuple)) or not value:
+        raise SchemaError(
+            f"{where}: {name}={_show(value)} must be a non-empty list of variable names (at least one feature)."
+        )
+    for v in value:
+        if not isinstance(v, str):
+            raise SchemaError(f"{where}: {name} holds {_show(v)}; give variable names (text).")
+
+
+def _ks(name: str, value: Any, where: str) -> None:
+    if isinstance(value, (str, bytes)) or not isinstance(value, (list, tuple, range, np.ndarray)) or not len(value):
+        raise SchemaError(
+            f"{where}: {name}={_show(value)} must be a non-empty list of cluster counts (at least one), "
+            "e.g. k=[1, 2, 3]."
+        )
+    for v in value:
+        integer(f"{name} entry", v, where, minimum=1)
+
+
+_BOOL = boolean
+_SEED = seed
+
+#: Checks per public function: argument name → check(name, value, where).
+ARGUMENTS: dict[str, dict[str, Callable[[str, Any, str], Any]]] = {
+    "align": {
+        "reference": _optional(_energy_scalar),
+        "upsample": _int_at_least(1),
+        "image": _one_of("phase", "absorption"),
+        "progress": _BOOL,
+        "edges": _BOOL,
+        "smooth": _real_between(lo=0.0),
+    },
+    "spectra": {
+        "material_sigma": _real_between(positive=True),
+        "reference_energy": _optional(_energy_scalar),
+        "unwrap": _BOOL,
+        "background_sigma": _real_between(positive=True),
+    },
+    "fit_xanes": {
+        "method": _one_of("batch", "lmfit"),
+        "noise": _one_of("paper", "detrended"),
+        "pre_edge_limit": _energy_scalar,
+        "progress": _BOOL,
+        "chunks": _chunks,
+        "keep_fit_curve": _BOOL,
+        "min_edge_significance": _real_between(lo=0.0),
+        "max_edge_stderr": _real_between(positive=True, unit="eV"),
+    },
+    "chemical_state": {
+        "table": _one_of("paper", "henke", "chantler"),
+        "reference_energy": _optional(_energy_scalar),
+        "delta_f2": _optional(_real_between()),
+        "edge_jump_correction": _BOOL,
+    },
+    "cluster": {
+        "n_clusters": _int_at_least(1),
+        "features": _features,
+        "seed": _SEED,
+        "standardize": _BOOL,
+    },
+    "elbow": {
+        "k": _ks,
+        "features": _features,
+        "seed": _SEED,
+        "standardize": _BOOL,
+        "sample": _optional(_int_at_least(1)),
+        "progress": _BOOL,
+    },
+    "scan_from_arrays": {
+        "detector_distance": distance_m,
+        "detector_pixel_size": detector_pixel_m,
+        "probe_fwhm": _optional(_real_between(positive=True, unit="m")),
+        "probe_defocus": _optional(_real_between(unit="m")),
+        "positions_in": _one_of("m", "mm", "um", "µm", "nm", "pixels"),
+    },
+    "open_scan": {
+        "energy": _optional(lambda name, value, where: energy_ev(name, value, where)),
+        "distance": _optional(distance_m),
+        "pixel_size": _optional(detector_pixel_m),
+        "crop": _optional(_int_at_least(1)),
+        "flip_translation": _BOOL,
+        "transpose": _BOOL,
+        "flip_y": _BOOL,
+        "flip_x": _BOOL,
+        "probe_fwhm": _optional(_real_between(positive=True, unit="m")),
+        "probe_defocus": _optional(_real_between(unit="m")),
+    },
+}
+
+
+def arguments(function: str, values: Mapping[str, Any]) -> None:
+    """Check the arguments of public function ``function`` (call as ``arguments("cluster", locals())``)."""
+    for name, check in ARGUMENTS[function].items():
+        if name in values:
+            check(name, values[name], function)
+    if function == "fit_xanes" and "material" in values and "ds" in values:
+        _mask_like("material", values["material"], function, values["ds"])
+    if function == "scan_from_arrays" and "energy" in values:
+        try:
+            energy = np.asarray(values["energy"], dtype=np.float64)
+        except (TypeError, ValueError):
+            return  # not numbers: build_raw says so
+        energy_ev("energy", energy, function)
+
+
+def particle_datasets(datasets: Any) -> None:
+    """Input of :func:`ptyxr.combine_particles`: Datasets (or one), each with a non-empty particle dim if any.
+
+    Refuses Datasets without an ``energy`` coordinate when others have one: xarray would
+    align them by position and silently stack two energy axes.
+    """
+    import xarray as xr
+
+    from ptyxr.schema import ENERGY, PARTICLE
+
+    where = "combine_particles"
+    if isinstance(datasets, xr.Dataset):
+        datasets = [datasets]
+    if isinstance(datasets, (str, bytes, Mapping)) or not isinstance(datasets, Iterable):
+        raise SchemaError(
+            f"{where}: datasets={_show(datasets)} must be a list of xarray.Datasets (one per particle), e.g. "
+            "combine_particles([p1, p2])."
+        )
+    datasets = list(datasets)
+    for i, ds in enumerate(datasets):
+        if not isinstance(ds, xr.Dataset):
+            raise SchemaError(f"{where}: item {i} is a {type(ds).__name__}, not an xarray.Dataset.")
+        if PARTICLE in ds.dims and ds.sizes[PARTICLE] == 0:
+            raise SchemaError(f"{where}: Dataset {i} has a {PARTICLE!r} dim of length 0 (no particle in it).")
+    with_energy = [ENERGY in ds.dims for ds in datasets]
+    with_coord = [ENERGY in ds.coords for ds in datasets]
+    if any(with_energy) and not all(c for c, e in zip(with_coord, with_energy, strict=True) if e):
+        missing = [i for i, (c, e) in enumerate(zip(with_coord, with_energy, strict=True)) if e and not c]
+        raise SchemaError(
+            f"{where}: Dataset(s) {missing} have an {ENERGY!r} dim without an {ENERGY!r} coordinate [eV]; "
+            f"the energies could not be matched. Assign it: ds.assign_coords({ENERGY}=energies_in_eV)."
+        )

@@ -44,6 +44,7 @@ import numpy as np
 import scipy.constants as const
 import xarray as xr
 
+from ptyxr import checks as _checks
 from ptyxr import provenance
 from ptyxr.io.arrays import build_raw
 from ptyxr.io.netcdf import atomic_path
@@ -551,6 +552,7 @@ def open_scan(
     >>> round(float(raw.energy[0]))
     12658
     """
+    _checks.arguments("open_scan", locals())
     h5py = _h5py()
     path = Path(path)
     if not path.exists():

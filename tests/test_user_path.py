@@ -229,3 +229,91 @@ def test_late_failure_loses_nothing_and_rerun_picks_up(tmp_path, tiny_cxi, monke
     path.write_text(path.read_text().replace("n_clusters = 2", "n_clusters = 3"))
     with pytest.raises(cli.ConfigError, match="domains.nc holds results of another run"):
         cli.run(path)
+
+
+# ------------------------------------------------------------------ property-based fuzz of configs
+_SECTIONS = [*cli.CONFIG_SECTIONS, "reconstrct", "Output", "clusters"]
+_KEYS = [
+    "dir",
+    "overwrite",
+    "name",
+    "path",
+    "condition",
+    "iterations",
+    "alpha",
+    "seed",
+    "n_clusters",
+    "k",
+    "chunks",
+    "method",
+    "table",
+    "reference_energy",
+    "pixel_size",
+    "kkr",
+    "progress",
+    "n_cluster",
+    "energy",
+    "crop",
+    "x y",
+]
+
+
+def _toml_value(draw_value):
+    from hypothesis import strategies as st
+
+    scalars = st.one_of(
+        st.integers(-(2**63), 2**63 - 1),
+        st.floats(allow_nan=True, allow_infinity=True),
+        st.booleans(),
+        st.text(max_size=8),
+        st.sampled_from(["false", "true", "30", "1e-8", "P1.cxi", "lmfit", "auto", "paper", "."]),
+    )
+    return st.one_of(scalars, st.lists(scalars, max_size=3))
+
+
+def _toml_text(value) -> str:
+    import json
+    import math
+
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, float):
+        return "nan" if math.isnan(value) else ("inf" if value > 0 else "-inf") if math.isinf(value) else repr(value)
+    if isinstance(value, int):
+        return str(value)
+    if isinstance(value, str):
+        return json.dumps(value)
+    return "[" + ", ".join(_toml_text(v) for v in value) + "]"
+
+
+_FUZZ_EXAMPLES = int(__import__("os").environ.get("PTYXR_FUZZ_EXAMPLES", "60"))
+
+
+def test_fuzzed_configs_give_only_schema_or_os_errors(tmp_path_factory):
+    """Random configs (valid and misspelt sections/keys, values of every TOML type, raw bytes) through
+    ``ptyxr run``: exit code 2 with a message, never another exception (P1.cxi is empty, so no run starts)."""
+    from hypothesis import given, settings
+    from hypothesis import strategies as st
+
+    folder = tmp_path_factory.mktemp("fuzz")
+    (folder / "P1.cxi").write_bytes(b"")
+    table = st.dictionaries(st.sampled_from(_KEYS), _toml_value(None), max_size=4)
+    structured = st.lists(st.tuples(st.sampled_from(_SECTIONS), st.booleans(), table), max_size=5)
+
+    @settings(max_examples=_FUZZ_EXAMPLES, deadline=None)
+    @given(structured, st.binary(max_size=64), st.booleans())
+    def run(sections, noise, use_noise):
+        lines = []
+        for name, array, entries in sections:
+            lines.append(f"[[{name}]]" if array else f"[{name}]")
+            lines += [f"{k if ' ' not in k else repr(k)} = {_toml_text(v)}" for k, v in entries.items()]
+        data = ("\n".join(lines) + "\n").encode() + (noise if use_noise else b"")
+        path = folder / "run.toml"
+        path.write_bytes(data)
+        try:
+            code = cli.main(["run", str(path)])
+        except SystemExit as exit_:  # argparse
+            code = exit_.code
+        assert code == 2, data
+
+    run()

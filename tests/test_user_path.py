@@ -301,9 +301,10 @@ def test_fuzzed_configs_give_only_schema_or_os_errors(tmp_path_factory):
     structured = st.lists(st.tuples(st.sampled_from(_SECTIONS), st.booleans(), table), max_size=5)
 
     @settings(max_examples=_FUZZ_EXAMPLES, deadline=None)
-    @given(structured, st.binary(max_size=64), st.booleans())
-    def run(sections, noise, use_noise):
-        lines = []
+    @given(structured, st.binary(max_size=64), st.booleans(), st.booleans())
+    def run(sections, noise, use_noise, with_particle):
+        # a valid particle first lets many configs through to the data (an empty CXI file: OSError)
+        lines = ['[[particle]]\npath = "P1.cxi"'] if with_particle else []
         for name, array, entries in sections:
             lines.append(f"[[{name}]]" if array else f"[{name}]")
             lines += [f"{k if ' ' not in k else repr(k)} = {_toml_text(v)}" for k, v in entries.items()]

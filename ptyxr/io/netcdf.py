@@ -330,12 +330,18 @@ def attrs_checksum(ds: xr.Dataset) -> str:
     return hashlib.blake2b(text.encode("utf-8", "surrogatepass"), digest_size=16).hexdigest()
 
 
-def _checksum_encoding(ds: xr.Dataset, user: dict[str, Any] | None) -> dict[str, Any]:
-    """Per-variable netCDF encoding with ``fletcher32`` on (numeric, ≥ 1-D: HDF5 filters need chunks)."""
+def _checksum_encoding(ds: xr.Dataset, user: dict[str, Any] | None, complevel: int = 0) -> dict[str, Any]:
+    """Per-variable netCDF encoding with ``fletcher32`` on (numeric, ≥ 1-D: HDF5 filters need chunks),
+    and lossless zlib + shuffle at ``complevel`` > 0."""
     encoding = {name: dict(value) for name, value in (user or {}).items()}
     for name, var in ds.variables.items():
         if var.ndim and var.dtype.kind in "biuf" and min(var.shape) > 0:
-            encoding.setdefault(name, {}).setdefault("fletcher32", True)
+            enc = encoding.setdefault(name, {})
+            enc.setdefault("fletcher32", True)
+            if complevel:
+                enc.setdefault("zlib", True)
+                enc.setdefault("complevel", complevel)
+                enc.setdefault("shuffle", True)
     return encoding
 
 
@@ -357,7 +363,9 @@ def _describe_foreign(path: Path) -> str | None:
 
 
 # ------------------------------------------------------------------ public API
-def to_netcdf(ds: xr.Dataset, path: str | os.PathLike, overwrite: bool = False, **kwargs: Any) -> Path:
+def to_netcdf(
+    ds: xr.Dataset, path: str | os.PathLike, overwrite: bool = False, complevel: int = 0, **kwargs: Any
+) -> Path:
     """Write ``ds`` to a netCDF4 file atomically, so that :func:`open_dataset` restores it exactly.
 
     Complex variables, bool variables, any attrs (JSON strings, lists, dicts, None, bool),
@@ -374,6 +382,10 @@ def to_netcdf(ds: xr.Dataset, path: str | os.PathLike, overwrite: bool = False, 
     overwrite : bool
         Replace an existing file (atomically). Default False: an existing file raises
         :class:`FileExistsError` and is left untouched.
+    complevel : int
+        Lossless zlib compression level (0 = none, 1 = fast, 9 = smallest) of every numeric
+        variable, with byte shuffling. Level 1 writes ``ptyxr demo``'s small preset 4–5×
+        smaller (a domains file 66 → 14 MB) at about 1 s per file.
     **kwargs
         Passed to :meth:`xarray.Dataset.to_netcdf` (e.g. ``encoding={"intensity":
         {"zlib": True, "complevel": 4}}``); ``engine`` and ``format`` are fixed to netcdf4/NETCDF4.
@@ -393,7 +405,10 @@ def to_netcdf(ds: xr.Dataset, path: str | os.PathLike, overwrite: bool = False, 
             raise TypeError(f"to_netcdf: {fixed!r} is fixed by ptyxr (netcdf4 engine, NETCDF4 format, new file).")
     encoded = encode(ds)
     encoded.attrs[CHECKSUM_ATTR] = attrs_checksum(encoded)
-    kwargs["encoding"] = _checksum_encoding(encoded, kwargs.get("encoding"))
+    from ptyxr import checks
+
+    complevel = checks.integer("complevel", complevel, "to_netcdf", minimum=0, maximum=9)
+    kwargs["encoding"] = _checksum_encoding(encoded, kwargs.get("encoding"), complevel)
     path = Path(path)
     with atomic_path(path, overwrite=overwrite) as tmp:
         encoded.to_netcdf(tmp, engine=ENGINE, format="NETCDF4", **kwargs)

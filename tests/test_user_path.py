@@ -224,6 +224,19 @@ def test_late_failure_loses_nothing_and_rerun_picks_up(tmp_path, tiny_cxi, monke
     assert json.loads(final.attrs[cli.RUN_ATTR])["stages"][-1] == "chemical_state"
     np.testing.assert_array_equal(final["object"].values, saved["object"].values)
     assert (out / "domains.nc").exists() and (out / "elbow.nc").exists()
+    # nothing a figure needs is lost: every figure can be redrawn from the saved files alone
+    pytest.importorskip("matplotlib")
+    from ptyxr.pipeline import ChainResult
+    from ptyxr.plotting import save_paper_figures
+
+    elbow = cli_open(out / "elbow.nc", load=True)
+    redrawn = ChainResult([final], cli_open(out / "domains.nc", load=True), elbow[list(elbow.data_vars)[0]], {})
+    assert [p.name for p in save_paper_figures(redrawn, tmp_path / "again")] == [
+        "fig1.png",
+        "fig2.png",
+        "fig3.png",
+        "figS3.png",
+    ]
 
     # changed stage options invalidate that stage and the later ones only, and are refused without overwrite
     path.write_text(path.read_text().replace("n_clusters = 2", "n_clusters = 3"))

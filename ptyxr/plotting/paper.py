@@ -89,7 +89,7 @@ def wrapped_label(da: xr.DataArray, width: int = 30) -> str:
 
 
 #: Margin around a particle's bounding box when panels are cropped to it (fraction of its size).
-CROP_MARGIN = 0.2
+CROP_MARGIN = 0.12
 
 
 def crop_to_particle(da: xr.DataArray, p: xr.Dataset, margin: float = CROP_MARGIN) -> xr.DataArray:

@@ -13,6 +13,8 @@ from typing import Any
 
 import xarray as xr
 
+from ptyxr import checks
+
 
 class _Stage:
     """Descriptor binding ``module.function(ds, ...)`` as ``ds.ptyxr.<name>(...)``."""
@@ -24,11 +26,20 @@ class _Stage:
         func = getattr(importlib.import_module(self.module), self.function)
         if accessor is None:
             return func
-        bound = functools.partial(func, accessor._obj)
-        signature = inspect.signature(bound)  # without the Dataset argument
-        functools.update_wrapper(bound, func)
+        obj = accessor._obj
+        signature = inspect.signature(functools.partial(func, obj))  # without the Dataset argument
+        takes_any = any(p.kind is p.VAR_KEYWORD for p in signature.parameters.values())
+        names = set(signature.parameters)
+
+        @functools.wraps(func)
+        def bound(*args: Any, **kwargs: Any) -> Any:
+            if not takes_any and not names.issuperset(kwargs):  # a typo gets a "did you mean", not a bare TypeError
+                checks.check_keywords(func, kwargs, f"ds.ptyxr.{self.function}")
+            return func(obj, *args, **kwargs)
+
         del bound.__wrapped__  # else inspect follows it back to the unbound signature
         bound.__signature__ = signature
+        bound.func = func  # the stage function, as functools.partial exposes it
         return bound
 
 

@@ -20,6 +20,7 @@ from __future__ import annotations
 import numpy as np
 import xarray as xr
 
+from ptyxr import checks as _checks
 from ptyxr import physics, provenance
 from ptyxr.schema import (
     EDGE_ENERGY,
@@ -262,6 +263,7 @@ def chemical_state(
     from the phase at E_ref alone: the measured Re[N_e^eff]/N_V uses no f′. The two ratios
     (PE/Δμt, Re[N_e^eff]/N_V) are NaN also where b1 ≤ 0.
     """
+    _checks.arguments("chemical_state", locals())
     ds = validate_fit(ds, STAGE)
     require_variables(ds, (PHASE,), STAGE, "Keep the phase stack from ds.ptyxr.spectra() (DESIGN §1c).")
     require_dims(ds[PHASE], spec(PHASE).dims, STAGE)

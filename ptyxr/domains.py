@@ -68,6 +68,7 @@ from typing import Any
 import numpy as np
 import xarray as xr
 
+from ptyxr import checks as _checks
 from ptyxr import provenance
 from ptyxr.progress import progress_bar
 from ptyxr.schema import (
@@ -429,6 +430,7 @@ def combine_particles(datasets: Sequence[xr.Dataset] | xr.Dataset) -> xr.Dataset
         Missing or duplicate particle names, pixel sizes differing by more than 1 %,
         or different energy grids.
     """
+    _checks.particle_datasets(datasets)
     stage = "combine_particles"
     if isinstance(datasets, xr.Dataset):
         datasets = [datasets]
@@ -775,6 +777,7 @@ def cluster(
         No or missing features, no valid pixel, more clusters than valid pixels, missing
         weights, unknown standardisation, bad threshold/bootstrap/confidence.
     """
+    _checks.arguments("cluster", locals())
     stage = "cluster"
     features = _check_features(ds, features, stage)
     if isinstance(weights, str):
@@ -986,6 +989,7 @@ def elbow(
     SchemaError
         No or missing features, no valid pixel, a k above the number of valid pixels or below 1.
     """
+    _checks.arguments("elbow", locals())
     stage = "elbow"
     features = _check_features(ds, features, stage)
     ks = [int(v) for v in k]

@@ -86,6 +86,28 @@ def _timed(timings: dict[str, float], stage: str, func: Callable[[], Any]) -> An
     return out
 
 
+def add_resolution(
+    ds: xr.Dataset, raw: xr.Dataset, options: ChainOptions, timings: dict[str, float] | None = None
+) -> xr.Dataset:
+    """The steps right after ``reconstruct``: PRTF (``options.resolution``; None skips) and,
+    with ``options.frc_halves``, the FRC of the reconstructed scan halves.
+
+    The PRTF reads the measured frames from ``raw`` when ``reconstruct(keep_raw=False)``
+    dropped them from ``ds``.
+    """
+    timings = {} if timings is None else timings
+    if options.resolution is not None:
+        kwargs = dict(options.resolution)
+        if schema.INTENSITY not in ds:
+            kwargs.setdefault("raw", raw)
+        ds = _timed(timings, "resolution", lambda: ds.ptyxr.resolution(**kwargs))
+    if options.frc_halves:
+        from ptyxr.resolution import add_frc_of_halves
+
+        ds = _timed(timings, "frc_halves", lambda: add_frc_of_halves(ds, raw, **options.reconstruct))
+    return ds
+
+
 def process_particle(
     raw: xr.Dataset, options: ChainOptions | None = None, timings: dict[str, float] | None = None
 ) -> xr.Dataset:
@@ -93,12 +115,7 @@ def process_particle(
     options = options or ChainOptions()
     timings = {} if timings is None else timings
     ds = _timed(timings, "reconstruct", lambda: raw.ptyxr.reconstruct(**options.reconstruct))
-    if options.resolution is not None and schema.INTENSITY in ds:  # the PRTF needs the measured frames
-        ds = _timed(timings, "resolution", lambda: ds.ptyxr.resolution(**options.resolution))
-    if options.frc_halves:
-        from ptyxr.resolution import add_frc_of_halves
-
-        ds = _timed(timings, "frc_halves", lambda: add_frc_of_halves(ds, raw, **options.reconstruct))
+    ds = add_resolution(ds, raw, options, timings)
     ds = _timed(timings, "align", lambda: ds.ptyxr.align(**options.align))
     ds = _timed(timings, "spectra", lambda: ds.ptyxr.spectra(**options.spectra))
     ds = _timed(timings, "fit_xanes", lambda: ds.ptyxr.fit_xanes(**options.fit_xanes))

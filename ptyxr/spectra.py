@@ -28,6 +28,7 @@ import numpy as np
 import xarray as xr
 from scipy import ndimage
 
+from ptyxr import checks as _checks
 from ptyxr import provenance
 from ptyxr.registration import IMAGES as _IMAGES
 from ptyxr.registration import register_images, registration_image, registration_images
@@ -558,6 +559,7 @@ def align(
     Registration needs pixel values, so the object stack is computed once (dask input
     included); the shifted ``object`` itself stays lazy on dask input.
     """
+    _checks.arguments("align", locals())
     ds = validate_reconstruction(ds, stage="align")
     if image not in _IMAGES:
         raise ValueError(f"align: image must be one of {_IMAGES}, got {image!r}.")
@@ -655,6 +657,7 @@ def spectra(
         no vacuum found (then pass ``background=``). On dask input the work stays lazy and
         a missing vacuum is reported when the result is computed.
     """
+    _checks.arguments("spectra", locals())
     ds = validate_reconstruction(ds, stage="spectra")
     energy = np.asarray(ds[ENERGY].values, dtype=float)
     ref = _nearest_energy(energy, reference_energy, energy[0], "spectra")

@@ -46,9 +46,25 @@ def _image(ax) -> AxesImage:
 
 
 def _assert_image_is(image: AxesImage, expected: np.ndarray):
-    """The drawn array equals ``expected`` with NaN masked (and nothing else masked)."""
+    """The drawn array equals ``expected`` with NaN masked (and nothing else masked).
+
+    Panels are cropped to the particle (``paper.crop_to_particle``): then the drawn array
+    must equal exactly one contiguous block of ``expected``, the one its extent names.
+    """
     shown = image.get_array()
     expected = np.asarray(expected, dtype=float)
+    if shown.shape != expected.shape:
+        matches = [
+            (i, j)
+            for i in range(expected.shape[0] - shown.shape[0] + 1)
+            for j in range(expected.shape[1] - shown.shape[1] + 1)
+            if np.array_equal(
+                expected[i : i + shown.shape[0], j : j + shown.shape[1]], shown.filled(np.nan), equal_nan=True
+            )
+        ]
+        assert matches, f"the drawn {shown.shape} array is no block of the expected {expected.shape} map"
+        i, j = matches[0]
+        expected = expected[i : i + shown.shape[0], j : j + shown.shape[1]]
     np.testing.assert_array_equal(np.ma.getmaskarray(shown), np.isnan(expected))
     np.testing.assert_array_equal(shown.filled(np.nan), expected)
     assert image.origin == "lower"  # row 0 (smallest y) at the bottom

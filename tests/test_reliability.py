@@ -347,6 +347,7 @@ def test_demo_summary_is_atomic(tmp_path, monkeypatch):
     monkeypatch.setattr(simulate, "accuracy_report", lambda *a, **k: "accuracy: fine\n" * 50)
     monkeypatch.setattr(pipeline, "run_chain", lambda raws, options: fc.chain_result())
     monkeypatch.setattr(pipeline, "save_result", lambda *a, **k: [])
+    monkeypatch.setattr(cli, "run_staged", lambda *a, **k: (fc.chain_result(), []))  # the demo saves stage by stage
     monkeypatch.setattr(cli, "_write_figures", lambda *a, **k: [])
     summary = tmp_path / "summary.txt"
     summary.write_text("previous run\n")

@@ -12,6 +12,7 @@ from typing import Any
 import numpy as np
 import xarray as xr
 
+from ptyxr import checks as _checks
 from ptyxr import provenance
 from ptyxr.optics import real_space_pixel_size
 from ptyxr.schema import (
@@ -268,6 +269,7 @@ def scan_from_arrays(
     >>> float(raw.position_x[1, 4])
     1e-06
     """
+    _checks.arguments("scan_from_arrays", locals())
     ds = build_raw(
         intensity,
         position_y,

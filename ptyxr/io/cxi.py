@@ -56,6 +56,7 @@ import numpy as np
 import scipy.constants as const
 import xarray as xr
 
+from ptyxr import checks as _checks
 from ptyxr import provenance
 from ptyxr.io.arrays import build_raw
 from ptyxr.io.lazy import filter_hint, h5py_module, lazy_frames
@@ -754,6 +755,7 @@ def open_scan(
     >>> round(float(raw.energy[0]))
     12658
     """
+    _checks.arguments("open_scan", locals())
     paths = _expand_paths(path)
     h5py = _h5py()
     for p in paths:

@@ -18,6 +18,12 @@ Files are written atomically: into a temporary file in the target's directory th
 renamed over the target only once complete, so an interruption (error, Ctrl-C, full disk)
 never leaves a half-written file behind, and an existing file is replaced only with
 ``overwrite=True``. A netCDF file written by any other tool opens as a plain Dataset.
+
+Damage is detected on read: every numeric variable is written with HDF5's Fletcher-32
+checksum filter (netCDF4 ``fletcher32``; HDF5 verifies it whenever the data are read),
+and the attrs of the file and of every variable with a BLAKE2b checksum stored in the
+Dataset attr :data:`CHECKSUM_ATTR`. Either mismatch, and any other damage, is an
+:class:`OSError` naming the file.
 """
 
 from __future__ import annotations
@@ -39,9 +45,11 @@ from ptyxr.schema import COMPLEX_PART
 DTYPE_MARKER = "ptyxr_dtype"
 #: Variable/Dataset attr listing (as a JSON list) the attrs stored as tagged JSON strings.
 JSON_ATTRS_MARKER = "ptyxr_json_attrs"
+#: Dataset attr holding the checksum of all attrs in the file (see :func:`attrs_checksum`).
+CHECKSUM_ATTR = "ptyxr_attrs_checksum"
 ENGINE = "netcdf4"
 
-_MARKERS = (DTYPE_MARKER, JSON_ATTRS_MARKER)
+_MARKERS = (DTYPE_MARKER, JSON_ATTRS_MARKER, CHECKSUM_ATTR)
 _INT64 = np.iinfo(np.int64)
 
 
@@ -295,13 +303,69 @@ def decode(ds: xr.Dataset) -> xr.Dataset:
     """Undo :func:`encode` (a Dataset without ptyxr markers passes through unchanged)."""
     coords = {name: _decode_variable(ds.variables[name]) for name in ds.coords}
     data_vars = {name: _decode_variable(ds.variables[name]) for name in ds.data_vars}
-    out = xr.Dataset(data_vars, coords=coords, attrs=_decode_attrs(ds.attrs))
+    attrs = dict(ds.attrs)
+    attrs.pop(CHECKSUM_ATTR, None)  # verified by open_dataset; not part of the Dataset
+    out = xr.Dataset(data_vars, coords=coords, attrs=_decode_attrs(attrs))
     out.encoding = dict(ds.encoding)
     return out
 
 
+# ------------------------------------------------------------------ checksums
+def _canonical(value: Any) -> Any:
+    """An attr value as plain JSON (netCDF gives back int64/float64/ndarray for int/float/list)."""
+    if isinstance(value, (str, bytes)):
+        return value if isinstance(value, str) else value.decode("utf-8", "replace")
+    arr = np.asarray(value)
+    return [arr.dtype.kind, arr.tolist()] if arr.ndim else [arr.dtype.kind, arr.item()]
+
+
+def attrs_checksum(ds: xr.Dataset) -> str:
+    """BLAKE2b of the attrs of ``ds`` and of each of its variables, as stored (``CHECKSUM_ATTR`` left out)."""
+    import hashlib
+
+    table = {"": {k: _canonical(v) for k, v in ds.attrs.items() if k != CHECKSUM_ATTR}}
+    for name, var in ds.variables.items():
+        table[f"var:{name}"] = {k: _canonical(v) for k, v in var.attrs.items()}
+    text = json.dumps(table, sort_keys=True, default=str, allow_nan=True)
+    return hashlib.blake2b(text.encode("utf-8", "surrogatepass"), digest_size=16).hexdigest()
+
+
+def _checksum_encoding(ds: xr.Dataset, user: dict[str, Any] | None, complevel: int = 0) -> dict[str, Any]:
+    """Per-variable netCDF encoding with ``fletcher32`` on (numeric, ≥ 1-D: HDF5 filters need chunks),
+    and lossless zlib + shuffle at ``complevel`` > 0."""
+    encoding = {name: dict(value) for name, value in (user or {}).items()}
+    for name, var in ds.variables.items():
+        if var.ndim and var.dtype.kind in "biuf" and min(var.shape) > 0:
+            enc = encoding.setdefault(name, {})
+            enc.setdefault("fletcher32", True)
+            if complevel:
+                enc.setdefault("zlib", True)
+                enc.setdefault("complevel", complevel)
+                enc.setdefault("shuffle", True)
+    return encoding
+
+
+def _describe_foreign(path: Path) -> str | None:
+    """What a non-netCDF-Dataset HDF5 file is (CXI/NeXus raw scans), with what to use instead."""
+    try:
+        import h5py
+
+        with h5py.File(path, "r") as f:
+            keys = list(f.keys())
+            nexus = any(isinstance(f[k], h5py.Group) and f[k].attrs.get("NX_class") is not None for k in keys)
+    except Exception:  # not HDF5 either: the netCDF error says enough
+        return None
+    if "cxi_version" in keys or any(k.startswith("entry_") for k in keys):
+        return f"{path} is a CXI file of raw ptychography scans (groups {keys[:4]}…); open it with ptyxr.open_scan()."
+    if nexus:
+        return f"{path} is a NeXus/HDF5 file (groups {keys[:4]}…); open raw scans with ptyxr.open_scan()."
+    return None
+
+
 # ------------------------------------------------------------------ public API
-def to_netcdf(ds: xr.Dataset, path: str | os.PathLike, overwrite: bool = False, **kwargs: Any) -> Path:
+def to_netcdf(
+    ds: xr.Dataset, path: str | os.PathLike, overwrite: bool = False, complevel: int = 0, **kwargs: Any
+) -> Path:
     """Write ``ds`` to a netCDF4 file atomically, so that :func:`open_dataset` restores it exactly.
 
     Complex variables, bool variables, any attrs (JSON strings, lists, dicts, None, bool),
@@ -318,6 +382,10 @@ def to_netcdf(ds: xr.Dataset, path: str | os.PathLike, overwrite: bool = False, 
     overwrite : bool
         Replace an existing file (atomically). Default False: an existing file raises
         :class:`FileExistsError` and is left untouched.
+    complevel : int
+        Lossless zlib compression level (0 = none, 1 = fast, 9 = smallest) of every numeric
+        variable, with byte shuffling. Level 1 writes ``ptyxr demo``'s small preset 4–5×
+        smaller (a domains file 66 → 14 MB) at about 1 s per file.
     **kwargs
         Passed to :meth:`xarray.Dataset.to_netcdf` (e.g. ``encoding={"intensity":
         {"zlib": True, "complevel": 4}}``); ``engine`` and ``format`` are fixed to netcdf4/NETCDF4.
@@ -336,6 +404,11 @@ def to_netcdf(ds: xr.Dataset, path: str | os.PathLike, overwrite: bool = False, 
         if fixed in kwargs:
             raise TypeError(f"to_netcdf: {fixed!r} is fixed by ptyxr (netcdf4 engine, NETCDF4 format, new file).")
     encoded = encode(ds)
+    encoded.attrs[CHECKSUM_ATTR] = attrs_checksum(encoded)
+    from ptyxr import checks
+
+    complevel = checks.integer("complevel", complevel, "to_netcdf", minimum=0, maximum=9)
+    kwargs["encoding"] = _checksum_encoding(encoded, kwargs.get("encoding"), complevel)
     path = Path(path)
     with atomic_path(path, overwrite=overwrite) as tmp:
         encoded.to_netcdf(tmp, engine=ENGINE, format="NETCDF4", **kwargs)
@@ -379,18 +452,36 @@ def open_dataset(path: str | os.PathLike, chunks: Any = None, load: bool = False
         raise IsADirectoryError(f"{path} is a directory, not a netCDF file.")
     try:
         raw = xr.open_dataset(path, engine=ENGINE, chunks=chunks, **kwargs)
-    except (OSError, RuntimeError, ValueError, KeyError, IndexError) as err:
+    except Exception as err:  # a damaged file can break any layer (HDF5, netCDF4, xarray's decoding)
+        foreign = _describe_foreign(path)
+        if foreign:
+            raise OSError(f"cannot open {foreign}") from err
         raise OSError(f"cannot open {path} as netCDF (corrupt, truncated or not netCDF4/HDF5): {err}") from err
+    if not any(var.ndim for var in raw.variables.values()):  # nothing but scalars: a CXI/NeXus file, say so
+        foreign = _describe_foreign(path)
+        if foreign or not raw.variables:
+            raw.close()
+            raise OSError(
+                foreign or f"{path} holds no variables: not a ptyxr result (nor any netCDF Dataset in its root group)."
+            )
+    stored = raw.attrs.get(CHECKSUM_ATTR)
     try:
+        if stored is not None and stored != attrs_checksum(raw):
+            raise OSError(
+                f"{path} is damaged: its attributes do not match the checksum written with them "
+                "(byte corruption); restore the file from a copy or recompute it."
+            )
         ds = decode(raw)
         if load:
             ds = ds.load()
             raw.close()
-    except (OSError, RuntimeError) as err:
+    except OSError as err:
         raw.close()
-        raise OSError(f"cannot read data from {path} (corrupt or truncated file?): {err}") from err
-    except (ValueError, KeyError, json.JSONDecodeError) as err:
+        if str(path) in str(err):
+            raise
+        raise OSError(f"cannot read data from {path} (corrupt or truncated file; checksum error?): {err}") from err
+    except Exception as err:  # RuntimeError (HDF5 checksum/filter), malformed markers (JSON, dtype names) …
         raw.close()
-        raise OSError(f"{path}: malformed ptyxr storage markers: {err}") from err
+        raise OSError(f"cannot read data from {path} (corrupt file or malformed ptyxr storage markers): {err}") from err
     ds.set_close(raw.close)
     return ds

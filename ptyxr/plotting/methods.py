@@ -78,3 +78,25 @@ class PlotMethods:
         from ptyxr.plotting.resolution import figure_s5
 
         return figure_s5(self._obj, **kwargs)
+
+
+def _show_target_signature(method: Any, target: Any) -> None:
+    """Give ``method`` the signature (minus the Dataset) and docstring of the function it calls,
+    so ``help(ds.ptyxr.plot.figure1)`` lists the real options rather than ``(**kwargs)``."""
+    import inspect
+
+    params = list(inspect.signature(target).parameters.values())[1:]
+    this = inspect.Parameter("self", inspect.Parameter.POSITIONAL_OR_KEYWORD)
+    method.__signature__ = inspect.Signature(
+        [this, *params], return_annotation=inspect.signature(target).return_annotation
+    )
+    method.__doc__ = f"{method.__doc__}\n\n{target.__doc__ or ''}"
+
+
+for _method, _target in (
+    (PlotMethods.figure1, paper.figure1),
+    (PlotMethods.chemical_maps, paper.figure2),
+    (PlotMethods.domains, paper.figure3),
+    (PlotMethods.scatter, interactive.domain_scatter),
+):
+    _show_target_signature(_method, _target)

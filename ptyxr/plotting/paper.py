@@ -88,6 +88,33 @@ def wrapped_label(da: xr.DataArray, width: int = 30) -> str:
     return "\n".join(textwrap.wrap(label(da), width)) or label(da)
 
 
+#: Margin around a particle's bounding box when panels are cropped to it (fraction of its size).
+CROP_MARGIN = 0.12
+
+
+def crop_to_particle(da: xr.DataArray, p: xr.Dataset, margin: float = CROP_MARGIN) -> xr.DataArray:
+    """``da`` cut to the particle's bounding box plus ``margin`` (``material``, else finite ``da``).
+
+    The reconstructed field is several particle sizes wide; uncropped, particles filled
+    about 30 % of their panels.
+    """
+    if s.MATERIAL in p and p[s.MATERIAL].dtype == bool and bool(p[s.MATERIAL].any()):
+        mask = np.asarray(p[s.MATERIAL].transpose(s.Y, s.X).values)
+    else:
+        mask = np.isfinite(np.asarray(da.transpose(s.Y, s.X).values, dtype=float))
+    if not mask.any() or mask.all():
+        return da
+    rows, cols = np.flatnonzero(mask.any(axis=1)), np.flatnonzero(mask.any(axis=0))
+    pad = int(np.ceil(margin * max(rows[-1] - rows[0] + 1, cols[-1] - cols[0] + 1)))
+    ny, nx = mask.shape
+    return da.isel(
+        {
+            s.Y: slice(max(rows[0] - pad, 0), min(rows[-1] + pad + 1, ny)),
+            s.X: slice(max(cols[0] - pad, 0), min(cols[-1] + pad + 1, nx)),
+        }
+    )
+
+
 def robust_limits(values: Any, percentiles: tuple[float, float] = ROBUST_PERCENTILES) -> tuple[float, float]:
     """Colour limits from percentiles of the finite values (``(0, 1)`` when none is finite)."""
     arrays = values if isinstance(values, (list, tuple)) else [values]
@@ -340,7 +367,7 @@ def figure1(
         for col, ((name, p), m) in enumerate(zip(parts, maps[var], strict=True)):
             ax = fig.add_subplot(grid[row, col])
             ax.set_gid(f"{var}:{name}")
-            im = show_map(ax, m, cmap=cmap, vmin=lo, vmax=hi)
+            im = show_map(ax, crop_to_particle(m, p), cmap=cmap, vmin=lo, vmax=hi)
             cond = _condition(p)
             if row == 0:
                 ax.set_title(name if cond is None else f"{name} ({cond})", fontsize=9)
@@ -452,7 +479,7 @@ def figure2(
         for col, (name, p) in enumerate(parts):
             ax = axes[row, col]
             ax.set_gid(f"{var}:{name}")
-            image = show_map(ax, p[var], cmap=cmaps[row % len(cmaps)], vmin=lo, vmax=hi)
+            image = show_map(ax, crop_to_particle(p[var], p), cmap=cmaps[row % len(cmaps)], vmin=lo, vmax=hi)
             if row == 0:
                 cond = _condition(p)
                 ax.set_title(name if cond is None else f"{name} ({cond})", fontsize=9)
@@ -538,7 +565,7 @@ def figure3(ds: xr.Dataset, features: Sequence[str] = s.DOMAIN_FEATURES) -> Figu
         ax = fig.add_subplot(top[0, col])
         ax.set_gid(f"{s.DOMAIN}:{name}")
         labels = p[s.DOMAIN].where(p[s.DOMAIN] >= 0)  # −1 → NaN → white
-        image = show_map(ax, labels, cmap=cmap, norm=norm)
+        image = show_map(ax, crop_to_particle(labels, p), cmap=cmap, norm=norm)
         cond = _condition(p)
         ax.set_title(name if cond is None else f"{name} ({cond})", fontsize=9)
         map_axes.append(ax)
@@ -628,18 +655,20 @@ def elbow_curve(elbow: xr.DataArray | xr.Dataset) -> tuple[np.ndarray, np.ndarra
     return k, np.asarray(da.values, dtype=float), None if suggested is None else int(suggested), da
 
 
-def figure_s3(elbow: xr.DataArray | xr.Dataset) -> Figure:
+def figure_s3(elbow: xr.DataArray | xr.Dataset, used_k: int | None = None) -> Figure:
     """Paper Fig. S3: within-cluster sum of squared errors vs number of clusters k.
 
-    The suggested k (attr ``suggested_k``) is marked with a red circle and a dashed line.
+    The suggested k (attr ``suggested_k``) is marked with a red circle and a dashed line;
+    ``used_k``, the k the domain maps (Fig. 3) were clustered with, with a blue dotted line
+    and a note when it differs (the paper chose k = 6 from the elbow and the chemistry).
 
     Returns
     -------
     matplotlib.figure.Figure
-        The SSE line has gid ``sse``, the marker ``suggested_k``.
+        The SSE line has gid ``sse``, the marker ``suggested_k``, the used-k line ``used_k``.
     """
     k, sse, suggested, da = elbow_curve(elbow)
-    fig = Figure(figsize=(4.2, 3.2), layout="constrained")
+    fig = Figure(figsize=(4.6, 3.4), layout="constrained")
     ax = fig.add_subplot()
     ax.plot(k, sse, "-o", color="black", ms=4, gid="sse")
     if suggested is not None and suggested in k:
@@ -653,17 +682,30 @@ def figure_s3(elbow: xr.DataArray | xr.Dataset) -> Figure:
             mec="red",
             mew=2,
             gid="suggested_k",
-            label=f"suggested k = {suggested}",
+            label=f"elbow suggests k = {suggested}",
         )
         ax.axvline(suggested, color="red", ls="--", lw=0.8)
+    if used_k is not None and used_k != suggested:
+        ax.axvline(used_k, color="tab:blue", ls=":", lw=1.2, gid="used_k", label=f"k = {used_k} used for Fig. 3")
+    if ax.get_legend_handles_labels()[0]:
         ax.legend(fontsize=8)
     ax.set_xlabel("number of clusters k")
-    ax.set_ylabel(label(da) if s.ATTR_LONG_NAME in da.attrs else "within-cluster SSE")
+    ax.set_ylabel(wrapped_label(da, 28) if s.ATTR_LONG_NAME in da.attrs else "within-cluster SSE", fontsize=9)
     ax.set_xticks(k)
     return fig
 
 
 # --------------------------------------------------------------------- saving
+def _clustered_k(ds: Any) -> int | None:
+    """The k ``cluster`` ran with (from its provenance), or None."""
+    from ptyxr import provenance
+
+    try:
+        return int(provenance.parameters(ds, "cluster")["n_clusters"])
+    except (KeyError, TypeError, ValueError, AttributeError):
+        return None
+
+
 def save_paper_figures(result: Any, out_dir: str | Path, dpi: int = DPI) -> list[Path]:
     """Write fig1.png, fig2.png, fig3.png and figS3.png of a pipeline result into ``out_dir``.
 
@@ -694,7 +736,7 @@ def save_paper_figures(result: Any, out_dir: str | Path, dpi: int = DPI) -> list
         ("fig3.png", lambda: figure3(result.combined)),
     ]
     if getattr(result, "elbow", None) is not None:
-        figures.append(("figS3.png", lambda: figure_s3(result.elbow)))
+        figures.append(("figS3.png", lambda: figure_s3(result.elbow, _clustered_k(result.combined))))
     written = []
     for name, make in figures:
         fig = make()

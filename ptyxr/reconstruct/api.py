@@ -21,7 +21,6 @@ their grids combine by coordinate (padding NaN).
 
 from __future__ import annotations
 
-import json
 import os
 import warnings
 from pathlib import Path
@@ -30,30 +29,27 @@ from typing import Any
 import numpy as np
 import xarray as xr
 
+from ptyxr import checks as _checks
 from ptyxr import provenance
 from ptyxr.optics import real_space_pixel_size
 from ptyxr.progress import progress_bar
+from ptyxr.reconstruct import checkpoint as _ckpt
 from ptyxr.reconstruct import epie as _epie
 from ptyxr.reconstruct.detector import dead_pixel_mask
-from ptyxr.reconstruct.grid import Grid, common_grid, resample_frames
+from ptyxr.reconstruct.grid import common_grid, resample_frames
 from ptyxr.reconstruct.probe import coverage_map, guess_probes, setup_probes
 from ptyxr.registration import stack_shifts
 from ptyxr.schema import (
-    ATTR_CHECKPOINT,
     ATTR_DETECTOR_DISTANCE,
     ATTR_DETECTOR_PIXEL_SIZE,
-    ATTR_ITERATIONS_DONE,
-    ATTR_PIXEL_SIZE,
     ATTR_PROBE_DEFOCUS,
     ATTR_PROBE_FWHM,
-    ATTR_RNG_STATE,
     COVERAGE,
     DET_X,
     DET_Y,
     DETECTOR_MASK,
     ENERGY,
     FOURIER_ERROR,
-    IMAG_SUFFIX,
     INTENSITY,
     ITERATION,
     OBJECT,
@@ -64,7 +60,6 @@ from ptyxr.schema import (
     PROBE_GUESS,
     PROBE_X,
     PROBE_Y,
-    REAL_SUFFIX,
     SCAN,
     SchemaError,
     X,
@@ -235,77 +230,6 @@ def _validate_lazy_intensity(ds: xr.Dataset, finite: np.ndarray) -> None:
         )
 
 
-# ------------------------------------------------------------------- checkpoints
-def _write_checkpoint(
-    path: Path,
-    energy: np.ndarray,
-    grid: Grid,
-    obj: np.ndarray,
-    probe: np.ndarray,
-    errors: np.ndarray,
-    done: int,
-    rng: np.random.Generator,
-    params: dict[str, Any],
-) -> None:
-    """Write the solver state to ``path`` atomically (temp file in the same dir + os.replace)."""
-    ds = xr.Dataset(
-        {
-            OBJECT + REAL_SUFFIX: ((ENERGY, Y, X), obj.real),
-            OBJECT + IMAG_SUFFIX: ((ENERGY, Y, X), obj.imag),
-            PROBE + REAL_SUFFIX: ((ENERGY, PROBE_Y, PROBE_X), probe.real),
-            PROBE + IMAG_SUFFIX: ((ENERGY, PROBE_Y, PROBE_X), probe.imag),
-            FOURIER_ERROR: ((ENERGY, ITERATION), errors[:, :done]),
-        },
-        coords={ENERGY: energy, Y: grid.y, X: grid.x, ITERATION: np.arange(1, done + 1)},
-        attrs={
-            ATTR_ITERATIONS_DONE: int(done),
-            ATTR_RNG_STATE: json.dumps(rng.bit_generator.state),
-            ATTR_CHECKPOINT: json.dumps(params),
-            ATTR_PIXEL_SIZE: grid.pixel_size,
-        },
-    )
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        ds.to_netcdf(tmp, engine="netcdf4", format="NETCDF4")
-        os.replace(tmp, path)  # atomic on POSIX: a crash never leaves a half-written checkpoint
-    finally:
-        if tmp.exists():
-            tmp.unlink()
-
-
-def _read_checkpoint(path: Path) -> dict[str, Any]:
-    try:
-        with xr.open_dataset(path, engine="netcdf4") as ds:
-            ds = ds.load()
-    except FileNotFoundError:
-        raise FileNotFoundError(f"{STAGE}: checkpoint {path} does not exist.") from None
-    except (OSError, ValueError) as err:
-        raise OSError(f"{STAGE}: cannot read checkpoint {path} (damaged or not netCDF): {err}") from err
-    parts = (OBJECT + REAL_SUFFIX, OBJECT + IMAG_SUFFIX, PROBE + REAL_SUFFIX, PROBE + IMAG_SUFFIX, FOURIER_ERROR)
-    missing = [n for n in parts if n not in ds] + [
-        a for a in (ATTR_ITERATIONS_DONE, ATTR_RNG_STATE, ATTR_CHECKPOINT) if a not in ds.attrs
-    ]
-    if missing:
-        raise SchemaError(
-            f"{STAGE}: {path} is not a ptyxr reconstruct checkpoint (lacks {missing}); pass a file written by "
-            "reconstruct(..., checkpoint=path)."
-        )
-    obj = (ds[OBJECT + REAL_SUFFIX].values + 1j * ds[OBJECT + IMAG_SUFFIX].values).astype(np.complex64)
-    probe = (ds[PROBE + REAL_SUFFIX].values + 1j * ds[PROBE + IMAG_SUFFIX].values).astype(np.complex64)
-    return {
-        "object": obj,
-        "probe": probe,
-        "errors": ds[FOURIER_ERROR].values.astype(np.float32),
-        "done": int(ds.attrs[ATTR_ITERATIONS_DONE]),
-        "rng_state": json.loads(ds.attrs[ATTR_RNG_STATE]),
-        "params": json.loads(ds.attrs[ATTR_CHECKPOINT]),
-        "energy": ds[ENERGY].values,
-        "y": ds[Y].values,
-        "x": ds[X].values,
-    }
-
-
 def _particle_path(path: str | os.PathLike | None, name: str | None) -> Path | None:
     """``P.nc`` → ``P.<particle>.nc`` for multi-particle runs."""
     if path is None:
@@ -397,16 +321,12 @@ def _reconstruct_one(
         "beta": float(beta),
         "pin_scale": bool(pin_scale),
     }
+    if checkpoint is not None or resume_from is not None:  # everything else that determines the result
+        state_params.update(_ckpt.settings(ds, locals()))
     if resume_from is not None:
-        state = _read_checkpoint(resume_from)
-        mismatch = [k for k, v in state_params.items() if state["params"].get(k) != v]
-        if mismatch or not np.array_equal(state["energy"], energy):
-            raise ValueError(
-                f"{STAGE}: checkpoint {resume_from} does not match this run "
-                f"(differs in {mismatch or ['energy']}); resume with the same data and settings."
-            )
+        state = _ckpt.read_checkpoint(resume_from)
+        start = _ckpt.check_resume(state, state_params, energy, iterations, resume_from)
         obj, probe = state["object"], state["probe"]
-        start = min(state["done"], iterations)
         errors[:, :start] = state["errors"][:, :start]
         rng.bit_generator.state = state["rng_state"]
         if state["params"].get("kkr_shifts") is not None:
@@ -449,7 +369,7 @@ def _reconstruct_one(
             bar.set_postfix(error=f"{float(np.nanmean(errors[:, it])):.3g}")
         if checkpoint is not None and (done % max(int(checkpoint_every), 1) == 0 or done == iterations):
             saved = {**state_params, "kkr_shifts": None if kkr_shifts is None else kkr_shifts.tolist()}
-            _write_checkpoint(checkpoint, energy, grid, obj, probe, errors, done, rng, saved)
+            _ckpt.write_checkpoint(checkpoint, energy, grid, obj, probe, errors, done, rng, saved)
     bar.close()
 
     coverage = coverage_map(probe, grid.offsets, grid.active, grid.shape, coverage_threshold)
@@ -636,6 +556,7 @@ def reconstruct(
     position, ``floor(position/dx + 0.5)``, on a lattice anchored at 0 m. The intensity
     is loaded into memory (the reconstruction is global in the frames).
     """
+    _checks.reconstruct_arguments(ds, **{k: v for k, v in locals().items() if k != "ds"})
     _validate(ds)
     n = ds.sizes[DET_Y]
     energy = np.asarray(ds[ENERGY].values, dtype=np.float64)

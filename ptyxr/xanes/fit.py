@@ -8,6 +8,7 @@ from typing import Any, Literal
 import numpy as np
 import xarray as xr
 
+from ptyxr import checks as _checks
 from ptyxr import provenance, schema
 from ptyxr.schema import (
     ABSORPTION,
@@ -295,6 +296,7 @@ def fit_xanes(
         all-NaN absorption, non-boolean ``material``, ``min_edge_significance`` < 0 or
         ``max_edge_stderr`` ≤ 0.
     """
+    _checks.arguments("fit_xanes", locals())
     call = {
         "method": method,
         "noise": noise,

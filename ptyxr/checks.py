@@ -368,13 +368,13 @@ def raw_units(ds: Any, pixel_size: Any = None, where: str = "") -> None:
 #: ``reconstruct`` arguments: (kind, bounds) for :func:`reconstruct_arguments`.
 _RECONSTRUCT_INTS = {
     "iterations": 1,
-    "kkr_start": 0,
-    "kkr_every": 1,
     "probe_update_start": 0,
     "checkpoint_every": 1,
     "interpolation": 1,
 }
-_RECONSTRUCT_BOOLS = ("kkr", "update_probe", "progress", "keep_raw", "recentre_probe")
+#: optional ints (None = a default derived from ``iterations``)
+_RECONSTRUCT_OPTIONAL_INTS = {"kkr_start": 0, "kkr_every": 1}
+_RECONSTRUCT_BOOLS = ("kkr", "update_probe", "progress", "keep_raw", "recentre_probe", "pin_scale", "mask_dead_pixels")
 
 
 def reconstruct_arguments(ds: Any, **kwargs: Any) -> None:
@@ -388,6 +388,9 @@ def reconstruct_arguments(ds: Any, **kwargs: Any) -> None:
         raise SchemaError(f"{where}: the {PARTICLE!r} dim has length 0 (no particle to reconstruct).")
     for name, minimum in _RECONSTRUCT_INTS.items():
         if name in kwargs:
+            integer(name, kwargs[name], where, minimum=minimum)
+    for name, minimum in _RECONSTRUCT_OPTIONAL_INTS.items():
+        if kwargs.get(name) is not None:
             integer(name, kwargs[name], where, minimum=minimum)
     if "interpolation" in kwargs:
         choice("interpolation", int(kwargs["interpolation"]), (1, 3), where)
@@ -406,7 +409,7 @@ def reconstruct_arguments(ds: Any, **kwargs: Any) -> None:
     for name in ("checkpoint", "resume_from"):
         if name in kwargs:
             path(name, kwargs[name], where)
-    for name in ("engine", "fft_backend", "kkr_element", "kkr_table", "kkr_registration"):
+    for name in ("engine", "fft_backend", "kkr_element", "kkr_table"):
         if name in kwargs and not isinstance(kwargs[name], str):
             raise SchemaError(f"{where}: {name}={_show(kwargs[name])} must be text, e.g. {name}='auto'.")
     pixel_size = kwargs.get("pixel_size")
@@ -498,6 +501,8 @@ def _ks(name: str, value: Any, where: str) -> None:
 
 _BOOL = boolean
 _SEED = seed
+#: domains' feature scaling: True/False or a named method (see ptyxr.domains.standardise)
+_STANDARDIZE = _one_of(True, False, "zscore", "robust", "none")
 
 #: Checks per public function: argument name → check(name, value, where).
 ARGUMENTS: dict[str, dict[str, Callable[[str, Any, str], Any]]] = {
@@ -535,13 +540,17 @@ ARGUMENTS: dict[str, dict[str, Callable[[str, Any, str], Any]]] = {
         "n_clusters": _int_at_least(1),
         "features": _features,
         "seed": _SEED,
-        "standardize": _BOOL,
+        "standardize": _STANDARDIZE,
+        "weighted_fit": _BOOL,
+        "outlier_threshold": _optional(_real_between(positive=True)),
+        "bootstrap": _int_at_least(0),
+        "confidence": _real_between(0.0, 1.0, positive=True),
     },
     "elbow": {
         "k": _ks,
         "features": _features,
         "seed": _SEED,
-        "standardize": _BOOL,
+        "standardize": _STANDARDIZE,
         "sample": _optional(_int_at_least(1)),
         "progress": _BOOL,
     },

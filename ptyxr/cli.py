@@ -143,10 +143,9 @@ def check_config(config: dict[str, Any], where: str = "config") -> dict[str, Any
             if not (isinstance(value, str) and value) and not (
                 several and all(isinstance(v, str) and v for v in value)
             ):
-                example = (
-                    'path = "P1.cxi" (a file, folder or glob; or a list of them)' if key == "path" else f'{key} = "P1"'
-                )
-                raise ConfigError(f"[[particle]] #{i + 1}: {key} = {value!r} must be text in quotes, e.g. {example}")
+                what = "text in quotes" + (": it must be a file, folder or glob pattern" if key == "path" else "")
+                example = 'path = "P1.cxi" (or a list of files/globs)' if key == "path" else f'{key} = "P1"'
+                raise ConfigError(f"[[particle]] #{i + 1}: {key} = {value!r} must be {what}, e.g. {example}")
         names.append(particle.get("name", f"P{i + 1}"))
     if len(set(names)) != len(names):
         raise ConfigError(f"{where}: particle names must differ, got {names}")

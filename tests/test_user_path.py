@@ -86,11 +86,14 @@ def test_stage_sections_are_checked_against_the_stage_signature(tmp_path, body, 
         ('[output]\ndri = "x"\n[[particle]]\npath = "P1.cxi"\n', r"did you mean 'dir'"),
         ('[[particle]]\npaht = "P1.cxi"\n', r"did you mean 'path'"),
         ('output = 3\n[[particle]]\npath = "P1.cxi"\n', r"\[output\] must be a table"),
-        ('[[particle]]\npath = "."\n', r"is a folder"),
+        # a folder is a particle's per-energy files (issue 14); one holding no HDF5 file is refused
+        ('[[particle]]\npath = "empty"\n', r"folder .*empty holds no HDF5"),
+        ('[[particle]]\npath = "missing.cxi"\n', r"missing.cxi does not exist"),
     ],
 )
 def test_config_values_of_the_wrong_type_are_refused(tmp_path, text, match):
     (tmp_path / "P1.cxi").write_bytes(b"")
+    (tmp_path / "empty").mkdir()
     path = tmp_path / "run.toml"
     path.write_text(text)
     with pytest.raises(cli.ConfigError, match=match):

@@ -602,8 +602,9 @@ def test_native_grids_fit_a_zone_plate_probe_at_every_energy():
     frames and no energy is worse than the one that needs no resampling (the highest). With
     the frames linearly resampled onto the common grid (``native_grids=False``) the pupil's
     edge is interpolated far beyond the photon noise and ePIE fits that error at every other
-    energy. Measured (tiny geometry, FZP, 3 energies, 100 iterations, no drift): see the
-    asserts' messages; the bound 1.5× the highest energy's error sits between the two.
+    energy. Measured (tiny geometry, FZP, 5420/5480/5540 eV, 100 iterations, no drift): object
+    NRMSE 0.093/0.103/0.090 on native grids (worst 1.15× the highest energy's) and
+    0.150/0.131/0.079 resampled (1.89×; a KB probe: 1.14× vs 2.25×); the bound 1.5× lies between.
     """
     sim = pytest.importorskip("ptyxr.simulate")
     raw, truth = sim.demo_dataset(

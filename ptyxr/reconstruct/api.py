@@ -3,8 +3,11 @@
 Pipeline per particle:
 
 1. validate the input (schema.validate_raw plus reconstruction-specific checks);
-2. resample every energy's frames onto one common real-space pixel dx_c
-   (:mod:`ptyxr.reconstruct.grid`), so all energies share one object grid;
+2. each energy on its own native pixel dx(E) with its frames as measured (default
+   ``native_grids=True``); the objects meet on the common pixel dx_c only for KKR and the
+   output (bilinear on O − 1). ``native_grids=False`` instead resamples every energy's frames
+   onto dx_c (:mod:`ptyxr.reconstruct.grid`), which fits the interpolation error at a pupil's
+   sharp far-field edge (docs/design-notes/foreign-engine.md);
 3. initial probe from the set-up (KB focus) or ``probe_guess``; initial object 1+0j;
 4. energy-batched ePIE (:mod:`ptyxr.reconstruct.epie`), random position order per
    iteration from ``seed``, probe re-centred on N//2 after each probe-updating iteration;

@@ -5,7 +5,7 @@ Pipeline per particle:
 1. validate the input (schema.validate_raw plus reconstruction-specific checks);
 2. each energy on its own native pixel dx(E) with its frames as measured (default
    ``native_grids=True``); the objects meet on the common pixel dx_c only for KKR and the
-   output (cubic spline on O − 1). ``native_grids=False`` instead resamples every energy's frames
+   output (bilinear on O − 1). ``native_grids=False`` instead resamples every energy's frames
    onto dx_c (:mod:`ptyxr.reconstruct.grid`), which fits the interpolation error at a pupil's
    sharp far-field edge (docs/design-notes/foreign-engine.md);
 3. initial probe from the set-up (KB focus) or ``probe_guess``; initial object 1+0j;
@@ -486,7 +486,9 @@ def _reconstruct_one(
     bar.close()
 
     if native:
-        obj, probe = _to_common(obj, grids, grid), _probes_to_common(probe, scale)
+        obj = _to_common(obj, grids, grid, OBJECT_RESAMPLING_ORDER)
+        obj[~grid.field(n)] = 1  # outside an energy's own field nothing was measured (interpolation spreads ≤ 1 px)
+        probe = _probes_to_common(probe, scale)
     coverage = coverage_map(probe, grid.offsets, grid.active, grid.shape, coverage_threshold)
     coords = {
         Y: length_coord(Y, grid.y, pixel_size),
@@ -519,13 +521,15 @@ def _native_to_common_index(g: Grid, common: Grid, axis: int) -> np.ndarray:
     return pos / g.pixel_size - origin_n
 
 
-#: Spline order that brings native-grid objects onto the common grid (O − 1). Cubic: on the
-#: foreign geometry's control φ NRMSE 0.0197 vs 0.0240 bilinear (blur), μt 0.040 vs 0.038.
-OBJECT_RESAMPLING_ORDER = 3
+#: Spline order that brings the final native-grid objects onto the common grid (O − 1).
+#: Bilinear. Cubic lowered the foreign control's φ NRMSE (0.0197 vs 0.0240; μt 0.040 vs 0.038)
+#: but cut KKR's measured benefit on the varying phase (tests/test_accuracy.py::
+#: test_kkr_lowers_varying_phase_error_near_edge: KKR/no-KKR 0.82, bound 0.8), so it stays 1.
+OBJECT_RESAMPLING_ORDER = 1
 
 
-def _to_common(obj: np.ndarray, grids: list[Grid], common: Grid) -> np.ndarray:
-    """Objects on their native grids → the common grid (cubic spline on O − 1; outside = vacuum 1)."""
+def _to_common(obj: np.ndarray, grids: list[Grid], common: Grid, order: int = 1) -> np.ndarray:
+    """Objects on their native grids → the common grid (spline of ``order`` on O − 1; outside = vacuum 1)."""
     from scipy.ndimage import map_coordinates
 
     out = np.ones((obj.shape[0], *common.shape), dtype=np.complex64)
@@ -534,8 +538,8 @@ def _to_common(obj: np.ndarray, grids: list[Grid], common: Grid) -> np.ndarray:
             _native_to_common_index(g, common, 0), _native_to_common_index(g, common, 1), indexing="ij"
         )
         dev = obj[e, : g.shape[0], : g.shape[1]].astype(np.complex128) - 1
-        re = map_coordinates(dev.real, [iy, ix], order=OBJECT_RESAMPLING_ORDER, mode="constant", cval=0.0)
-        im = map_coordinates(dev.imag, [iy, ix], order=OBJECT_RESAMPLING_ORDER, mode="constant", cval=0.0)
+        re = map_coordinates(dev.real, [iy, ix], order=order, mode="constant", cval=0.0)
+        im = map_coordinates(dev.imag, [iy, ix], order=order, mode="constant", cval=0.0)
         out[e] = 1 + re + 1j * im
     return out
 
@@ -692,7 +696,7 @@ def reconstruct(
         vs 0.12 at the resampled energies.
     native_grids : bool
         Iterate each energy on its own native pixel dx(E) = λz/(Np) with the frames as measured,
-        and bring the objects onto the common grid (cubic spline on O − 1) only for the KKR step
+        and bring the objects onto the common grid (bilinear on O − 1) only for the KKR step
         (whose phase correction goes back the same way) and for the output. False = resample
         the detector frames onto the common grid (``interpolation``) and iterate there: the
         interpolation error at the sharp far-field edge of a KB or zone-plate pupil is far

@@ -593,3 +593,28 @@ def test_simulator_accuracy_and_kkr_does_not_hurt(tiny_sim, monkeypatch):
     assert params["kkr_iterations"] == [60, 70, 80, 90, 100]
     err_kkr = _drift_corrected_nrmse(with_kkr, truth)
     assert err_kkr.mean() <= 1.05 * err.mean(), (err_kkr.mean(), err.mean())
+
+
+def test_native_grids_fit_a_zone_plate_probe_at_every_energy():
+    """A zone-plate probe (annular pupil: sharp far-field edges) with no detector resampling.
+
+    Each energy is iterated on its own native pixel, so every energy's model is exact for its
+    frames and no energy is worse than the one that needs no resampling (the highest). With
+    the frames linearly resampled onto the common grid (``native_grids=False``) the pupil's
+    edge is interpolated far beyond the photon noise and ePIE fits that error at every other
+    energy. Measured (tiny geometry, FZP, 5420/5480/5540 eV, 100 iterations, no drift): object
+    NRMSE 0.093/0.103/0.090 on native grids (worst 1.15× the highest energy's) and
+    0.150/0.131/0.079 resampled (1.89×; a KB probe: 1.14× vs 2.25×); the bound 1.5× lies between.
+    """
+    sim = pytest.importorskip("ptyxr.simulate")
+    raw, truth = sim.demo_dataset(
+        "tiny", seed=0, probe_shape="fzp", drift=0.0, energies=(5420.0, 5480.0, 5540.0), progress=False
+    )
+    errors = {}
+    for native in (True, False):
+        out = reconstruct(raw, iterations=100, kkr=False, native_grids=native, progress=False)
+        errors[native] = _drift_corrected_nrmse(out, truth)
+    native_err, resampled_err = errors[True], errors[False]
+    assert native_err[:-1].max() < 1.5 * native_err[-1], errors
+    # the comparison can fail: resampling the same data loses at the lower energies
+    assert resampled_err[:-1].max() > 1.5 * resampled_err[-1], errors

@@ -52,7 +52,16 @@ def _read_or_oserror(path: Path, original: xr.Dataset) -> str:
     return "identical"
 
 
-@settings(max_examples=EXAMPLES, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+# derandomize: the same flips on every run and machine. A few flips in HDF5's own metadata make
+# the netCDF4/HDF5 C library spin forever in open (no Python code can interrupt it; see
+# docs/reliability.md); a random draw of new flips in CI could hit one and hang the suite.
+@settings(
+    max_examples=EXAMPLES,
+    deadline=None,
+    derandomize=True,
+    database=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture],
+)
 @given(data=st.data())
 def test_byte_corruption_is_detected_or_harmless(stored, tmp_path, data):
     ds, good = stored
@@ -66,7 +75,11 @@ def test_byte_corruption_is_detected_or_harmless(stored, tmp_path, data):
 
 
 @settings(
-    max_examples=max(EXAMPLES // 3, 10), deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+    max_examples=max(EXAMPLES // 3, 10),
+    deadline=None,
+    derandomize=True,
+    database=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture],
 )
 @given(data=st.data())
 def test_truncation_raises_oserror(stored, tmp_path, data):

@@ -374,7 +374,16 @@ _RECONSTRUCT_INTS = {
 }
 #: optional ints (None = a default derived from ``iterations``)
 _RECONSTRUCT_OPTIONAL_INTS = {"kkr_start": 0, "kkr_every": 1}
-_RECONSTRUCT_BOOLS = ("kkr", "update_probe", "progress", "keep_raw", "recentre_probe", "pin_scale", "mask_dead_pixels")
+_RECONSTRUCT_BOOLS = (
+    "kkr",
+    "update_probe",
+    "progress",
+    "keep_raw",
+    "recentre_probe",
+    "pin_scale",
+    "mask_dead_pixels",
+    "native_grids",
+)
 
 
 def reconstruct_arguments(ds: Any, **kwargs: Any) -> None:

@@ -63,6 +63,11 @@ def _must_not_run(*args, **kwargs):
         ({"interpolation": 2}, r"interpolation=2 is not one of \[1, 3\]"),
         ({"checkpoint": 5}, r"checkpoint=5 must be a file path"),
         ({"engine": 3}, r"engine=3 must be text"),
+        # issue 11's switches: the text "false" would be truthy
+        ({"native_grids": "false"}, r"native_grids='false' must be True or False"),
+        ({"pin_scale": "no"}, r"pin_scale='no' must be True or False"),
+        ({"mask_dead_pixels": 1}, r"mask_dead_pixels=1 must be True or False"),
+        ({"kkr_start": 2.5}, r"kkr_start=2\.5"),
     ],
 )
 def test_reconstruct_arguments(raw, monkeypatch, kwargs, match):

@@ -563,9 +563,9 @@ def frc_images(
     b = (b - np.sum(b * w) / np.sum(w)) * w
     shift = np.zeros(2)
     if register:
-        from skimage.registration import phase_cross_correlation
+        from ptyxr.registration import register_pair
 
-        shift = np.asarray(phase_cross_correlation(a, b, upsample_factor=upsample, normalization=None)[0], float)
+        shift = register_pair(a, b, upsample)
         moved = fourier_shift(b.astype(np.complex128), tuple(shift))
         b = moved if np.iscomplexobj(a) else moved.real
     frc, count = fourier_ring_correlation(a, b, bins_per_unit, n_rings)

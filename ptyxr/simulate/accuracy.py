@@ -152,7 +152,7 @@ def ideal_maps(truth: xr.Dataset, fit_options: dict | None = None, chemistry_opt
         The fitted noise-free spectra (DESIGN §1c–e) on the truth's grid, ``phase`` the
         truth's (for registration).
     """
-    from ptyxr.simulate import spectra_from_truth
+    from ptyxr.simulate.datasets import spectra_from_truth
 
     fit_options = {"progress": False, **(fit_options or {})}
     fitted = spectra_from_truth(truth).ptyxr.fit_xanes(**fit_options).ptyxr.chemical_state(**(chemistry_options or {}))

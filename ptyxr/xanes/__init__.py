@@ -32,7 +32,7 @@ def reference_spectra(energy: np.ndarray | None = None) -> xr.Dataset:
 
     Transmission XAFS from the XAS Data Library (APS 13-BM-D, 2005; public domain, see
     ``ptyxr/data/xanes/LICENSE.txt``), μt = ln(i0/itrans), linearly interpolated onto
-    ``energy`` (default: :func:`ptyxr.simulate.energies.paper_energy_grid`, the paper's
+    ``energy`` (default: :func:`ptyxr.physics.paper_energy_grid`, the paper's
     40 energies). No normalisation: μt as measured (offsets and edge steps differ).
 
     Returns
@@ -45,7 +45,7 @@ def reference_spectra(energy: np.ndarray | None = None) -> xr.Dataset:
     from ptyxr.io.xdi import read_xdi
 
     if energy is None:
-        from ptyxr.simulate.energies import paper_energy_grid
+        from ptyxr.physics import paper_energy_grid
 
         energy = paper_energy_grid()
     energy = np.asarray(energy, dtype=float)

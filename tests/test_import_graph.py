@@ -41,6 +41,8 @@ KERNELS = (
     "ptyxr.xanes.starts",
     "ptyxr.xanes.model",
     "ptyxr.xanes.solver",
+    "ptyxr.domains.kernels",
+    "ptyxr.fourier_rings",
 )
 STAGES = (
     "ptyxr.spectra",

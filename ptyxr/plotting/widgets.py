@@ -27,7 +27,7 @@ from matplotlib.colors import ListedColormap, Normalize
 from matplotlib.figure import Figure
 
 from ptyxr import schema as s
-from ptyxr.plotting.paper import (
+from ptyxr.plotting.style import (
     BAD_COLOR,
     cluster_color,
     cluster_colormap,

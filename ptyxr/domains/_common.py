@@ -92,7 +92,7 @@ def _coord(name: str, values: Any, dims: str | None = None) -> xr.DataArray:
     )
 
 
-# =========================================================================== cluster
+# ------------------------------------------------------------ features of the stages
 def _check_features(ds: xr.Dataset, features: Sequence[str], stage: str) -> tuple[str, ...]:
     ds = require_dataset(ds, stage)
     if isinstance(features, str):

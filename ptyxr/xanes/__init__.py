@@ -1,6 +1,8 @@
 """XANES fitting of paper eq. (1): model, vectorised batch solver, the ``fit_xanes`` stage.
 
-- :mod:`ptyxr.xanes.model`: eq. (1) in numpy (:func:`eq1`) and as an lmfit model
+- :mod:`ptyxr.xanes.lineshapes`: eq. (1)'s line shapes and the model built from them
+  (:func:`eq1`); :mod:`ptyxr.xanes.starts`: vectorised starting values and bounds.
+- :mod:`ptyxr.xanes.model`: eq. (1) (re-exported) and as an lmfit model
   (:func:`xanes_model`, :func:`fit_spectrum`, :func:`paper_params`), starting values and
   bounds (:func:`guess`).
 - :mod:`ptyxr.xanes.solver`: :func:`fit_batch`, variable projection + batched

@@ -3,7 +3,8 @@
 The line shapes and eq. (1) itself are defined in :mod:`ptyxr.xanes.lineshapes`, the
 vectorised starting values and bounds in :mod:`ptyxr.xanes.starts`; both are re-exported
 here. This module sits above the batch solver (:func:`guess` refines its starts with
-:func:`ptyxr.xanes.solver.scan_starts`), the solver below it imports only those two.
+:func:`ptyxr.xanes.solver.scan_starts`); the solver imports only those two modules, so
+the two no longer import each other.
 
 Uematsu et al. (PCCP 2023) eq. (1)::
 

@@ -198,8 +198,9 @@ def test_frame_scales_use_only_valid_pixels():
     """Σ I / Σ|F(P·O_k)|² on valid pixels returns each frame's flux exactly, masked pixels and all.
 
     Frames made as f_k·|F(P·O_k)|² (unnormalised FFT, FFT order) with a dead row and a
-    zeroed beam-stop block marked −1: the estimate is f_k to float32 rounding, where
-    Parseval's Σ|P·O_k|² (counting the masked pixels too) would be off by their share.
+    zeroed beam-stop block marked −1 in most frames: the estimate is f_k to float32 rounding,
+    where Parseval's Σ|P·O_k|² (counting the masked pixels too) would be off by their share;
+    frames without a marker take the Parseval path.
     """
     rng = np.random.default_rng(4)
     n_e, n_scan, n = 2, 5, 16
@@ -213,13 +214,18 @@ def test_frame_scales_use_only_valid_pixels():
             (oy, ox) = offsets[e, k]
             far = np.fft.fft2(probe[e].astype(np.complex128) * obj[e, oy : oy + n, ox : ox + n])
             amplitudes[e, k] = np.sqrt(flux[e, k]) * np.abs(far)
-    amplitudes[:, :, 3, :] = -1
-    amplitudes[:, :, :2, :2] = -1
+    amplitudes[:, 2:, 3, :] = -1  # frames 0 and 1 complete (Parseval), the others masked (FFT)
+    amplitudes[:, 2:, :2, :2] = -1
     active = np.ones((n_e, n_scan), dtype=bool)
     active[1, 4] = False
     got = F.frame_scales(amplitudes, obj, probe, offsets, active)
     np.testing.assert_allclose(got[active], flux[active], rtol=1e-5)
     assert np.isnan(got[1, 4])
+    measured, complete = F.measured_counts(amplitudes)
+    assert complete[:, :2].all() and not complete[:, 2:].any()
+    # Parseval on the masked frames would miss by the masked pixels' share of the counts
+    parseval = F.frame_scales(amplitudes, obj, probe, offsets, active, measured, np.ones_like(complete))
+    assert np.max(np.abs(parseval[:, 2:][active[:, 2:]] / flux[:, 2:][active[:, 2:]] - 1)) > 0.01
 
 
 def test_rescale_keeps_invalid_markers_and_replays_exactly():
@@ -243,3 +249,22 @@ def test_rescale_keeps_invalid_markers_and_replays_exactly():
     r2.restore({S.RELATIVE_FLUX: r1.checkpoint_state()[S.RELATIVE_FLUX][1]})
     np.testing.assert_array_equal(a1, a2)
     np.testing.assert_array_equal(r1.flux, r2.flux)
+
+
+def test_particle_dim_gets_its_own_flux(jittered):
+    """A ``particle`` dim: each particle is normalised by its own monitor; refined flux per particle."""
+    raw, _ = jittered
+    one = raw.drop_vars([v for v in raw.data_vars if v.startswith(S.TRUE_PREFIX)]).isel({S.ENERGY: [0, 1]})
+    other = one.copy(deep=True)
+    other[S.MONITOR] = other[S.MONITOR] * 3.0  # another beam current: same relative flux
+    both = xr.concat(
+        [one, other], dim=S.PARTICLE, coords="minimal", compat="override", combine_attrs="override"
+    ).assign_coords({S.PARTICLE: ["A", "B"]})
+    kw = dict(iterations=2, kkr=False, progress=False)
+    res = reconstruct(both, **kw)
+    assert res[S.RELATIVE_FLUX].dims == (S.PARTICLE, S.ENERGY, S.SCAN)
+    np.testing.assert_allclose(res[S.RELATIVE_FLUX].values[0], res[S.RELATIVE_FLUX].values[1], rtol=1e-12)
+    np.testing.assert_allclose(res[S.RELATIVE_FLUX].values[0], _relative(one[S.MONITOR].values), rtol=1e-12)
+    refined = reconstruct(both.drop_vars(S.MONITOR), **kw, refine_flux=True)
+    assert refined[S.RELATIVE_FLUX].dims == (S.PARTICLE, S.ENERGY, S.SCAN)
+    assert np.isfinite(refined[S.RELATIVE_FLUX].values).all()

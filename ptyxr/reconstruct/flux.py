@@ -144,8 +144,35 @@ def rescale_amplitudes(amplitudes: np.ndarray, old: np.ndarray, new: np.ndarray)
         np.multiply(a, factor[e][:, None, None], out=a, where=a >= 0)
 
 
+def measured_counts(amplitudes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per frame: Σ amplitude² over valid pixels (= N²·Σ I) and whether every pixel is valid.
+
+    Returns
+    -------
+    measured : ndarray, (n_energy, n_scan) float64
+    complete : ndarray of bool, (n_energy, n_scan)
+        No −1 marker in the frame: Parseval then gives the model's counts without an FFT.
+    """
+    n_e, n_scan = amplitudes.shape[:2]
+    measured, complete = np.zeros((n_e, n_scan)), np.zeros((n_e, n_scan), dtype=bool)
+    for e in range(n_e):
+        for start in range(0, n_scan, CHUNK):
+            amp = amplitudes[e, start : start + CHUNK]
+            valid = amp >= 0
+            counts = np.where(valid, amp * amp, 0.0)
+            measured[e, start : start + CHUNK] = np.sum(counts, axis=(-2, -1), dtype=np.float64)
+            complete[e, start : start + CHUNK] = valid.all(axis=(-2, -1))
+    return measured, complete
+
+
 def frame_scales(
-    amplitudes: np.ndarray, obj: np.ndarray, probe: np.ndarray, offsets: np.ndarray, active: np.ndarray
+    amplitudes: np.ndarray,
+    obj: np.ndarray,
+    probe: np.ndarray,
+    offsets: np.ndarray,
+    active: np.ndarray,
+    measured: np.ndarray | None = None,
+    complete: np.ndarray | None = None,
 ) -> np.ndarray:
     """Per-frame ratio of measured to modelled counts on valid pixels, r = Σ I / Σ |F(P·O_k)|².
 
@@ -159,6 +186,10 @@ def frame_scales(
         Top-left object pixel of each patch.
     active : ndarray of bool, (n_energy, n_scan)
         Frames to estimate (others NaN).
+    measured, complete : ndarray, optional
+        :func:`measured_counts` of ``amplitudes`` (computed when not given). Frames with no
+        invalid pixel use Parseval (N²·Σ|P·O_k|², no FFT); the others are Fourier transformed
+        and summed over their valid pixels only.
 
     Returns
     -------
@@ -166,22 +197,25 @@ def frame_scales(
         NaN where inactive or the model holds no counts on the valid pixels.
     """
     n_e, n_scan, n, _ = amplitudes.shape
-    out = np.full((n_e, n_scan), np.nan)
-    iy, ix = np.arange(n)[:, None], np.arange(n)[None, :]
+    if measured is None or complete is None:
+        measured, complete = measured_counts(amplitudes)
+    model = np.full((n_e, n_scan), np.nan)
     for e in range(n_e):
         idx = np.flatnonzero(active[e])
         for start in range(0, idx.size, CHUNK):
             k = idx[start : start + CHUNK]
-            oy, ox = offsets[e, k, 0], offsets[e, k, 1]
-            patches = obj[e][oy[:, None, None] + iy, ox[:, None, None] + ix]
-            far = sfft.fft2(patches * probe[e], workers=-1)  # unnormalised: |F|² = N²|Ψ|², amplitudes = N√I
-            amp = amplitudes[e, k]
-            valid = amp >= 0
-            measured = np.sum(np.where(valid, amp * amp, 0.0), axis=(-2, -1), dtype=np.float64)
-            model = np.sum(np.where(valid, far.real**2 + far.imag**2, 0.0), axis=(-2, -1), dtype=np.float64)
-            with np.errstate(invalid="ignore", divide="ignore"):
-                out[e, k] = np.where(model > 0, measured / model, np.nan)
-    return out
+            waves = np.stack([obj[e, oy : oy + n, ox : ox + n] for oy, ox in offsets[e, k]]) * probe[e]
+            whole = complete[e, k]
+            if whole.any():  # Parseval: Σ|F|² = N²·Σ|ψ|² for the unnormalised FFT (amplitudes = N√I)
+                w = waves[whole]
+                model[e, k[whole]] = float(n) ** 2 * np.sum(w.real**2 + w.imag**2, axis=(-2, -1), dtype=np.float64)
+            if not whole.all():
+                far = sfft.fft2(waves[~whole], workers=-1)
+                valid = amplitudes[e, k[~whole]] >= 0
+                power = np.where(valid, far.real**2 + far.imag**2, 0.0)
+                model[e, k[~whole]] = np.sum(power, axis=(-2, -1), dtype=np.float64)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(active & (model > 0), measured / model, np.nan)
 
 
 class FluxRefiner:
@@ -212,6 +246,8 @@ class FluxRefiner:
         self.amplitudes, self.offsets, self.active = amplitudes, offsets, np.asarray(active, dtype=bool)
         self.initial = _normalised(np.ones(active.shape) if flux is None else np.asarray(flux, float), self.active)
         self.flux = self.initial.copy()
+        # counts of the amplitudes as prepared (they scale with initial/flux after each rescaling)
+        self.measured0, self.complete = measured_counts(amplitudes)
         self.history: list[np.ndarray] = []
         self.schedule = schedule(iterations)
 
@@ -221,7 +257,9 @@ class FluxRefiner:
 
     def refine(self, obj: np.ndarray, probe: np.ndarray) -> None:
         """One refinement: estimate, normalise, relax, rescale the amplitudes, record the history."""
-        ratio = frame_scales(self.amplitudes, obj, probe, self.offsets, self.active)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            measured = self.measured0 * np.where(self.active, self.initial / self.flux, 1.0)
+        ratio = frame_scales(self.amplitudes, obj, probe, self.offsets, self.active, measured, self.complete)
         estimate = self.flux * np.where(np.isfinite(ratio) & (ratio > 0), ratio, 1.0)
         estimate = _normalised(estimate, self.active)
         new = _normalised(self.flux + REFINE_RELAX * (estimate - self.flux), self.active)

@@ -6,7 +6,7 @@ acquisition), against the jitter-free twin (same seed, no flux variation), 100 e
 iterations without KKR; object NRMSE per energy after undoing the simulator's known drift,
 as in tests/test_reconstruct.py. Measured (docs/design-notes/s11-flux.md): twin 0.100,
 no correction 1.04 (the 2.5 % amplitude errors are as large as the small particle's
-contrast), monitor 0.099, refinement without a monitor 0.112.
+contrast), monitor 0.099, refinement without a monitor 0.097.
 """
 
 from __future__ import annotations
@@ -98,14 +98,12 @@ def test_monitor_normalisation_matches_the_jitter_free_twin(twin, jittered):
 
 
 def test_refine_flux_without_monitor(twin, jittered):
-    """Per-frame flux refinement recovers the jitter and most of the object accuracy.
+    """Without a monitor, per-frame flux refinement gives the object within 5 % of the twin.
 
-    Measured: refined flux vs truth correlation 0.999 per energy, rms residual 0.0019 (truth
-    spread 0.045); object NRMSE 0.112 = 1.12× the twin (no correction 1.04). Issue 12 asks
-    for ≤ 1.05×: not reached without a monitor — the smooth part of the flux is nearly
-    degenerate with an object amplitude gradient (docs/design-notes/s11-flux.md). Asserted:
-    ≤ 1.25× the twin and ≤ 0.25× the uncorrected error; correlation ≥ 0.99 and residual
-    ≤ 0.1× the truth's spread.
+    Measured: object NRMSE 0.0968 = 0.97× the twin (no correction 1.04; without the object
+    restarts 1.12×); refined flux vs truth correlation ≥ 0.999 per energy, rms residual
+    0.0007 (truth spread 0.045). Asserted: issue 12's ≤ 1.05× the twin; correlation ≥ 0.99
+    and residual ≤ 0.05× the truth's spread.
     """
     _, truth, err_twin = twin
     raw, truth_j = jittered
@@ -118,12 +116,12 @@ def test_refine_flux_without_monitor(twin, jittered):
     rms = float(np.sqrt(np.mean((flux - true_flux) ** 2)))
     spread = float(np.std(true_flux))
     print(f"refined: object NRMSE {err:.4f} (twin {err_twin:.4f}), flux corr {corr:.4f}, rms {rms:.4f} / {spread:.4f}")
-    assert err <= 1.25 * err_twin, (err, err_twin)
-    assert err <= 0.25, err  # no correction: 1.04
-    assert corr >= 0.99 and rms <= 0.1 * spread, (corr, rms, spread)
+    assert err <= 1.05 * err_twin, (err, err_twin)
+    assert corr >= 0.99 and rms <= 0.05 * spread, (corr, rms, spread)
     np.testing.assert_allclose(np.mean(flux, axis=1), 1.0, rtol=1e-12)  # the global scale stays with the probe
     params = ptyxr.provenance.parameters(out, "reconstruct")
     assert params["refine_flux"] is True and params["flux_refinement_iterations"] == F.schedule(ITERATIONS)
+    assert params["flux_object_restarts"] == F.restarts(ITERATIONS) == [20, 40]
 
 
 def test_options_off_change_nothing(jittered):
@@ -149,6 +147,31 @@ def test_refine_flux_checkpoint_resume_is_exact(jittered, tmp_path):
         np.testing.assert_array_equal(resumed[name].values, full[name].values)
     with pytest.raises(S.SchemaError, match="refine_flux"):
         reconstruct(raw, **{**kw, "refine_flux": False}, resume_from=ck)
+
+
+def test_refine_flux_resume_after_a_crash_is_exact(jittered, tmp_path, monkeypatch):
+    """A run with object restarts (after 12 and 24 of 60) that dies at 15 resumes from its checkpoint at 10."""
+    raw, _ = jittered
+    raw = raw.drop_vars(S.MONITOR).isel({S.ENERGY: slice(0, 4)})
+    kw = dict(iterations=60, kkr=False, progress=False, seed=2, checkpoint_every=10, refine_flux=True)
+    assert F.restarts(60) == [12, 24]
+    full = reconstruct(raw, **kw)
+    ck = tmp_path / "state.nc"
+    refine = F.FluxRefiner.refine
+
+    def crash(self, obj, probe, done):
+        if done == 15:
+            raise RuntimeError("killed")
+        refine(self, obj, probe, done)
+
+    monkeypatch.setattr(F.FluxRefiner, "refine", crash)
+    with pytest.raises(RuntimeError, match="killed"):
+        reconstruct(raw, **kw, checkpoint=ck)
+    monkeypatch.setattr(F.FluxRefiner, "refine", refine)
+    resumed = reconstruct(raw, **kw, resume_from=ck)
+    assert ptyxr.provenance.parameters(resumed, "reconstruct")["resumed_at"] == 10
+    for name in (S.OBJECT, S.PROBE, S.FOURIER_ERROR, S.RELATIVE_FLUX):
+        np.testing.assert_array_equal(resumed[name].values, full[name].values)
 
 
 @pytest.mark.parametrize("bad", [0.0, -5.0, np.nan, np.inf])

@@ -376,6 +376,8 @@ _RECONSTRUCT_INTS = {
 _RECONSTRUCT_OPTIONAL_INTS = {"kkr_start": 0, "kkr_every": 1}
 _RECONSTRUCT_BOOLS = (
     "kkr",
+    "use_monitor",
+    "refine_flux",
     "update_probe",
     "progress",
     "keep_raw",

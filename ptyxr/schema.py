@@ -39,6 +39,8 @@ SPATIAL_FREQUENCY = "spatial_frequency"  # ring centre |q| of resolution curves 
 #: Storage-only trailing dim (real, imag) of complex variables in netCDF (ptyxr.io.netcdf);
 #: never present in an in-memory Dataset.
 COMPLEX_PART = "complex_part"
+#: Checkpoint-only dim: the successive per-frame flux estimates of ``reconstruct(refine_flux=True)``.
+FLUX_REFINEMENT = "flux_refinement"
 
 # ------------------------------------------------------------------- coordinates
 CONDITION = "condition"  # non-dim coord on PARTICLE
@@ -56,6 +58,7 @@ OBJECT = "object"
 PROBE = "probe"
 FOURIER_ERROR = "fourier_error"
 COVERAGE = "coverage"
+RELATIVE_FLUX = "relative_flux"  # per-frame incident flux / its mean at that energy (monitor or refined)
 
 # -------------------------------------------------------------------- 1c spectra
 ABSORPTION = "absorption"
@@ -236,6 +239,13 @@ SPECS: dict[str, VariableSpec] = _specs(
     VariableSpec(PROBE, (ENERGY, PROBE_Y, PROBE_X), "sqrt(counts)", "complex probe", "complex64"),
     VariableSpec(FOURIER_ERROR, (ENERGY, ITERATION), DIMENSIONLESS, "normalised Fourier error", "float32"),
     VariableSpec(COVERAGE, (Y, X), DIMENSIONLESS, "illuminated by the scan", "bool"),
+    VariableSpec(
+        RELATIVE_FLUX,
+        (ENERGY, SCAN),
+        DIMENSIONLESS,
+        "relative incident flux per frame (mean 1 per energy; monitor or refined)",
+        "float64",
+    ),
     # 1c
     VariableSpec(ABSORPTION, (ENERGY, Y, X), DIMENSIONLESS, "absorption mu t (amplitude attenuation)", "float64"),
     VariableSpec(PHASE, (ENERGY, Y, X), RADIAN, "phase shift", "float64"),

@@ -3,7 +3,7 @@
 A checkpoint holds the solver state (object, probe, Fourier errors, iteration count, RNG
 state) and, in attr ``ptyxr_checkpoint``, the settings that determine the result and a
 fingerprint of the input data (BLAKE2b of the intensities, positions, energies, detector
-mask, probe guess and geometry attrs). ``resume_from`` refuses a checkpoint whose
+mask, probe guess, monitor and geometry attrs). ``resume_from`` refuses a checkpoint whose
 fingerprint or settings differ from the run's, naming what differs, and one that holds
 more iterations than asked for (its state is later than the run's end).
 """
@@ -35,6 +35,7 @@ from ptyxr.schema import (
     IMAG_SUFFIX,
     INTENSITY,
     ITERATION,
+    MONITOR,
     OBJECT,
     POSITION_X,
     POSITION_Y,
@@ -64,7 +65,7 @@ def data_fingerprint(ds: xr.Dataset) -> str:
     for e in range(ds.sizes[ENERGY]):
         frames = np.ascontiguousarray(np.asarray(ds[INTENSITY].isel({ENERGY: e}).values, dtype=np.float32))
         digest.update(frames.tobytes())
-    for name in (POSITION_Y, POSITION_X, DETECTOR_MASK, PROBE_GUESS):
+    for name in (POSITION_Y, POSITION_X, DETECTOR_MASK, PROBE_GUESS, MONITOR):
         if name in ds:
             digest.update(name.encode())
             digest.update(np.ascontiguousarray(ds[name].values).tobytes())
@@ -112,8 +113,13 @@ def write_checkpoint(
     done: int,
     rng: np.random.Generator,
     params: dict[str, Any],
+    extra: dict[str, tuple[tuple[str, ...], np.ndarray]] | None = None,
 ) -> None:
-    """Write the solver state to ``path`` atomically (temp file in the same dir + os.replace)."""
+    """Write the solver state to ``path`` atomically (temp file in the same dir + os.replace).
+
+    ``extra``: further state arrays ``{name: (dims, values)}`` (e.g. the flux refinement's
+    history); :func:`read_checkpoint` returns them under ``"extra"``.
+    """
     ds = xr.Dataset(
         {
             OBJECT + REAL_SUFFIX: ((ENERGY, Y, X), obj.real),
@@ -121,6 +127,7 @@ def write_checkpoint(
             PROBE + REAL_SUFFIX: ((ENERGY, PROBE_Y, PROBE_X), probe.real),
             PROBE + IMAG_SUFFIX: ((ENERGY, PROBE_Y, PROBE_X), probe.imag),
             FOURIER_ERROR: ((ENERGY, ITERATION), errors[:, :done]),
+            **(extra or {}),
         },
         coords={ENERGY: energy, Y: grid.y, X: grid.x, ITERATION: np.arange(1, done + 1)},
         attrs={
@@ -169,6 +176,7 @@ def read_checkpoint(path: Path) -> dict[str, Any]:
         "energy": ds[ENERGY].values,
         "y": ds[Y].values,
         "x": ds[X].values,
+        "extra": {name: ds[name].values for name in ds.data_vars if name not in parts},
     }
 
 

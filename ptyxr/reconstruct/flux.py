@@ -1,0 +1,325 @@
+"""Per-frame incident flux for ``reconstruct``: monitor normalisation and scale refinement.
+
+Beam-current decay, top-up injections and monochromator drifts change the number of
+photons on the sample from frame to frame; ePIE assumes one probe (one flux) for every
+frame of an energy, so a frame with 5 % more photons is fitted by an object that is too
+transparent there. Two remedies (issue 12 point 3), both expressed as a *relative flux*
+``f`` (energy, scan) with mean 1 over each energy's measured frames (the absolute scale
+stays with the probe, as before):
+
+- **monitor** (:func:`monitor_flux`): when the raw Dataset has ``monitor`` (I0 per
+  frame), ``f = monitor / mean(monitor)`` per energy and every frame is divided by its
+  ``f`` before the reconstruction (the frames then look as if all had the mean flux);
+- **refinement** (:class:`FluxRefiner`): without a monitor, after every iteration
+  (:data:`REFINE_EVERY`, from :data:`REFINE_START` on), each frame's scale is
+  estimated from the current model, ``r_k = Σ I_k / Σ |F(P·O_k)|²`` over the frame's
+  *valid* detector pixels (the Poisson maximum-likelihood scale of a frame whose expected
+  counts are ``r·|F(P·O_k)|²``; the exit waves are Fourier transformed, because Parseval's
+  ``Σ|P·O_k|²`` also counts masked pixels — a dead row, a beam stop — that the counts lack),
+  ``f ← f·r`` normalised to mean 1 per energy and (over-)relaxed by :data:`REFINE_RELAX`, and the
+  frame's target amplitudes ``N√I`` are rescaled by ``√(f_old/f_new)`` (the −1 markers of
+  invalid pixels are kept).
+
+A flux variation that is smooth over the scanned field (a decay in raster order, or the
+smooth part of random jitter) is nearly degenerate with a smooth amplitude modulation of the
+object, |F(P·O·g)|² ≈ g(r_k)²·|F(P·O)|², and what the object absorbs of it in the first
+iterations leaves only slowly. So the object is restarted from 1 after the refinements at
+:data:`RESTART_FRACTIONS` of the run: it is then rebuilt from frames already normalised by a
+good flux estimate.
+
+Exact resume: the amplitudes are rescaled in place (a pristine copy would double the
+largest array of the run), so float32 roundings depend on the sequence of rescalings.
+The refiner therefore keeps the history of its flux estimates (one (energy, scan) array
+per refinement, float64) and a resumed run replays it on the freshly prepared amplitudes,
+reproducing the uninterrupted run's amplitudes bit for bit.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import scipy.fft as sfft
+import xarray as xr
+
+from ptyxr.schema import (
+    ENERGY,
+    FLUX_REFINEMENT,
+    MONITOR,
+    PARTICLE,
+    POSITION_X,
+    POSITION_Y,
+    RELATIVE_FLUX,
+    SCAN,
+    SchemaError,
+)
+
+STAGE = "reconstruct"
+#: First refinement, after this iteration (1-based). Early is best: whatever flux error the object
+#: absorbs in the first iterations as a smooth amplitude modulation leaves only slowly (tiny
+#: preset, 100 iterations: from iteration 1 → object NRMSE 1.19× the jitter-free twin, from
+#: iteration 10 → 3.9×; docs/design-notes/s11-flux.md). An absolute iteration, not a fraction of
+#: ``iterations``: the schedule must not depend on the run's end, or a run resumed with more
+#: iterations would differ from the uninterrupted one.
+REFINE_START = 1
+#: Iterations between refinements (every 1 / 2 / 3: 1.19× / 1.40× / 1.62× the twin's NRMSE).
+REFINE_EVERY = 1
+#: Relaxation f ← f + REFINE_RELAX·(f_estimate − f). Over-relaxed: the estimate is biased toward
+#: the current flux (the object has partly fitted each frame's error); 1.0 / 1.5 / 2.0 gave
+#: 1.19× / 1.12× / 1.12× the twin's NRMSE; 2 would oscillate undamped on an unbiased estimate.
+REFINE_RELAX = 1.5
+#: Restart the object (1+0j; the probe is kept) right after the refinements at these fractions
+#: of the iterations: the object then starts again from frames already normalised by a good
+#: flux estimate, instead of keeping the smooth flux errors it absorbed while the flux was
+#: still wrong. Object NRMSE / jitter-free twin: tiny preset, 100 iterations, 1.12 without
+#: restarts, 0.97 with restarts after 20 and 40 (1.01 resetting the probe too); small preset,
+#: 200 iterations, 1.135 after 40 and 80, 1.15 after 20 and 40, 1.17 after 20, 40 and 80;
+#: docs/design-notes/s11-flux.md. Like the default KKR schedule, they follow ``iterations``:
+#: resume exactly with the ``iterations`` that wrote the checkpoint.
+RESTART_FRACTIONS = (0.2, 0.4)
+#: No restarts in runs shorter than this (the object would not converge again).
+RESTART_MIN_ITERATIONS = 50
+#: Frames Fourier transformed at once by the estimator (bounds its memory: 64 × N² complex64).
+CHUNK = 64
+
+
+# ------------------------------------------------------------------------ monitor
+def validate_monitor(ds: xr.Dataset) -> None:
+    """Refuse a ``monitor`` that cannot normalise the frames (wrong dims, ≤ 0 or NaN where measured).
+
+    Raises
+    ------
+    SchemaError
+        ``monitor`` is not (energy, scan) (optionally with a leading ``particle``), or is
+        not positive and finite at a scan point with a position.
+    """
+    if MONITOR not in ds:
+        return
+    mon = ds[MONITOR]
+    dims = (ENERGY, SCAN)
+    if mon.dims not in (dims, (PARTICLE, *dims)):
+        raise SchemaError(f"{STAGE}: {MONITOR!r} has dims {mon.dims}, expected {dims}; transpose/rename it.")
+    values = np.asarray(mon.values, dtype=np.float64)
+    measured = np.isfinite(np.asarray(ds[POSITION_Y].values)) & np.isfinite(np.asarray(ds[POSITION_X].values))
+    bad = measured & ~(np.isfinite(values) & (values > 0))
+    if bad.any():
+        where = np.argwhere(bad)[:5].tolist()
+        example = values[bad][0]
+        raise SchemaError(
+            f"{STAGE}: {MONITOR!r} (I0) must be positive and finite at every scan point with a position; "
+            f"{int(bad.sum())} are not (index {where} …, e.g. {example:g}). Fix or drop those frames (NaN position "
+            f"and frame), or pass use_monitor=False to ignore the monitor."
+        )
+
+
+def monitor_flux(ds: xr.Dataset, active: np.ndarray) -> np.ndarray:
+    """Relative flux (energy, scan) [1] from ``monitor``: mean 1 over each energy's ``active`` frames, NaN elsewhere.
+
+    Parameters
+    ----------
+    ds : xarray.Dataset
+        One particle's raw scan with a ``monitor`` (counts), checked by :func:`validate_monitor`.
+    active : ndarray of bool, shape (n_energy, n_scan)
+        Scan points with a position (padding points are False).
+    """
+    mon = np.asarray(ds[MONITOR].values, dtype=np.float64)
+    return _normalised(np.where(active, mon, np.nan), active)
+
+
+def _normalised(flux: np.ndarray, active: np.ndarray) -> np.ndarray:
+    """``flux`` / its mean over the active frames of each energy; NaN at inactive ones."""
+    out = np.where(active, flux, np.nan)
+    count = active.sum(axis=1, keepdims=True)
+    mean = np.where(active, out, 0.0).sum(axis=1, keepdims=True) / np.maximum(count, 1)
+    return out / np.where(np.isfinite(mean) & (mean > 0), mean, 1.0)
+
+
+def normalise_frames(frames: np.ndarray, flux: np.ndarray) -> np.ndarray:
+    """Frames (n_scan, N, N) of one energy divided by their relative flux (n_scan,), as a new array.
+
+    Not in place: the frames may be a view of the caller's Dataset. Padding frames (NaN
+    flux) are left as they are (all NaN already).
+    """
+    f = np.where(np.isfinite(flux) & (flux > 0), flux, 1.0).astype(np.float32)
+    return frames / f[:, None, None]
+
+
+# --------------------------------------------------------------------- refinement
+def rescale_amplitudes(amplitudes: np.ndarray, old: np.ndarray, new: np.ndarray) -> None:
+    """``amplitudes`` (N√I of relative flux ``old``) → relative flux ``new``, in place; −1 markers kept.
+
+    A frame divided by flux f has amplitudes ∝ 1/√f, so the factor is √(old/new) (float32,
+    1 at padding frames).
+    """
+    with np.errstate(invalid="ignore", divide="ignore"):
+        factor = np.sqrt(old / new)
+    factor = np.where(np.isfinite(factor), factor, 1.0).astype(np.float32)
+    for e in range(amplitudes.shape[0]):
+        a = amplitudes[e]
+        np.multiply(a, factor[e][:, None, None], out=a, where=a >= 0)
+
+
+def measured_counts(amplitudes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per frame: Σ amplitude² over valid pixels (= N²·Σ I) and whether every pixel is valid.
+
+    Returns
+    -------
+    measured : ndarray, (n_energy, n_scan) float64
+    complete : ndarray of bool, (n_energy, n_scan)
+        No −1 marker in the frame: Parseval then gives the model's counts without an FFT.
+    """
+    n_e, n_scan = amplitudes.shape[:2]
+    measured, complete = np.zeros((n_e, n_scan)), np.zeros((n_e, n_scan), dtype=bool)
+    for e in range(n_e):
+        for start in range(0, n_scan, CHUNK):
+            amp = amplitudes[e, start : start + CHUNK]
+            valid = amp >= 0
+            counts = np.where(valid, amp * amp, 0.0)
+            measured[e, start : start + CHUNK] = np.sum(counts, axis=(-2, -1), dtype=np.float64)
+            complete[e, start : start + CHUNK] = valid.all(axis=(-2, -1))
+    return measured, complete
+
+
+def frame_scales(
+    amplitudes: np.ndarray,
+    obj: np.ndarray,
+    probe: np.ndarray,
+    offsets: np.ndarray,
+    active: np.ndarray,
+    measured: np.ndarray | None = None,
+    complete: np.ndarray | None = None,
+) -> np.ndarray:
+    """Per-frame ratio of measured to modelled counts on valid pixels, r = Σ I / Σ |F(P·O_k)|².
+
+    Parameters
+    ----------
+    amplitudes : ndarray, (n_energy, n_scan, N, N) float32
+        The solver's targets: N·√I in FFT order, −1 at invalid pixels.
+    obj, probe : ndarray, complex64
+        Current object (n_energy, H, W) and probe (n_energy, N, N).
+    offsets : ndarray, (n_energy, n_scan, 2) int
+        Top-left object pixel of each patch.
+    active : ndarray of bool, (n_energy, n_scan)
+        Frames to estimate (others NaN).
+    measured, complete : ndarray, optional
+        :func:`measured_counts` of ``amplitudes`` (computed when not given). Frames with no
+        invalid pixel use Parseval (N²·Σ|P·O_k|², no FFT); the others are Fourier transformed
+        and summed over their valid pixels only.
+
+    Returns
+    -------
+    ndarray, (n_energy, n_scan) float64
+        NaN where inactive or the model holds no counts on the valid pixels.
+    """
+    n_e, n_scan, n, _ = amplitudes.shape
+    if measured is None or complete is None:
+        measured, complete = measured_counts(amplitudes)
+    model = np.full((n_e, n_scan), np.nan)
+    for e in range(n_e):
+        idx = np.flatnonzero(active[e])
+        for start in range(0, idx.size, CHUNK):
+            k = idx[start : start + CHUNK]
+            waves = np.stack([obj[e, oy : oy + n, ox : ox + n] for oy, ox in offsets[e, k]]) * probe[e]
+            whole = complete[e, k]
+            if whole.any():  # Parseval: Σ|F|² = N²·Σ|ψ|² for the unnormalised FFT (amplitudes = N√I)
+                w = waves[whole]
+                model[e, k[whole]] = float(n) ** 2 * np.sum(w.real**2 + w.imag**2, axis=(-2, -1), dtype=np.float64)
+            if not whole.all():
+                far = sfft.fft2(waves[~whole], workers=-1)
+                valid = amplitudes[e, k[~whole]] >= 0
+                power = np.where(valid, far.real**2 + far.imag**2, 0.0)
+                model[e, k[~whole]] = np.sum(power, axis=(-2, -1), dtype=np.float64)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(active & (model > 0), measured / model, np.nan)
+
+
+class FluxRefiner:
+    """Per-frame intensity-scale refinement on the solver's amplitudes (see the module docstring).
+
+    Parameters
+    ----------
+    amplitudes : ndarray, (n_energy, n_scan, N, N) float32
+        The solver's targets, rescaled in place.
+    offsets : ndarray, (n_energy, n_scan, 2) int
+        Patch offsets the solver uses.
+    active : ndarray of bool, (n_energy, n_scan)
+        Measured frames.
+    iterations : int
+        Iterations of the run (the schedule: :func:`schedule`).
+    flux : ndarray, (n_energy, n_scan), optional
+        Relative flux the amplitudes already carry (the monitor's); default 1.
+    """
+
+    def __init__(
+        self,
+        amplitudes: np.ndarray,
+        offsets: np.ndarray,
+        active: np.ndarray,
+        iterations: int,
+        flux: np.ndarray | None = None,
+    ) -> None:
+        self.amplitudes, self.offsets, self.active = amplitudes, offsets, np.asarray(active, dtype=bool)
+        self.initial = _normalised(np.ones(active.shape) if flux is None else np.asarray(flux, float), self.active)
+        self.flux = self.initial.copy()
+        # counts of the amplitudes as prepared (they scale with initial/flux after each rescaling)
+        self.measured0, self.complete = measured_counts(amplitudes)
+        self.history: list[np.ndarray] = []
+        self.schedule = schedule(iterations)
+        self.restarts = restarts(iterations)
+
+    def due(self, done: int) -> bool:
+        """True when iteration ``done`` (1-based, counted after it) is on the refinement schedule."""
+        return done in self.schedule
+
+    def refine(self, obj: np.ndarray, probe: np.ndarray, done: int) -> None:
+        """One refinement after iteration ``done``: estimate, normalise, relax, rescale the
+        amplitudes, record the history; at a restart (:func:`restarts`) reset ``obj`` to 1 in place."""
+        with np.errstate(invalid="ignore", divide="ignore"):
+            measured = self.measured0 * np.where(self.active, self.initial / self.flux, 1.0)
+        ratio = frame_scales(self.amplitudes, obj, probe, self.offsets, self.active, measured, self.complete)
+        estimate = self.flux * np.where(np.isfinite(ratio) & (ratio > 0), ratio, 1.0)
+        estimate = _normalised(estimate, self.active)
+        new = _normalised(self.flux + REFINE_RELAX * (estimate - self.flux), self.active)
+        self._apply(new)
+        if done in self.restarts:
+            obj[...] = 1
+
+    def _apply(self, new: np.ndarray) -> None:
+        rescale_amplitudes(self.amplitudes, self.flux, new)
+        self.flux = new
+        self.history.append(new)
+
+    def checkpoint_state(self) -> dict[str, tuple[tuple[str, ...], np.ndarray]]:
+        """The flux history (n_refinements, n_energy, n_scan) as a checkpoint's extra variable."""
+        history = np.stack(self.history) if self.history else np.zeros((0, *self.flux.shape))
+        return {RELATIVE_FLUX: ((FLUX_REFINEMENT, ENERGY, SCAN), history)}
+
+    def restore(self, extra: dict[str, np.ndarray]) -> None:
+        """Replay a checkpoint's flux history on freshly prepared amplitudes (bit-exact resume)."""
+        if RELATIVE_FLUX not in extra:
+            raise SchemaError(
+                f"{STAGE}: the checkpoint holds no flux refinement history ({RELATIVE_FLUX!r}); it was not written "
+                "with refine_flux=True. Resume with the settings that wrote it, or start afresh."
+            )
+        for new in np.asarray(extra[RELATIVE_FLUX], dtype=np.float64):
+            self._apply(new)
+
+
+def schedule(iterations: int) -> list[int]:
+    """Iterations (1-based, counted after them) at which the flux is refined.
+
+    From :data:`REFINE_START` every :data:`REFINE_EVERY` iterations up to ``iterations``,
+    the final one included (its estimate, from the final model, is the ``relative_flux``
+    reported). Independent of the run's end, so resumed runs repeat it exactly.
+    """
+    return list(range(REFINE_START, iterations + 1, REFINE_EVERY))
+
+
+def settings(monitor_used: bool, refine: bool) -> dict[str, bool]:
+    """Checkpoint settings of the flux options (a resumed run must use the same ones)."""
+    return {"monitor_used": bool(monitor_used), "refine_flux": bool(refine)}
+
+
+def restarts(iterations: int) -> list[int]:
+    """Iterations after whose refinement the object restarts from 1 (none in short runs)."""
+    if iterations < RESTART_MIN_ITERATIONS:
+        return []
+    return sorted({max(round(fraction * iterations), REFINE_START) for fraction in RESTART_FRACTIONS})

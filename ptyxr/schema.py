@@ -58,6 +58,8 @@ MONITOR = "monitor"  # incident flux (I0) per frame, when the beamline recorded 
 OBJECT = "object"
 PROBE = "probe"
 FOURIER_ERROR = "fourier_error"
+POSITION_CORRECTION_Y = "position_correction_y"
+POSITION_CORRECTION_X = "position_correction_x"
 COVERAGE = "coverage"
 
 # -------------------------------------------------------------------- 1c spectra
@@ -239,6 +241,8 @@ SPECS: dict[str, VariableSpec] = _specs(
     VariableSpec(PROBE, (ENERGY, PROBE_Y, PROBE_X), "sqrt(counts)", "complex probe", "complex64"),
     VariableSpec(FOURIER_ERROR, (ENERGY, ITERATION), DIMENSIONLESS, "normalised Fourier error", "float32"),
     VariableSpec(COVERAGE, (Y, X), DIMENSIONLESS, "illuminated by the scan", "bool"),
+    VariableSpec(POSITION_CORRECTION_Y, (ENERGY, SCAN), METRE, "refined minus recorded probe position y", "float64"),
+    VariableSpec(POSITION_CORRECTION_X, (ENERGY, SCAN), METRE, "refined minus recorded probe position x", "float64"),
     # 1c
     VariableSpec(ABSORPTION, (ENERGY, Y, X), DIMENSIONLESS, "absorption mu t (amplitude attenuation)", "float64"),
     VariableSpec(PHASE, (ENERGY, Y, X), RADIAN, "phase shift", "float64"),

@@ -112,8 +112,13 @@ def write_checkpoint(
     done: int,
     rng: np.random.Generator,
     params: dict[str, Any],
+    extra: dict[str, tuple[tuple[str, ...], np.ndarray]] | None = None,
 ) -> None:
-    """Write the solver state to ``path`` atomically (temp file in the same dir + os.replace)."""
+    """Write the solver state to ``path`` atomically (temp file in the same dir + os.replace).
+
+    ``extra``: further state variables, name → (dims, values), returned by
+    :func:`read_checkpoint` under ``"extra"`` (e.g. refined positions).
+    """
     ds = xr.Dataset(
         {
             OBJECT + REAL_SUFFIX: ((ENERGY, Y, X), obj.real),
@@ -121,6 +126,7 @@ def write_checkpoint(
             PROBE + REAL_SUFFIX: ((ENERGY, PROBE_Y, PROBE_X), probe.real),
             PROBE + IMAG_SUFFIX: ((ENERGY, PROBE_Y, PROBE_X), probe.imag),
             FOURIER_ERROR: ((ENERGY, ITERATION), errors[:, :done]),
+            **(extra or {}),
         },
         coords={ENERGY: energy, Y: grid.y, X: grid.x, ITERATION: np.arange(1, done + 1)},
         attrs={
@@ -167,6 +173,7 @@ def read_checkpoint(path: Path) -> dict[str, Any]:
         "rng_state": json.loads(ds.attrs[ATTR_RNG_STATE]),
         "params": json.loads(ds.attrs[ATTR_CHECKPOINT]),
         "energy": ds[ENERGY].values,
+        "extra": {name: ds[name].values for name in ds.data_vars if name not in parts},
         "y": ds[Y].values,
         "x": ds[X].values,
     }

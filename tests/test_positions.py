@@ -10,7 +10,7 @@ import ptyxr
 from ptyxr import schema as S
 from ptyxr.optics import far_field, real_space_pixel_size
 from ptyxr.reconstruct import epie, reconstruct
-from ptyxr.reconstruct.positions import ESTIMATE_X, ESTIMATE_Y, measure_shifts
+from ptyxr.reconstruct.positions import ESTIMATE_X, ESTIMATE_Y, EVERY, measure_shifts
 from ptyxr.schema import SchemaError
 
 #: The three energies of the cut-down "small" scan (below, at and above the V K edge).
@@ -169,7 +169,7 @@ def test_position_correction_outputs(three_runs):
     params = ptyxr.provenance.parameters(out, "reconstruct")
     assert params["position_correction"] is True
     assert params["position_options"]["start"] == round(0.3 * ITERATIONS)
-    assert params["position_correction_passes"] == len(range(30, ITERATIONS + 1, 2))
+    assert params["position_correction_passes"] == len(range(30, ITERATIONS + 1, EVERY))
     assert S.POSITION_CORRECTION_Y not in three_runs["recorded"]
     assert not [m for m in S.check_attrs(out) if "position_correction" in m]
     S.validate_reconstruction(out)

@@ -50,7 +50,7 @@ from ptyxr.schema import ENERGY, POSITION_CORRECTION_X, POSITION_CORRECTION_Y, S
 #: Default first refinement iteration as a fraction of ``iterations`` (the object must exist first).
 START_FRACTION = 0.3
 #: Default iterations between refinement passes.
-EVERY = 2
+EVERY = 5
 #: Default largest move of one position in one pass [pixels].
 MAX_STEP = 0.5
 #: Default largest total correction of one position [pixels]; the work grid is padded by it.
@@ -316,9 +316,9 @@ def measure_shifts(
         else:
             # exit wave at offset + fraction: P(r)·O(r + o + f) is P(r − f)·O(r + o) moved by f,
             # which leaves |Fψ| unchanged, so the probe moves by the sub-pixel part instead
-            ramp = np.exp(
-                -2j * np.pi * (fraction[:, sl, 0, None, None] * freq[:, None] + fraction[:, sl, 1, None, None] * freq)
-            ).astype(np.complex64)
+            ramp_y = np.exp(-2j * np.pi * fraction[:, sl, 0, None] * freq).astype(np.complex64)
+            ramp_x = np.exp(-2j * np.pi * fraction[:, sl, 1, None] * freq).astype(np.complex64)
+            ramp = ramp_y[..., :, None] * ramp_x[..., None, :]  # separable: two 1-D ramps per frame
             waves *= sfft.ifft2(probe_spec[:, None] * ramp, workers=workers, overwrite_x=True)[None]
         spec = sfft.fft2(waves, workers=workers, overwrite_x=True)
         f, fy, fx = spec[0], spec[1], spec[2]

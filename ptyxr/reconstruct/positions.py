@@ -64,8 +64,10 @@ PRIOR_SHIFT = 1.0
 #: Checkpoint variables of the continuous estimates [pixels of each energy's grid] (exact resume).
 ESTIMATE_Y = POSITION_CORRECTION_Y + "_estimate"
 ESTIMATE_X = POSITION_CORRECTION_X + "_estimate"
-#: Frames per batched FFT block (bounds the pass's memory: ~5 complex64 frames each).
-CHUNK_FRAMES = 2048
+#: Bytes of one complex64 frame stack per batched FFT block: a pass holds ~12 such stacks
+#: (object, derivatives, their spectra, the moved probes, J and residual maps), so ~0.8 GB peak
+#: whatever the scan size (2048 frames of 64², 512 of 128²).
+CHUNK_BYTES = 64 << 20
 
 
 def default_start(iterations: int) -> int:
@@ -303,7 +305,7 @@ def measure_shifts(
     stack = np.stack([obj.astype(np.complex64), dy, dx])
     windows = np.lib.stride_tricks.sliding_window_view(stack, (n, n), axis=(-2, -1))
     out = np.zeros((n_e, n_scan, 2))
-    chunk = max(1, CHUNK_FRAMES // max(n_e, 1))
+    chunk = max(1, CHUNK_BYTES // (8 * n * n * max(n_e, 1)))  # scan points per block
     e_idx = np.arange(n_e)[:, None]
     if fraction is not None:
         freq = sfft.fftfreq(n)

@@ -246,3 +246,17 @@ def test_resume_with_refinement_is_exact(tiny_scan, tmp_path):
         np.testing.assert_array_equal(resumed[name].values, full[name].values)
     with pytest.raises(SchemaError, match="does not match"):
         reconstruct(tiny_scan, **{**kw, "position_correction_every": 3}, resume_from=ck)
+
+
+def test_padding_scan_points_stay_nan(tiny_scan):
+    """A scan point without a position (padding: NaN position and frame) gets no correction."""
+    padded = tiny_scan.copy(deep=True)
+    for name in (S.POSITION_Y, S.POSITION_X):
+        padded[name][1, 3] = np.nan
+    padded[S.INTENSITY][1, 3] = np.nan
+    out = reconstruct(
+        padded, iterations=6, kkr=False, progress=False, position_correction=True, position_correction_start=2
+    )
+    corr = out[S.POSITION_CORRECTION_Y].values
+    assert np.isnan(corr[1, 3]) and np.isfinite(np.delete(corr.ravel(), 1 * corr.shape[1] + 3)).all()
+    np.testing.assert_allclose(np.nanmean(corr, axis=1), 0.0, atol=1e-15)

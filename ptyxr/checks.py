@@ -371,9 +371,10 @@ _RECONSTRUCT_INTS = {
     "probe_update_start": 0,
     "checkpoint_every": 1,
     "interpolation": 1,
+    "position_correction_every": 1,
 }
 #: optional ints (None = a default derived from ``iterations``)
-_RECONSTRUCT_OPTIONAL_INTS = {"kkr_start": 0, "kkr_every": 1}
+_RECONSTRUCT_OPTIONAL_INTS = {"kkr_start": 0, "kkr_every": 1, "position_correction_start": 1}
 _RECONSTRUCT_BOOLS = (
     "kkr",
     "use_monitor",
@@ -385,6 +386,7 @@ _RECONSTRUCT_BOOLS = (
     "pin_scale",
     "mask_dead_pixels",
     "native_grids",
+    "position_correction",
 )
 
 
@@ -415,6 +417,9 @@ def reconstruct_arguments(ds: Any, **kwargs: Any) -> None:
         real("kkr_weight", kwargs["kkr_weight"], where, minimum=0.0, maximum=1.0)
     if "coverage_threshold" in kwargs:
         real("coverage_threshold", kwargs["coverage_threshold"], where, minimum=0.0, maximum=1.0)
+    if "position_max_shift" in kwargs:
+        # pixels; beyond ~50 px a "position error" is a wrong scan file, and the grid is padded by it
+        real("position_max_shift", kwargs["position_max_shift"], where, positive=True, maximum=50.0, unit="px")
     if "seed" in kwargs:
         seed("seed", kwargs["seed"], where)
     for name in ("checkpoint", "resume_from"):

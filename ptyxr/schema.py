@@ -57,6 +57,8 @@ MONITOR = "monitor"  # incident flux (I0) per frame, when the beamline recorded 
 OBJECT = "object"
 PROBE = "probe"
 FOURIER_ERROR = "fourier_error"
+POSITION_CORRECTION_Y = "position_correction_y"
+POSITION_CORRECTION_X = "position_correction_x"
 COVERAGE = "coverage"
 RELATIVE_FLUX = "relative_flux"  # per-frame incident flux / its mean at that energy (monitor or refined)
 
@@ -246,6 +248,8 @@ SPECS: dict[str, VariableSpec] = _specs(
         "relative incident flux per frame (mean 1 per energy; monitor or refined)",
         "float64",
     ),
+    VariableSpec(POSITION_CORRECTION_Y, (ENERGY, SCAN), METRE, "refined minus recorded probe position y", "float64"),
+    VariableSpec(POSITION_CORRECTION_X, (ENERGY, SCAN), METRE, "refined minus recorded probe position x", "float64"),
     # 1c
     VariableSpec(ABSORPTION, (ENERGY, Y, X), DIMENSIONLESS, "absorption mu t (amplitude attenuation)", "float64"),
     VariableSpec(PHASE, (ENERGY, Y, X), RADIAN, "phase shift", "float64"),

@@ -39,6 +39,7 @@ from ptyxr.progress import progress_bar
 from ptyxr.reconstruct import checkpoint as _ckpt
 from ptyxr.reconstruct import epie as _epie
 from ptyxr.reconstruct import flux as _flux
+from ptyxr.reconstruct import positions as _pos
 from ptyxr.reconstruct.detector import dead_pixel_mask
 from ptyxr.reconstruct.grid import Grid, common_grid, resample_frames
 from ptyxr.reconstruct.probe import coverage_map, guess_probes, setup_probes
@@ -280,6 +281,8 @@ def _reconstruct_one(
     native_grids: bool = True,
     use_monitor: bool = False,
     refine_flux: bool = False,
+    position_correction: bool = False,
+    position_options: dict[str, Any] | None = None,
     label: str = "",
 ) -> tuple[xr.Dataset, dict[str, Any]]:
     """Reconstruct one particle; returns the §1b variables and run facts for provenance."""
@@ -290,12 +293,16 @@ def _reconstruct_one(
     scale = dx_native / pixel_size
     py, px = np.asarray(ds[POSITION_Y].values, float), np.asarray(ds[POSITION_X].values, float)
     grid = common_grid(py, px, pixel_size, n)
+    margin = _pos.margin_pixels(position_options["max_shift"]) if position_correction else 0
+    grid = _pos.pad_grid(grid, margin)  # room for refined positions (no-op without refinement)
     native = bool(native_grids) and not np.allclose(scale, 1.0, rtol=0, atol=1e-9)
     if native:
         # each energy on its own native pixel dx(E): the frames are used as measured (no
         # detector resampling: its interpolation error at a pupil's sharp far-field edge is far
         # above the noise); objects meet on the common grid only for KKR and the output
-        grids = [common_grid(py[e : e + 1], px[e : e + 1], float(dx_native[e]), n) for e in range(n_e)]
+        grids = [
+            _pos.pad_grid(common_grid(py[e : e + 1], px[e : e + 1], float(dx_native[e]), n), margin) for e in range(n_e)
+        ]
         work = Grid(
             pixel_size,
             0,
@@ -353,9 +360,13 @@ def _reconstruct_one(
         "native_grids": bool(native),
         **_flux.settings(flux is not None, refine_flux),
     }
+    refiner = None
+    if position_correction:  # continuous position estimates per (energy, scan) on each energy's grid
+        refiner = _pos.make_refiner(py, px, grids or [grid] * n_e, work, n, position_options)
+        state_params["position_correction"] = refiner.settings()
     if checkpoint is not None or resume_from is not None:  # everything else that determines the result
         state_params.update(_ckpt.settings(ds, locals()))
-    refiner = _flux.FluxRefiner(amplitudes, work.offsets, grid.active, iterations, flux) if refine_flux else None
+    flux_refiner = _flux.FluxRefiner(amplitudes, work.offsets, grid.active, iterations, flux) if refine_flux else None
     if resume_from is not None:
         state = _ckpt.read_checkpoint(resume_from)
         start = _ckpt.check_resume(state, state_params, energy, iterations, resume_from)
@@ -366,6 +377,8 @@ def _reconstruct_one(
             kkr_shifts = np.array(state["params"]["kkr_shifts"], dtype=np.float64)
         if refiner is not None:
             refiner.restore(state["extra"])
+        if flux_refiner is not None:
+            flux_refiner.restore(state["extra"])
 
     solver = _epie.BatchedEPIE(amplitudes, work.offsets, norm, alpha, beta, engine=engine, fft_backend=fft_backend)
     kkr_project = None
@@ -375,6 +388,9 @@ def _reconstruct_one(
     field = work.field(n)
     # the covered field of the initial probes: where |O| is well determined (scale pinning)
     pin_region = coverage_map(probe, work.offsets, work.active, work.shape, coverage_threshold)
+    if refiner is not None and start > 0:  # resumed: the refined patch offsets
+        solver.offsets[...] = work.offsets[...] = refiner.offsets()
+        field = work.field(n)
     bar = progress_bar(
         range(start, iterations),
         enabled=progress,
@@ -393,8 +409,11 @@ def _reconstruct_one(
         if probe_now and pin_scale:
             _epie.pin_scale(obj, probe, pin_region, field)
         done = it + 1
+        if flux_refiner is not None and flux_refiner.due(done):
+            flux_refiner.refine(obj, probe, done)
         if refiner is not None and refiner.due(done):
-            refiner.refine(obj, probe, done)
+            solver.offsets[...] = work.offsets[...] = refiner.refine(obj, probe, amplitudes, solver.offsets)
+            field = work.field(n)
         if kkr_project is not None and done in schedule:
             obj_c = _to_common(obj, grids, grid) if native else obj
             probe_c = _probes_to_common(probe, scale) if native else probe
@@ -416,7 +435,10 @@ def _reconstruct_one(
             bar.set_postfix(error=f"{float(np.nanmean(errors[:, it])):.3g}")
         if checkpoint is not None and (done % max(int(checkpoint_every), 1) == 0 or done == iterations):
             saved = {**state_params, "kkr_shifts": None if kkr_shifts is None else kkr_shifts.tolist()}
-            extra = None if refiner is None else refiner.checkpoint_state()
+            extra = {
+                **(refiner.state() if refiner is not None else {}),
+                **(flux_refiner.checkpoint_state() if flux_refiner is not None else {}),
+            } or None
             _ckpt.write_checkpoint(checkpoint, energy, work, obj, probe, errors, done, rng, saved, extra)
     bar.close()
 
@@ -436,11 +458,12 @@ def _reconstruct_one(
             PROBE: variable(PROBE, probe, pixel_size=pixel_size),
             FOURIER_ERROR: variable(FOURIER_ERROR, errors),
             COVERAGE: variable(COVERAGE, coverage),
+            **(refiner.outputs() if refiner is not None else {}),
         },
         coords=coords,
     )
-    if refiner is not None:
-        flux = refiner.flux
+    if flux_refiner is not None:
+        flux = flux_refiner.flux
     if flux is not None:
         out[RELATIVE_FLUX] = variable(RELATIVE_FLUX, flux)
     facts = {
@@ -452,9 +475,10 @@ def _reconstruct_one(
         "monitor_used": bool(use_monitor and MONITOR in ds),
         **(
             {}
-            if refiner is None
-            else {"flux_refinement_iterations": refiner.schedule, "flux_object_restarts": refiner.restarts}
+            if flux_refiner is None
+            else {"flux_refinement_iterations": flux_refiner.schedule, "flux_object_restarts": flux_refiner.restarts}
         ),
+        **(refiner.facts() if refiner is not None else {}),
     }
     return out, facts
 
@@ -579,6 +603,10 @@ def reconstruct(
     kkr_table: str = "chantler",
     use_monitor: bool = True,
     refine_flux: bool = False,
+    position_correction: bool = False,
+    position_correction_start: int | None = None,
+    position_correction_every: int = _pos.EVERY,
+    position_max_shift: float = _pos.MAX_SHIFT,
 ) -> xr.Dataset:
     """Reconstruct object and probe at every energy on one common grid (ePIE + KKR).
 
@@ -687,6 +715,23 @@ def reconstruct(
         restarts from 1 after 20 % and 40 % of the iterations (probe kept). Costs one pass
         over the exit waves per iteration, plus an FFT for frames with invalid pixels
         (small preset: 1.4–1.9× the iteration time).
+    position_correction : bool
+        Refine every probe position at every energy (:mod:`ptyxr.reconstruct.positions`):
+        a Gauss–Newton shift estimate per frame from the current object and probe, damped,
+        with each energy's mean correction removed (the sample drift stays in the object for
+        ``align``). Adds ``position_correction_y``/``_x`` (energy, scan) [m] = refined −
+        recorded to the output and pads the object grid by ``position_max_shift`` + 1 pixels.
+        Off (default) reproduces the results without it bit for bit. Simulator, 1 px rms
+        position errors: docs/design-notes/s11-positions.md.
+    position_correction_start : int, optional
+        First refinement pass after this iteration (1-based); default 30 % of ``iterations``
+        (the object must exist first).
+    position_correction_every : int
+        Iterations between refinement passes. A pass (numpy, batched FFTs) costs about 3–4
+        iterations of the fused ePIE kernel; the defaults doubled the reconstruct time of the
+        simulator's 20-energy ``small`` scan (design note).
+    position_max_shift : float
+        Largest total correction of one position [pixels of its energy's grid].
 
     Returns
     -------
@@ -728,6 +773,13 @@ def reconstruct(
             UserWarning,
             stacklevel=2,
         )
+    if position_correction and position_correction_start is not None and int(position_correction_start) > iterations:
+        warnings.warn(
+            f"{STAGE}: position_correction_start={position_correction_start} > iterations={iterations}: no "
+            "position refinement pass runs. Leave it None to start at 30 % of the iterations.",
+            UserWarning,
+            stacklevel=2,
+        )
     options = dict(
         iterations=int(iterations),
         alpha=float(alpha),
@@ -752,6 +804,12 @@ def reconstruct(
         kkr_options={"element": kkr_element, "table": kkr_table},
         use_monitor=bool(use_monitor),
         refine_flux=bool(refine_flux),
+        position_correction=bool(position_correction),
+        position_options=_pos.options(
+            int(iterations), position_correction_start, int(position_correction_every), float(position_max_shift)
+        )
+        if position_correction
+        else None,
     )
 
     if PARTICLE in ds[INTENSITY].dims:

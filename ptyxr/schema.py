@@ -39,6 +39,7 @@ FEATURE = "feature"
 GROUP = "group"
 N_CLUSTERS = "n_clusters"  # number of clusters k of the elbow curve (domains.elbow)
 SPATIAL_FREQUENCY = "spatial_frequency"  # ring centre |q| of resolution curves (ptyxr.resolution)
+PROBE_MODE = "probe_mode"  # mutually incoherent probe modes of reconstruct(probe_modes=K > 1)
 #: Storage-only trailing dim (real, imag) of complex variables in netCDF (ptyxr.io.netcdf);
 #: never present in an in-memory Dataset.
 COMPLEX_PART = "complex_part"
@@ -59,6 +60,7 @@ OBJECT = "object"
 PROBE = "probe"
 FOURIER_ERROR = "fourier_error"
 COVERAGE = "coverage"
+PROBE_MODE_FRACTION = "probe_mode_fraction"  # only with probe_modes > 1
 
 # -------------------------------------------------------------------- 1c spectra
 ABSORPTION = "absorption"
@@ -239,6 +241,13 @@ SPECS: dict[str, VariableSpec] = _specs(
     VariableSpec(PROBE, (ENERGY, PROBE_Y, PROBE_X), "sqrt(counts)", "complex probe", "complex64"),
     VariableSpec(FOURIER_ERROR, (ENERGY, ITERATION), DIMENSIONLESS, "normalised Fourier error", "float32"),
     VariableSpec(COVERAGE, (Y, X), DIMENSIONLESS, "illuminated by the scan", "bool"),
+    VariableSpec(
+        PROBE_MODE_FRACTION,
+        (ENERGY, PROBE_MODE),
+        DIMENSIONLESS,
+        "power fraction of each mutually incoherent probe mode",
+        "float64",
+    ),
     # 1c
     VariableSpec(ABSORPTION, (ENERGY, Y, X), DIMENSIONLESS, "absorption mu t (amplitude attenuation)", "float64"),
     VariableSpec(PHASE, (ENERGY, Y, X), RADIAN, "phase shift", "float64"),

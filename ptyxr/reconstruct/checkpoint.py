@@ -40,6 +40,7 @@ from ptyxr.schema import (
     POSITION_Y,
     PROBE,
     PROBE_GUESS,
+    PROBE_MODE,
     PROBE_X,
     PROBE_Y,
     REAL_SUFFIX,
@@ -113,13 +114,17 @@ def write_checkpoint(
     rng: np.random.Generator,
     params: dict[str, Any],
 ) -> None:
-    """Write the solver state to ``path`` atomically (temp file in the same dir + os.replace)."""
+    """Write the solver state to ``path`` atomically (temp file in the same dir + os.replace).
+
+    A mixed-state probe (n_energy, K, N, N) is stored with its ``probe_mode`` dim.
+    """
+    probe_dims = (ENERGY, PROBE_Y, PROBE_X) if probe.ndim == 3 else (ENERGY, PROBE_MODE, PROBE_Y, PROBE_X)
     ds = xr.Dataset(
         {
             OBJECT + REAL_SUFFIX: ((ENERGY, Y, X), obj.real),
             OBJECT + IMAG_SUFFIX: ((ENERGY, Y, X), obj.imag),
-            PROBE + REAL_SUFFIX: ((ENERGY, PROBE_Y, PROBE_X), probe.real),
-            PROBE + IMAG_SUFFIX: ((ENERGY, PROBE_Y, PROBE_X), probe.imag),
+            PROBE + REAL_SUFFIX: (probe_dims, probe.real),
+            PROBE + IMAG_SUFFIX: (probe_dims, probe.imag),
             FOURIER_ERROR: ((ENERGY, ITERATION), errors[:, :done]),
         },
         coords={ENERGY: energy, Y: grid.y, X: grid.x, ITERATION: np.arange(1, done + 1)},

@@ -263,3 +263,14 @@ def test_three_modes_recover_the_power_fractions_and_the_object():
     err3, err1 = _nrmse(three, truth), _nrmse(one, truth)
     assert err3 <= 1.25 * twin, (err3, twin)
     assert err1 >= 4 * twin, (err1, twin)
+
+
+def test_write_reconstruction_keeps_the_modes_per_energy(tiny_runs, tmp_path):
+    h5py = pytest.importorskip("h5py")
+    from ptyxr.io import write_reconstruction
+
+    three = tiny_runs[1]
+    path = write_reconstruction(three, tmp_path / "modes.cxi")
+    with h5py.File(path, "r") as f:
+        for i in range(three.sizes[S.ENERGY]):
+            np.testing.assert_array_equal(f[f"entry_{i + 1}/probe/data"][()], three[S.PROBE].isel({S.ENERGY: i}).values)

@@ -325,7 +325,8 @@ if _epie._numba is not None:
     ):  # pragma: no cover - compiled
         # one compiled call per iteration: each energy is one prange task running every scan
         # position (exit waves → K FFTW transforms → modulus on Σ_m|F_m|² → K inverse → update)
-        # on its own K frame buffers, with the engine's single-threaded in-place FFTW plans
+        # on its own K frame buffers, with the engine's single-threaded in-place FFTW plans.
+        # Inner loops run along contiguous rows (one mode at a time) so LLVM can vectorise them.
         n_e, k_modes, n = probe.shape[0], probe.shape[1], probe.shape[2]
         base = buf.ctypes.data
         frame = n * n * 8
@@ -333,14 +334,23 @@ if _epie._numba is not None:
         zero = np.float32(0.0)
         one = np.float32(1.0)
         for e in _nb.prange(n_e):
+            acc = np.zeros((n, n), dtype=np.float32)  # Σ_m |·|² per pixel
+            fac = np.zeros((n, n), dtype=np.float32)  # modulus factor per pixel
+            grad = np.zeros((n, n), dtype=np.complex64)  # Σ_m conj(P_m) Δψ_m
+            old = np.zeros((n, n), dtype=np.complex64)  # O_k before its update
+            for q in range(k_modes):
+                for i in range(n):
+                    for j in range(n):
+                        p = probe[e, q, i, j]
+                        acc[i, j] = (
+                            (p.real * p.real + p.imag * p.imag)
+                            if q == 0
+                            else acc[i, j] + (p.real * p.real + p.imag * p.imag)
+                        )
             pm = zero
             for i in range(n):
                 for j in range(n):
-                    a = zero
-                    for q in range(k_modes):
-                        p = probe[e, q, i, j]
-                        a += p.real * p.real + p.imag * p.imag
-                    pm = a if a > pm else pm
+                    pm = acc[i, j] if acc[i, j] > pm else pm
             s = 0.0
             for kk in range(order.shape[0]):
                 k = order[kk]
@@ -349,58 +359,67 @@ if _epie._numba is not None:
                 for i in range(n):
                     for j in range(n):
                         o = obj[e, oy + i, ox + j]
+                        old[i, j] = o
                         a = o.real * o.real + o.imag * o.imag
                         om = a if a > om else om
-                        for q in range(k_modes):
-                            buf[e, q, i, j] = probe[e, q, i, j] * o
                 for q in range(k_modes):
+                    for i in range(n):
+                        for j in range(n):
+                            buf[e, q, i, j] = probe[e, q, i, j] * old[i, j]
                     ptr = base + (e * k_modes + q) * frame
                     _epie._fftw_execute(plan_f, ptr, ptr)
                 for i in range(n):
                     for j in range(n):
-                        a = amps[e, k, i, j]
-                        if a >= zero:
-                            pw = zero
-                            for q in range(k_modes):
-                                f = buf[e, q, i, j]
-                                pw += f.real * f.real + f.imag * f.imag
-                            mag = np.sqrt(pw)
-                            d = mag - a
-                            s += np.float64(d) * np.float64(d)
-                            if mag > zero:
-                                fac = a / mag - one
-                                for q in range(k_modes):
-                                    buf[e, q, i, j] = buf[e, q, i, j] * fac
-                            else:
-                                buf[e, 0, i, j] = a
-                                for q in range(1, k_modes):
-                                    buf[e, q, i, j] = 0
-                        else:
-                            for q in range(k_modes):
-                                buf[e, q, i, j] = 0
+                        acc[i, j] = zero
                 for q in range(k_modes):
+                    for i in range(n):
+                        for j in range(n):
+                            f = buf[e, q, i, j]
+                            acc[i, j] += f.real * f.real + f.imag * f.imag
+                # modulus: ΔF_m = F_m (a/√Σ|F|² − 1) on valid pixels; all of a into mode 0 where Σ|F|² = 0
+                for i in range(n):
+                    for j in range(n):
+                        a = amps[e, k, i, j]
+                        mag = np.sqrt(acc[i, j])
+                        valid = a >= zero
+                        d = mag - a
+                        s += np.float64(d) * np.float64(d) if valid else 0.0
+                        fac[i, j] = (a / mag - one if mag > zero else zero) if valid else zero
+                        acc[i, j] = a if (valid and not mag > zero) else zero  # the amplitude to put in mode 0
+                for q in range(k_modes):
+                    for i in range(n):
+                        for j in range(n):
+                            buf[e, q, i, j] = buf[e, q, i, j] * fac[i, j]
+                    if q == 0:
+                        for i in range(n):
+                            for j in range(n):
+                                if acc[i, j] > zero:
+                                    buf[e, 0, i, j] = acc[i, j]
                     ptr = base + (e * k_modes + q) * frame
                     _epie._fftw_execute(plan_b, ptr, ptr)
                 co = np.float32(alpha * scale / max(np.float64(pm), 1e-30))
                 cp = np.float32(beta * scale / max(np.float64(om), 1e-30))
-                if update_probe:
-                    pm = zero
-                for i in range(n):
-                    for j in range(n):
-                        o = obj[e, oy + i, ox + j]
-                        g = np.complex64(0.0)
-                        a = zero
-                        for q in range(k_modes):
+                # O_k += co Σ_m conj(P_m) Δψ_m ; P_m += cp conj(O_k) Δψ_m (both from old values)
+                for q in range(k_modes):
+                    for i in range(n):
+                        for j in range(n):
                             p = probe[e, q, i, j]
                             d = buf[e, q, i, j]
-                            g += p.conjugate() * d
+                            g = p.conjugate() * d
+                            grad[i, j] = g if q == 0 else grad[i, j] + g
                             if update_probe:
-                                pn = p + cp * (o.conjugate() * d)
+                                pn = p + cp * (old[i, j].conjugate() * d)
                                 probe[e, q, i, j] = pn
-                                a += pn.real * pn.real + pn.imag * pn.imag
-                        obj[e, oy + i, ox + j] = o + co * g
-                        if update_probe:
-                            pm = a if a > pm else pm
+                                a = pn.real * pn.real + pn.imag * pn.imag
+                                acc[i, j] = a if q == 0 else acc[i, j] + a
+                for i in range(n):
+                    for j in range(n):
+                        obj[e, oy + i, ox + j] = old[i, j] + co * grad[i, j]
+                if update_probe:
+                    pm = zero
+                    for i in range(n):
+                        for j in range(n):
+                            pm = acc[i, j] if acc[i, j] > pm else pm
             err[e] += s
 
 

@@ -208,7 +208,7 @@ def prtf_sums(
         Object(s) on the common grid: M independent reconstructions of the same data.
     probe : ndarray, shape (M, N, N), (N, N) or (M, K, N, N), complex
         Their probes on the common grid; with K mutually incoherent probe modes
-        (``reconstruct(probe_modes=K)``) the modelled power is Σ_k |Ψ_mk|² and the shared
+        (``reconstruct(probe_modes=K)``) the modelled power is ``Σ_k |Ψ_mk|²`` and the shared
         power pairs mode k of one member with mode k of the other (modes ordered by power).
     offsets : ndarray, shape (n_scan, 2), int
         Top-left grid pixel of each probe patch (engine convention).

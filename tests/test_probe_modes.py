@@ -274,3 +274,20 @@ def test_write_reconstruction_keeps_the_modes_per_energy(tiny_runs, tmp_path):
     with h5py.File(path, "r") as f:
         for i in range(three.sizes[S.ENERGY]):
             np.testing.assert_array_equal(f[f"entry_{i + 1}/probe/data"][()], three[S.PROBE].isel({S.ENERGY: i}).values)
+
+
+@pytest.mark.slow
+def test_siemens_star_two_modes_fit_better_than_one():
+    """Real data (bundled Siemens star, 516 points, 128²), 100 iterations, defaults.
+
+    Measured final Fourier error: 0.01403 with one probe, 0.01007 with 2 modes (fractions
+    0.80/0.20), 0.00970 with 3; asserted: 2 modes ≤ 0.85 × one probe, and still at their minimum.
+    """
+    from ptyxr.io.real_data import siemens_star
+
+    star = siemens_star()
+    one = reconstruct(star, iterations=100, kkr=False, progress=False)
+    two = reconstruct(star, iterations=100, kkr=False, progress=False, probe_modes=2)
+    e1, e2 = one[S.FOURIER_ERROR].values[0], two[S.FOURIER_ERROR].values[0]
+    assert e2[-1] <= 0.85 * e1[-1], (e2[-1], e1[-1])
+    assert e2[-1] <= 1.02 * np.nanmin(e2)

@@ -658,7 +658,7 @@ def reconstruct(
         Menzel 2013; :mod:`ptyxr.reconstruct.modes`), 1–8. 1 (default) = one coherent probe.
         K > 1 fits the incoherent sum ``Σ_m |F(P_m·O)|²`` to the frames (partial coherence,
         vibrations, detector point spread); the modes start as the coherent initial probe
-        plus K − 1 weak (5 % power each) low-order polynomial modes, and are orthogonalised
+        plus K − 1 weak (10 % power each) low-order polynomial modes, and are orthogonalised
         and ordered by power after each probe-updating iteration. The output ``probe`` then
         has a leading ``probe_mode`` dim and ``probe_mode_fraction`` (energy, probe_mode)
         gives each mode's power fraction. Cost ≈ K× the FFTs of one ePIE iteration.

@@ -407,6 +407,10 @@ def reconstruct_arguments(ds: Any, **kwargs: Any) -> None:
             integer(name, kwargs[name], where, minimum=minimum)
     if "interpolation" in kwargs:
         choice("interpolation", int(kwargs["interpolation"]), (1, 3), where)
+    if "probe_modes" in kwargs:
+        from ptyxr.reconstruct.modes import MAX_MODES
+
+        integer("probe_modes", kwargs["probe_modes"], where, minimum=1, maximum=MAX_MODES)
     for name in _RECONSTRUCT_BOOLS:
         if name in kwargs:
             boolean(name, kwargs[name], where)

@@ -145,8 +145,10 @@ def prtf_sums(
     ----------
     obj : ndarray, shape (M, ny, nx) or (ny, nx), complex
         Object(s) on the common grid: M independent reconstructions of the same data.
-    probe : ndarray, shape (M, N, N) or (N, N), complex
-        Their probes on the common grid.
+    probe : ndarray, shape (M, N, N), (N, N) or (M, K, N, N), complex
+        Their probes on the common grid; with K mutually incoherent probe modes
+        (``reconstruct(probe_modes=K)``) the modelled power is ``Σ_k |Ψ_mk|²`` and the shared
+        power pairs mode k of one member with mode k of the other (modes ordered by power).
     offsets : ndarray, shape (n_scan, 2), int
         Top-left grid pixel of each probe patch (engine convention).
     frames : ndarray, shape (n_scan, N, N)
@@ -170,7 +172,8 @@ def prtf_sums(
 
     objs = obj[None] if obj.ndim == 2 else obj
     probes = probe[None] if probe.ndim == 2 else probe
-    m = objs.shape[0]
+    probes = probes[:, None] if probes.ndim == 3 else probes  # (M, K, N, N)
+    m, k_modes = objs.shape[0], probes.shape[1]
     n = probes.shape[-1]
     rings = ring_index((n, n), n, centred=True)
     power = np.zeros(n_rings)
@@ -181,14 +184,16 @@ def prtf_sums(
         meas = frames[start : start + chunk]
         valid = np.isfinite(meas)
         measured += ring_sum(np.clip(np.where(valid, meas, 0.0), 0.0, None), rings, n_rings).sum(axis=0)
-        summed = 0.0
+        summed = [0.0] * k_modes
         for k in range(m):
-            waves = np.stack([probes[k] * objs[k][oy : oy + n, ox : ox + n] for oy, ox in off])
-            psi = sfft.fftshift(sfft.fft2(waves, norm="ortho"), axes=(-2, -1))
-            power += ring_sum(np.where(valid, np.abs(psi) ** 2, 0.0), rings, n_rings).sum(axis=0) / m
-            summed = summed + psi
+            for q in range(k_modes):
+                waves = np.stack([probes[k, q] * objs[k][oy : oy + n, ox : ox + n] for oy, ox in off])
+                psi = sfft.fftshift(sfft.fft2(waves, norm="ortho"), axes=(-2, -1))
+                power += ring_sum(np.where(valid, np.abs(psi) ** 2, 0.0), rings, n_rings).sum(axis=0) / m
+                summed[q] = summed[q] + psi
         if m > 1:
-            total += ring_sum(np.where(valid, np.abs(summed) ** 2, 0.0), rings, n_rings).sum(axis=0)
+            for q in range(k_modes):
+                total += ring_sum(np.where(valid, np.abs(summed[q]) ** 2, 0.0), rings, n_rings).sum(axis=0)
     # Σ_{m≠n} Ψ_m Ψ_n* = |Σ_m Ψ_m|² − Σ_m |Ψ_m|²
     cross = (total - m * power) / (m * (m - 1)) if m > 1 else np.full(n_rings, np.nan)
     return power, cross, measured

@@ -165,7 +165,14 @@ def _prtf_one(
                 "pass reconstructions of the same raw data with the same pixel_size (e.g. other seeds)."
             )
     obj = np.stack([_unaligned_object(d, dx) for d in members], axis=1)  # (energy, M, y, x)
-    probe = np.stack([np.asarray(d[PROBE].values) for d in members], axis=1)
+    # (energy, M, N, N), or (energy, M, K, N, N) with K probe modes (reconstruct(probe_modes=K))
+    probes = [d[PROBE].transpose(ENERGY, ...) for d in members]
+    if len({p.shape for p in probes}) > 1:
+        raise SchemaError(
+            f"{STAGE}: the reconstructions' probes differ in shape {[p.shape for p in probes]} (other numbers of "
+            "probe modes?); compare reconstructions made with the same probe_modes."
+        )
+    probe = np.stack([np.asarray(p.values) for p in probes], axis=1)
     oy0, ox0 = int(np.rint(ds[Y].values[0] / dx)), int(np.rint(ds[X].values[0] / dx))
     n_rings = n // 2 + 1
     curve = np.full((energy.size, n_rings), np.nan)

@@ -36,6 +36,7 @@ FEATURE = "feature"
 GROUP = "group"
 N_CLUSTERS = "n_clusters"  # number of clusters k of the elbow curve (domains.elbow)
 SPATIAL_FREQUENCY = "spatial_frequency"  # ring centre |q| of resolution curves (ptyxr.resolution)
+PROBE_MODE = "probe_mode"  # mutually incoherent probe modes of reconstruct(probe_modes=K > 1)
 #: Storage-only trailing dim (real, imag) of complex variables in netCDF (ptyxr.io.netcdf);
 #: never present in an in-memory Dataset.
 COMPLEX_PART = "complex_part"
@@ -61,6 +62,7 @@ POSITION_CORRECTION_Y = "position_correction_y"
 POSITION_CORRECTION_X = "position_correction_x"
 COVERAGE = "coverage"
 RELATIVE_FLUX = "relative_flux"  # per-frame incident flux / its mean at that energy (monitor or refined)
+PROBE_MODE_FRACTION = "probe_mode_fraction"  # only with probe_modes > 1
 
 # -------------------------------------------------------------------- 1c spectra
 ABSORPTION = "absorption"
@@ -250,6 +252,13 @@ SPECS: dict[str, VariableSpec] = _specs(
     ),
     VariableSpec(POSITION_CORRECTION_Y, (ENERGY, SCAN), METRE, "refined minus recorded probe position y", "float64"),
     VariableSpec(POSITION_CORRECTION_X, (ENERGY, SCAN), METRE, "refined minus recorded probe position x", "float64"),
+    VariableSpec(
+        PROBE_MODE_FRACTION,
+        (ENERGY, PROBE_MODE),
+        DIMENSIONLESS,
+        "power fraction of each mutually incoherent probe mode",
+        "float64",
+    ),
     # 1c
     VariableSpec(ABSORPTION, (ENERGY, Y, X), DIMENSIONLESS, "absorption mu t (amplitude attenuation)", "float64"),
     VariableSpec(PHASE, (ENERGY, Y, X), RADIAN, "phase shift", "float64"),

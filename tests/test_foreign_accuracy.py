@@ -59,9 +59,10 @@ def _stability(rec) -> dict[str, float]:
     """Issue 11 point 1 on these data: final / minimum Fourier error and probe power / frame power."""
     err = rec[s.FOURIER_ERROR].values
     ratio = np.nanmax(err[:, -1] / np.nanmin(err, axis=1))
-    probe_power = np.sum(np.abs(rec[s.PROBE].values) ** 2, axis=(-2, -1))
-    while probe_power.ndim > 1:  # probe modes, if any, add up
-        probe_power = probe_power.sum(axis=-1)
+    power = (np.abs(rec[s.PROBE]) ** 2).sum((s.PROBE_Y, s.PROBE_X))
+    if s.PROBE_MODE in power.dims:  # probe modes (reconstruct(probe_modes=K), a leading dim) add up
+        power = power.sum(s.PROBE_MODE)
+    probe_power = np.asarray(power.transpose(s.ENERGY, ...).values)
     return {"fourier_error_final_over_min": float(ratio), "probe_power_over_frames": probe_power}
 
 

@@ -627,7 +627,8 @@ def write_reconstruction(ds: xr.Dataset, path: str | os.PathLike, overwrite: boo
     if not (np.isfinite(dx) and dx > 0):
         raise SchemaError(f"write_reconstruction: coord {Y!r} needs a pixel_size attr [m] (or two values).")
     obj = np.asarray(ds[OBJECT].values, dtype=np.complex64)
-    probe = None if PROBE not in ds else np.asarray(ds[PROBE].values, dtype=np.complex64)
+    # energy first; probe modes (reconstruct(probe_modes=K)) go into each entry as (K, N, N), as PyNX writes them
+    probe = None if PROBE not in ds else np.asarray(ds[PROBE].transpose(ENERGY, ...).values, dtype=np.complex64)
     cov = None if COVERAGE not in ds else np.asarray(ds[COVERAGE].values, dtype=bool)
     energy = np.asarray(ds[ENERGY].values, dtype=float)
     path = Path(path)

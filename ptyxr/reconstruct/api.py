@@ -40,6 +40,7 @@ from ptyxr.reconstruct import checkpoint as _ckpt
 from ptyxr.reconstruct import epie as _epie
 from ptyxr.reconstruct import flux as _flux
 from ptyxr.reconstruct import positions as _pos
+from ptyxr.reconstruct import modes as _modes
 from ptyxr.reconstruct.detector import dead_pixel_mask
 from ptyxr.reconstruct.grid import Grid, common_grid, resample_frames
 from ptyxr.reconstruct.probe import coverage_map, guess_probes, setup_probes
@@ -283,6 +284,7 @@ def _reconstruct_one(
     refine_flux: bool = False,
     position_correction: bool = False,
     position_options: dict[str, Any] | None = None,
+    probe_modes: int = 1,
     label: str = "",
 ) -> tuple[xr.Dataset, dict[str, Any]]:
     """Reconstruct one particle; returns the §1b variables and run facts for provenance."""
@@ -342,6 +344,8 @@ def _reconstruct_one(
             )
         else:
             probe = setup_probes(energy, n, pixel_size, fwhm, defocus, photons)
+    if probe_modes > 1:  # (n_energy, K, N, N): mixed-state probe (ptyxr.reconstruct.modes)
+        probe = _modes.initial_modes(probe, probe_modes)
     obj = np.ones((n_e, *work.shape), dtype=np.complex64)
     errors = np.full((n_e, iterations), np.nan, dtype=np.float32)
     rng = np.random.default_rng(seed)
@@ -364,12 +368,15 @@ def _reconstruct_one(
     if position_correction:  # continuous position estimates per (energy, scan) on each energy's grid
         refiner = _pos.make_refiner(py, px, grids or [grid] * n_e, work, n, position_options)
         state_params["position_correction"] = refiner.settings()
+    if probe_modes > 1:
+        state_params["probe_modes"] = int(probe_modes)
     if checkpoint is not None or resume_from is not None:  # everything else that determines the result
         state_params.update(_ckpt.settings(ds, locals()))
     flux_refiner = _flux.FluxRefiner(amplitudes, work.offsets, grid.active, iterations, flux) if refine_flux else None
     if resume_from is not None:
         state = _ckpt.read_checkpoint(resume_from)
         start = _ckpt.check_resume(state, state_params, energy, iterations, resume_from)
+        _modes.check_resumed(state["probe"], probe, resume_from)
         obj, probe = state["object"], state["probe"]
         errors[:, :start] = state["errors"][:, :start]
         rng.bit_generator.state = state["rng_state"]
@@ -380,14 +387,17 @@ def _reconstruct_one(
         if flux_refiner is not None:
             flux_refiner.restore(state["extra"])
 
-    solver = _epie.BatchedEPIE(amplitudes, work.offsets, norm, alpha, beta, engine=engine, fft_backend=fft_backend)
+    if probe_modes > 1:
+        solver = _modes.ModeEPIE(amplitudes, work.offsets, norm, probe_modes, alpha, beta, engine, fft_backend)
+    else:
+        solver = _epie.BatchedEPIE(amplitudes, work.offsets, norm, alpha, beta, engine=engine, fft_backend=fft_backend)
     kkr_project = None
     if schedule:
         from ptyxr.reconstruct.kkr import kkr_project
     has_data = grid.active.any(axis=0)
     field = work.field(n)
     # the covered field of the initial probes: where |O| is well determined (scale pinning)
-    pin_region = coverage_map(probe, work.offsets, work.active, work.shape, coverage_threshold)
+    pin_region = coverage_map(_modes.total(probe), work.offsets, work.active, work.shape, coverage_threshold)
     if refiner is not None and start > 0:  # resumed: the refined patch offsets
         solver.offsets[...] = work.offsets[...] = refiner.offsets()
         field = work.field(n)
@@ -404,8 +414,10 @@ def _reconstruct_one(
         order = order[has_data[order]]
         probe_now = bool(update_probe) and it >= probe_update_start
         errors[:, it] = solver.iteration(obj, probe, order, probe_now)
+        if probe_now and probe_modes > 1:
+            _modes.orthogonalise(probe)
         if probe_now and recentre_probe:
-            _epie.recentre(obj, probe, field=field)
+            _modes.recentre(obj, probe, field=field)
         if probe_now and pin_scale:
             _epie.pin_scale(obj, probe, pin_region, field)
         done = it + 1
@@ -416,7 +428,7 @@ def _reconstruct_one(
             field = work.field(n)
         if kkr_project is not None and done in schedule:
             obj_c = _to_common(obj, grids, grid) if native else obj
-            probe_c = _probes_to_common(probe, scale) if native else probe
+            probe_c = _probes_to_common(_modes.total(probe), scale) if native else _modes.total(probe)
             region = coverage_map(probe_c, grid.offsets, grid.active, grid.shape, coverage_threshold)
             if kkr_shifts is None:
                 # once, on the ePIE object before any KKR imprint, with align's registration:
@@ -445,8 +457,8 @@ def _reconstruct_one(
     if native:
         obj = _to_common(obj, grids, grid, OBJECT_RESAMPLING_ORDER)
         obj[~grid.field(n)] = 1  # outside an energy's own field nothing was measured (interpolation spreads ≤ 1 px)
-        probe = _probes_to_common(probe, scale)
-    coverage = coverage_map(probe, grid.offsets, grid.active, grid.shape, coverage_threshold)
+        probe = _modes.to_common(probe, scale) if probe_modes > 1 else _probes_to_common(probe, scale)
+    coverage = coverage_map(_modes.total(probe), grid.offsets, grid.active, grid.shape, coverage_threshold)
     coords = {
         Y: length_coord(Y, grid.y, pixel_size),
         X: length_coord(X, grid.x, pixel_size),
@@ -459,6 +471,7 @@ def _reconstruct_one(
             FOURIER_ERROR: variable(FOURIER_ERROR, errors),
             COVERAGE: variable(COVERAGE, coverage),
             **(refiner.outputs() if refiner is not None else {}),
+            **(_modes.probe_outputs(probe, pixel_size) if probe_modes > 1 else {}),
         },
         coords=coords,
     )
@@ -599,6 +612,7 @@ def reconstruct(
     recentre_probe: bool = True,
     pin_scale: bool = True,
     mask_dead_pixels: bool = True,
+    probe_modes: int = 1,
     kkr_element: str = "V",
     kkr_table: str = "chantler",
     use_monitor: bool = True,
@@ -694,6 +708,15 @@ def reconstruct(
         modulus constraint; the output's ``detector_mask`` then excludes them and the
         provenance records how many were found. ePIE would otherwise force the exit wave to
         zero there (unmasked dead row on the simulator: absorption NRMSE 0.10 → 0.57).
+    probe_modes : int
+        Number K of mutually incoherent probe modes (mixed-state ptychography, Thibault &
+        Menzel 2013; :mod:`ptyxr.reconstruct.modes`), 1–8. 1 (default) = one coherent probe.
+        K > 1 fits the incoherent sum ``Σ_m |F(P_m·O)|²`` to the frames (partial coherence,
+        vibrations, detector point spread); the modes start as the coherent initial probe
+        plus K − 1 weak (10 % power each) low-order polynomial modes, and are orthogonalised
+        and ordered by power after each probe-updating iteration. The output ``probe`` then
+        has a leading ``probe_mode`` dim and ``probe_mode_fraction`` (energy, probe_mode)
+        gives each mode's power fraction. Cost ≈ K× the FFTs of one ePIE iteration.
     kkr_element, kkr_table : str
         Resonant element and f″ table used to extend μt outside the window in KKR.
     use_monitor : bool
@@ -738,7 +761,10 @@ def reconstruct(
     xarray.Dataset
         ``ds`` plus ``object`` (energy, y, x), ``probe``, ``fourier_error`` (energy,
         iteration), ``coverage`` (y, x), coords ``y``/``x`` [m] with attr ``pixel_size``;
-        ``relative_flux`` (energy, scan) when a monitor was used or the flux refined.
+        ``relative_flux`` (energy, scan) when a monitor was used or the flux refined;
+        with ``probe_modes`` > 1 ``probe`` is (probe_mode, energy, probe_y, probe_x) and
+        ``probe_mode_fraction`` (energy, probe_mode) is added; with ``position_correction``
+        ``position_correction_y``/``_x`` (energy, scan) [m].
 
     Notes
     -----
@@ -801,6 +827,7 @@ def reconstruct(
         native_grids=bool(native_grids),
         recentre_probe=bool(recentre_probe),
         pin_scale=bool(pin_scale),
+        probe_modes=int(probe_modes),
         kkr_options={"element": kkr_element, "table": kkr_table},
         use_monitor=bool(use_monitor),
         refine_flux=bool(refine_flux),

@@ -41,6 +41,7 @@ from ptyxr.schema import (
     POSITION_Y,
     PROBE,
     PROBE_GUESS,
+    PROBE_MODE,
     PROBE_X,
     PROBE_Y,
     REAL_SUFFIX,
@@ -119,13 +120,15 @@ def write_checkpoint(
 
     ``extra``: further state arrays ``{name: (dims, values)}`` (e.g. the flux refinement's
     history); :func:`read_checkpoint` returns them under ``"extra"``.
+    A mixed-state probe (n_energy, K, N, N) is stored with its ``probe_mode`` dim.
     """
+    probe_dims = (ENERGY, PROBE_Y, PROBE_X) if probe.ndim == 3 else (ENERGY, PROBE_MODE, PROBE_Y, PROBE_X)
     ds = xr.Dataset(
         {
             OBJECT + REAL_SUFFIX: ((ENERGY, Y, X), obj.real),
             OBJECT + IMAG_SUFFIX: ((ENERGY, Y, X), obj.imag),
-            PROBE + REAL_SUFFIX: ((ENERGY, PROBE_Y, PROBE_X), probe.real),
-            PROBE + IMAG_SUFFIX: ((ENERGY, PROBE_Y, PROBE_X), probe.imag),
+            PROBE + REAL_SUFFIX: (probe_dims, probe.real),
+            PROBE + IMAG_SUFFIX: (probe_dims, probe.imag),
             FOURIER_ERROR: ((ENERGY, ITERATION), errors[:, :done]),
             **(extra or {}),
         },

@@ -39,8 +39,8 @@ from ptyxr.progress import progress_bar
 from ptyxr.reconstruct import checkpoint as _ckpt
 from ptyxr.reconstruct import epie as _epie
 from ptyxr.reconstruct import flux as _flux
-from ptyxr.reconstruct import positions as _pos
 from ptyxr.reconstruct import modes as _modes
+from ptyxr.reconstruct import positions as _pos
 from ptyxr.reconstruct.detector import dead_pixel_mask
 from ptyxr.reconstruct.grid import Grid, common_grid, resample_frames
 from ptyxr.reconstruct.probe import coverage_map, guess_probes, setup_probes

@@ -41,6 +41,9 @@ DISTANCE_RANGE_M = (0.05, 20.0)
 DETECTOR_PIXEL_RANGE_M = (1e-7, 1e-2)
 
 
+#: Most mutually incoherent probe modes ``reconstruct(probe_modes=K)`` accepts.
+MAX_PROBE_MODES = 8
+
 def _where(where: str) -> str:
     return f"{where}: " if where else ""
 
@@ -408,9 +411,7 @@ def reconstruct_arguments(ds: Any, **kwargs: Any) -> None:
     if "interpolation" in kwargs:
         choice("interpolation", int(kwargs["interpolation"]), (1, 3), where)
     if "probe_modes" in kwargs:
-        from ptyxr.reconstruct.modes import MAX_MODES
-
-        integer("probe_modes", kwargs["probe_modes"], where, minimum=1, maximum=MAX_MODES)
+        integer("probe_modes", kwargs["probe_modes"], where, minimum=1, maximum=MAX_PROBE_MODES)
     for name in _RECONSTRUCT_BOOLS:
         if name in kwargs:
             boolean(name, kwargs[name], where)

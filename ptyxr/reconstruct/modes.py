@@ -31,11 +31,12 @@ from __future__ import annotations
 import numpy as np
 import xarray as xr
 
+from ptyxr.checks import MAX_PROBE_MODES
 from ptyxr.reconstruct import epie as _epie
 from ptyxr.schema import ENERGY, PROBE, PROBE_MODE, PROBE_MODE_FRACTION, PROBE_X, PROBE_Y, SchemaError, variable
 
 #: Most probe modes ``reconstruct`` accepts (initial patterns exist for this many).
-MAX_MODES = 8
+MAX_MODES = MAX_PROBE_MODES
 #: Power fraction each extra initial mode starts with (mode 0 keeps the rest): small enough
 #: that the first iterations behave like coherent ePIE, large enough that the modes grow
 #: (the updates of a mode scale with its own amplitude through the modulus factor).

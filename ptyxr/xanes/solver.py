@@ -30,12 +30,14 @@ zero, edge centre/width when b1 = 0, and nonlinear parameters pinned on a bound.
 from __future__ import annotations
 
 import os
+import threading
 import time
 from dataclasses import dataclass
 
 import numpy as np
 from scipy.special import erf
 
+from ptyxr.xanes import _kernels
 from ptyxr.xanes.starts import EDGE_RANGE, PARAMETERS, WIDTH_BOUNDS, initial_estimates
 
 N_PARAMETERS = len(PARAMETERS)
@@ -50,6 +52,27 @@ _INV_SQRT_PI = 1.0 / np.sqrt(np.pi)
 # owner[j, l] = 1 where linear coefficient j scales nonlinear parameter l.
 _OWNER = (np.arange(4)[:, None] == _NL_OWNER[None, :]).astype(float)[:, :, None]
 _SUBSETS = np.array([[True, b, c, d] for b in (True, False) for c in (True, False) for d in (True, False)])
+
+#: Solver engines: ``"numba"`` runs the projection and Levenberg–Marquardt per pixel in
+#: compiled kernels (:mod:`ptyxr.xanes._kernels`, GIL released), ``"numpy"`` vectorised over
+#: the pixels of a block; ``"auto"`` = numba where importable. Same algorithm, results equal
+#: to rounding (summation order).
+ENGINES = ("auto", "numba", "numpy")
+_ENGINE = threading.local()  # the engine of the fit running in this thread (fit_batch sets it)
+
+
+def _resolve_engine(engine: str) -> str:
+    if engine not in ENGINES:
+        raise ValueError(f"fit_batch: engine must be one of {ENGINES}, got {engine!r}")
+    if engine == "numba" and not _kernels.AVAILABLE:
+        raise ImportError("fit_batch(engine='numba') needs numba (pip install ptyxr[fast])")
+    return "numba" if engine == "auto" and _kernels.AVAILABLE else ("numpy" if engine == "auto" else engine)
+
+
+def _compiled() -> bool:
+    """Whether this thread's fit uses the compiled kernels (default: where numba is importable)."""
+    engine = getattr(_ENGINE, "name", None)
+    return _kernels.AVAILABLE if engine is None else engine == "numba"
 
 
 @dataclass
@@ -304,6 +327,14 @@ class _Problem:
 
     def project(self, theta: np.ndarray, idx: np.ndarray, derivatives: bool = False):
         """Exact constrained linear coefficients, cost and (optionally) the LM normal equations."""
+        if not derivatives and _compiled():
+            n_pix = idx.size
+            coef, free, cost = np.empty((4, n_pix)), np.empty((4, n_pix), bool), np.empty(n_pix)
+            w = self.w[idx] if not self.unit else self.w[:1]
+            _kernels.project_many(
+                self.x, w, self.yw[idx], self.unit, np.ascontiguousarray(theta, float), coef, free, cost
+            )
+            return coef, free, cost
         return self._solve(self._rows(theta, idx, derivatives), derivatives)
 
     def _solve(self, m: np.ndarray, derivatives: bool):
@@ -492,6 +523,17 @@ def _levenberg_marquardt(
     are unfittable — mask, don't pretend).
     """
     n_pix = theta.shape[0]
+    if _compiled():
+        theta = np.ascontiguousarray(theta, float)
+        coef, cost = np.empty((4, n_pix)), np.empty(n_pix)
+        iterations, converged = np.empty(n_pix, np.int64), np.empty(n_pix, bool)
+        w = prob.w if not prob.unit else prob.w[:1]
+        _kernels.levenberg_marquardt(
+            prob.x, w, prob.yw, prob.unit, prob.n_valid.astype(np.int64), theta,
+            np.ascontiguousarray(lo, float), np.ascontiguousarray(hi, float),
+            int(max_iter), float(ftol), float(xtol), int(give_up), coef, cost, iterations, converged,
+        )  # fmt: skip
+        return theta, coef, cost, iterations, converged
     everyone = np.arange(n_pix)
     coef, free, cost, hess, grad = prob.project(theta, everyone, derivatives=True)
     lam = np.full(n_pix, 1e-3)
@@ -904,6 +946,8 @@ def profile_edge_stderr(
 
 
 # ------------------------------------------------------------------ driver
+#: Default pixels per block of :func:`fit_batch` (memory: ≈ 1 kB × n_E per pixel).
+BLOCK_SIZE = 8192
 #: Alternative starts of the restart scan: edge shift from its start, then white-line and
 #: pre-edge centres relative to the shifted edge [eV] (clipped to their bounds).
 RESTARTS: tuple[tuple[float, float, float], ...] = ((-3.0, 5.0, -9.0), (3.0, 5.0, -12.0), (0.0, 8.0, -6.0))
@@ -1138,15 +1182,19 @@ def keep_best(p, c, it, conv, rows, p_r, c_r, it_r, conv_r, extra=None, extra_r=
     return tuple(out)
 
 
-def _fit_block_job(args: tuple):
+def _fit_block_job(args: tuple, engine: str | None = None):
     """One block of :func:`fit_batch` (module level: picklable for a process pool)."""
+    _ENGINE.name = engine  # per thread: the kernels this block's helpers call
     # Degenerate pixels (vacuum, exact zeros) make some batched pivots tiny; their
     # overflow/NaN stays in that pixel (trial points must be finite to be accepted,
     # success needs finite results), so numpy's warnings are noise here. (errstate
     # is per thread: set inside the worker.)
     cpu = time.thread_time()
-    with np.errstate(over="ignore", invalid="ignore", divide="ignore", under="ignore"):
-        out = _fit_block(*args)
+    try:
+        with np.errstate(over="ignore", invalid="ignore", divide="ignore", under="ignore"):
+            out = _fit_block(*args)
+    finally:
+        _ENGINE.name = None
     return out, time.thread_time() - cpu
 
 
@@ -1172,10 +1220,11 @@ def fit_batch(
     restarts: bool = True,
     return_covariance: bool = False,
     global_search: bool = True,
-    block_size: int = 8192,
+    block_size: int | None = None,
     workers: int | None = None,
     progress: bool = False,
     executor: str = "thread",
+    engine: str = "auto",
 ) -> BatchResult:
     """Fit paper eq. (1) to every spectrum of ``mu`` at once (variable projection + batched LM).
 
@@ -1204,11 +1253,13 @@ def fit_batch(
         (:func:`profile_edge_stderr`).
     return_covariance : bool
         Also return the full (P, 10, 10) covariance.
-    block_size : int
-        Pixels per vectorised block (bounds memory: ≈ 1 kB × n_E per pixel).
+    block_size : int, optional
+        Pixels per block (bounds memory: ≈ 1 kB × n_E per pixel). Default
+        :data:`BLOCK_SIZE`, made smaller where that leaves a worker idle: at least one
+        block per worker.
     workers : int, optional
         Blocks fitted concurrently (default: one per CPU core, at most one per block).
-        Results do not depend on it (the blocks are the same).
+        With a given ``block_size`` results do not depend on it (the blocks are the same).
     progress : bool
         Progress bar over blocks.
     executor : {"thread", "process"}
@@ -1216,6 +1267,11 @@ def fit_batch(
         array loops, the solver's Python-level loop does not) or worker processes
         (forkserver: no GIL sharing, but a start-up cost per call, and a script that
         calls this must guard its entry point with ``if __name__ == "__main__":``).
+    engine : {"auto", "numba", "numpy"}
+        ``"numba"``: per-pixel compiled kernels (:mod:`ptyxr.xanes._kernels`) that release
+        the GIL, so threads use every core; ``"numpy"``: vectorised over a block's pixels
+        (the GIL is held between numpy calls); ``"auto"`` (default): numba where
+        importable. Same algorithm; results agree to rounding (tests/test_xanes.py).
 
     Returns
     -------
@@ -1230,6 +1286,11 @@ def fit_batch(
         else np.broadcast_to(np.asarray(weights, float), np.shape(mu)).reshape(y.shape)
     )
     n_pix = y.shape[0]
+    engine = _resolve_engine(engine)
+    n_cpu = os.cpu_count() or 1
+    if block_size is None:
+        per_worker = -(-n_pix // (n_cpu if workers is None else max(1, workers)))
+        block_size = max(1, min(BLOCK_SIZE, per_worker))
     out = {
         key: []
         for key in ("params", "stderr", "redchi", "success", "cost", "iterations", "lower", "upper", "covariance")
@@ -1240,7 +1301,7 @@ def fit_batch(
         return energy, y[sl], w[sl], pre_edge_limit, max_iter, ftol, xtol, restarts, return_covariance, global_search
 
     starts = list(range(0, n_pix, block_size))
-    workers = min(os.cpu_count() or 1, len(starts)) if workers is None else max(1, min(workers, len(starts)))
+    workers = min(n_cpu, len(starts)) if workers is None else max(1, min(workers, len(starts)))
     if executor not in ("process", "thread"):
         raise ValueError(f"fit_batch: executor must be 'process' or 'thread', got {executor!r}")
     bar = None
@@ -1259,14 +1320,14 @@ def fit_batch(
         else:
             pool = cf.ThreadPoolExecutor(max_workers=workers)
         with pool:
-            jobs = [pool.submit(_fit_block_job, args(start)) for start in starts]
+            jobs = [pool.submit(_fit_block_job, args(start), engine) for start in starts]
             for job in jobs:  # in order: output independent of scheduling
                 results.append(job.result())
                 if bar is not None:
                     bar.update(1)
     else:
         for start in starts:
-            results.append(_fit_block_job(args(start)))
+            results.append(_fit_block_job(args(start), engine))
             if bar is not None:
                 bar.update(1)
     if bar is not None:

@@ -41,6 +41,7 @@ KERNELS = (
     "ptyxr.xanes.starts",
     "ptyxr.xanes.model",
     "ptyxr.xanes.solver",
+    "ptyxr.xanes._kernels",
     "ptyxr.domains.kernels",
     "ptyxr.fourier_rings",
 )

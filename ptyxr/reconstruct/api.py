@@ -305,7 +305,7 @@ def _reconstruct_one(
         grids, work = None, grid
 
     # measured data → (common) detector sampling → kernel layout (one energy at a time: bounded memory)
-    groups = _groups.energy_groups(n_e, n_scan, n, memory_limit)
+    groups = _groups.energy_groups(n_e, n_scan, n, memory_limit, _groups.read_reserve(ds))
     if groups is not None:  # out of core: per-energy sums now, each group's amplitudes inside the loop
         amplitudes = None
         norm, photons = _groups.frame_sums(ds, grid.active, None if native else scale, interpolation)

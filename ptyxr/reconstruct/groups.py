@@ -35,11 +35,12 @@ from ptyxr.reconstruct import epie as _epie
 from ptyxr.reconstruct.grid import resample_frames
 from ptyxr.schema import DET_Y, DETECTOR_MASK, ENERGY, INTENSITY, SCAN
 
-#: Frames read at a time [bytes of float32]: one read block and its few temporary copies
-#: (mask, NaN-replaced sums, kernel layout) stay far below a group's amplitudes.
+#: Frames processed at a time [bytes of float32] (a dask chunk is read whole, then worked
+#: through in pieces of this size): their temporary copies (resampling, NaN-replaced sums,
+#: kernel layout) stay far below a group's amplitudes.
 READ_BYTES = 16 * 2**20
-#: Read blocks (and their temporaries) set aside from ``memory_limit``.
-READ_COPIES = 4
+#: Temporary copies of one such piece set aside from ``memory_limit``.
+READ_COPIES = 3
 
 
 def parse_memory_limit(value: Any) -> int | None:
@@ -77,23 +78,50 @@ def amplitude_bytes(n_energy: int, n_scan: int, n: int) -> int:
     return int(n_energy) * int(n_scan) * int(n) * int(n) * 4
 
 
-def _block_frames(n_scan: int, n: int) -> int:
+def _piece_frames(n_scan: int, n: int) -> int:
     return max(1, min(int(n_scan), READ_BYTES // (4 * int(n) * int(n))))
 
 
-def read_reserve(n_scan: int, n: int) -> int:
-    """Bytes set aside from ``memory_limit`` for reading: :data:`READ_COPIES` blocks of frames.
+def _read_plan(ds: xr.Dataset) -> tuple[list[slice], int]:
+    """Scan-index blocks read at once, and the bytes one read holds.
 
-    A block is :data:`READ_BYTES` of frames (16 MiB), or one energy's frames when fewer.
+    A dask intensity is read one chunk at a time (a slice of a chunk would read the whole
+    chunk anyway: ``open_scan``'s graphs do not push slices into the file reads); frames in
+    memory in blocks of :data:`READ_BYTES`.
     """
-    return READ_COPIES * _block_frames(n_scan, n) * 4 * int(n) * int(n)
+    n_scan, n = ds.sizes[SCAN], ds.sizes[DET_Y]
+    frame = 4 * n * n
+    data = ds[INTENSITY].data
+    if getattr(data, "dask", None) is not None:
+        dims = ds[INTENSITY].dims
+        scan_chunks = data.chunks[dims.index(SCAN)]
+        bounds = np.cumsum((0, *scan_chunks))
+        per_energy = max(data.chunks[dims.index(ENERGY)]) if ENERGY in dims else 1
+        held = per_energy * max(scan_chunks) * frame
+    else:
+        bounds = np.array([*range(0, n_scan, _piece_frames(n_scan, n)), n_scan])
+        held = _piece_frames(n_scan, n) * frame
+    blocks = [slice(int(a), int(b)) for a, b in zip(bounds[:-1], bounds[1:], strict=True)]
+    return blocks, held
 
 
-def energy_groups(n_energy: int, n_scan: int, n: int, memory_limit: int | None) -> list[slice] | None:
+def read_reserve(ds: xr.Dataset) -> int:
+    """Bytes set aside from ``memory_limit`` for reading the frames of ``ds``.
+
+    Two copies of one read (a dask chunk, or :data:`READ_BYTES` of frames in memory: the
+    computed chunk and the block taken from it) and :data:`READ_COPIES` temporaries of a
+    piece of ≤ :data:`READ_BYTES`.
+    """
+    n_scan, n = ds.sizes[SCAN], ds.sizes[DET_Y]
+    _, held = _read_plan(ds)
+    return 2 * held + READ_COPIES * _piece_frames(n_scan, n) * 4 * n * n
+
+
+def energy_groups(n_energy: int, n_scan: int, n: int, memory_limit: int | None, reserve: int = 0) -> list[slice] | None:
     """Contiguous energy groups whose amplitudes fit ``memory_limit``, or None if all fit at once.
 
     All energies stay together (None: the in-memory path) when the whole amplitude array fits.
-    Otherwise the fewest groups of g energies with g·n_scan·N²·4 + :func:`read_reserve` ≤
+    Otherwise the fewest groups of g energies with g·n_scan·N²·4 + ``reserve`` (:func:`read_reserve`) ≤
     ``memory_limit``, sizes as equal as possible (consecutive energies).
 
     Raises
@@ -106,7 +134,6 @@ def energy_groups(n_energy: int, n_scan: int, n: int, memory_limit: int | None) 
     per_energy = amplitude_bytes(1, n_scan, n)
     if n_energy * per_energy <= memory_limit:
         return None
-    reserve = read_reserve(n_scan, n)
     size = (int(memory_limit) - reserve) // per_energy
     if size < 1:
         raise ValueError(
@@ -132,31 +159,27 @@ def segment_ends(start: int, iterations: int, schedule: Iterable[int], checkpoin
 
 
 # ------------------------------------------------------------------------ reading frames
-def _read_blocks(ds: xr.Dataset, n: int) -> list[slice]:
-    """Scan-index blocks of ≤ :data:`READ_BYTES` that never straddle a dask chunk."""
-    n_scan = ds.sizes[SCAN]
-    step = _block_frames(n_scan, n)
-    edges = set(range(0, n_scan, step)) | {n_scan}
-    data = ds[INTENSITY].data
-    if hasattr(data, "chunks") and getattr(data, "dask", None) is not None:
-        axis = ds[INTENSITY].dims.index(SCAN)
-        bounds = np.cumsum((0, *data.chunks[axis]))
-        for a, b in zip(bounds[:-1], bounds[1:], strict=True):
-            edges |= set(range(int(a), int(b), step))
-    edges = sorted(edges)
-    return [slice(a, b) for a, b in zip(edges[:-1], edges[1:], strict=True)]
+def _pieces(ds: xr.Dataset, e: int, active: np.ndarray, mask: np.ndarray | None) -> Iterator[tuple[slice, np.ndarray]]:
+    """(scan slice, frames) of energy ``e`` in pieces of ≤ :data:`READ_BYTES`, read block by block.
 
-
-def _read(ds: xr.Dataset, e: int, block: slice, active: np.ndarray, mask: np.ndarray | None) -> np.ndarray:
-    """Frames ``block`` of energy ``e`` as float32, NaN at invalid pixels and padding scan points.
-
-    The same values as the in-memory path's ``_frames`` followed by its padding fill.
+    float32, NaN at invalid pixels and padding scan points: the same values as the
+    in-memory path's ``_frames`` followed by its padding fill.
     """
-    frames = np.array(ds[INTENSITY].isel({ENERGY: e, SCAN: block}).values, dtype=np.float32)
-    if mask is not None:
-        frames[:, ~mask] = np.nan
-    frames[~active[e, block]] = np.nan
-    return frames
+    blocks, _ = _read_plan(ds)
+    n_scan, n = ds.sizes[SCAN], ds.sizes[DET_Y]
+    step = _piece_frames(n_scan, n)
+    lazy = getattr(ds[INTENSITY].data, "dask", None) is not None
+    for block in blocks:
+        frames = np.asarray(ds[INTENSITY].isel({ENERGY: e, SCAN: block}).values, dtype=np.float32)
+        if not lazy or not frames.flags.writeable:  # a view of the caller's array: work on a copy
+            frames = frames.copy()
+        if mask is not None:
+            frames[:, ~mask] = np.nan
+        frames[~active[e, block]] = np.nan
+        for a in range(0, frames.shape[0], step):
+            b = min(a + step, frames.shape[0])
+            yield slice(block.start + a, block.start + b), frames[a:b]
+        del frames
 
 
 def _mask(ds: xr.Dataset) -> np.ndarray | None:
@@ -189,16 +212,14 @@ def frame_sums(
     photons : ndarray, shape (n_energy,)
         Mean Σ I per frame over active frames [counts] (the same numbers as in memory).
     """
-    n_e, n = ds.sizes[ENERGY], ds.sizes[DET_Y]
+    n_e = ds.sizes[ENERGY]
     mask = _mask(ds)
-    blocks = _read_blocks(ds, n)
     norm, photons = np.zeros(n_e), np.zeros(n_e)
     for e in range(n_e):
         per_frame = []
         total = 0.0
-        for block in blocks:
-            raw = _read(ds, e, block, active, mask)
-            per_frame.append(np.nansum(raw[active[e, block]], axis=(-2, -1)))
+        for piece, raw in _pieces(ds, e, active, mask):
+            per_frame.append(np.nansum(raw[active[e, piece]], axis=(-2, -1)))
             frames = resample_frames(raw, 1.0 if scale is None else float(scale[e]), order=interpolation)
             total += float(np.nansum(frames, dtype=np.float64))
         norm[e] = total
@@ -221,15 +242,12 @@ def load_amplitudes(
     Returns that leading view of ``out`` (C-contiguous), the same numbers as the in-memory
     path's rows of its amplitude array.
     """
-    n = out.shape[-1]
     mask = _mask(ds)
-    blocks = _read_blocks(ds, n)
     group = out[: energies.stop - energies.start]
     for j, e in enumerate(range(energies.start, energies.stop)):
-        for block in blocks:
-            raw = _read(ds, e, block, active, mask)
+        for piece, raw in _pieces(ds, e, active, mask):
             frames = resample_frames(raw, 1.0 if scale is None else float(scale[e]), order=interpolation)
-            _epie.prepare_amplitudes(frames, out=group[j, block])
+            _epie.prepare_amplitudes(frames, out=group[j, piece])
     return group
 
 

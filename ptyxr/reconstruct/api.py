@@ -666,7 +666,8 @@ def reconstruct(
         Most memory for the diffraction data [bytes], or text such as ``"1.5GB"`` /
         ``"800MiB"``. ePIE holds every frame as float32 amplitudes (n_energy·n_scan·N²·4
         bytes). When that exceeds ``memory_limit``, energies run in consecutive groups whose
-        amplitudes fit (plus four read blocks of ≤ 16 MiB): between two KKR iterations (and
+        amplitudes fit together with the read buffers (two copies of one dask chunk, ≤ 64 MiB
+        from :func:`ptyxr.io.open_scan`, and three 16 MiB pieces): between two KKR iterations (and
         checkpoints) each group runs its iterations with only its own frames in memory, read
         block by block from the intensity (a lazy :func:`ptyxr.io.open_scan` scan is never
         loaded whole), then KKR couples all energies as usual. Objects, probes and errors

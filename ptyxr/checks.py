@@ -44,6 +44,7 @@ DETECTOR_PIXEL_RANGE_M = (1e-7, 1e-2)
 #: Most mutually incoherent probe modes ``reconstruct(probe_modes=K)`` accepts.
 MAX_PROBE_MODES = 8
 
+
 def _where(where: str) -> str:
     return f"{where}: " if where else ""
 
@@ -368,6 +369,16 @@ def raw_units(ds: Any, pixel_size: Any = None, where: str = "") -> None:
             scan_extent(py, px, dx, where)
 
 
+def byte_size(name: str, value: Any, where: str = "") -> int:
+    """A memory size in bytes: a positive number, or text such as ``"1.5GB"`` / ``"800MiB"``."""
+    from ptyxr.reconstruct.groups import parse_memory_limit
+
+    try:
+        return int(parse_memory_limit(value))
+    except (TypeError, ValueError) as err:
+        raise SchemaError(f"{_where(where)}{name}={_show(value)}: {err}.") from err
+
+
 #: ``reconstruct`` arguments: (kind, bounds) for :func:`reconstruct_arguments`.
 _RECONSTRUCT_INTS = {
     "iterations": 1,
@@ -433,6 +444,8 @@ def reconstruct_arguments(ds: Any, **kwargs: Any) -> None:
     for name in ("engine", "fft_backend", "kkr_element", "kkr_table"):
         if name in kwargs and not isinstance(kwargs[name], str):
             raise SchemaError(f"{where}: {name}={_show(kwargs[name])} must be text, e.g. {name}='auto'.")
+    if kwargs.get("memory_limit") is not None:
+        byte_size("memory_limit", kwargs["memory_limit"], where)
     pixel_size = kwargs.get("pixel_size")
     if pixel_size is not None:
         pixel_size = real("pixel_size", pixel_size, where, positive=True, unit="m")

@@ -39,6 +39,7 @@ from ptyxr.progress import progress_bar
 from ptyxr.reconstruct import checkpoint as _ckpt
 from ptyxr.reconstruct import epie as _epie
 from ptyxr.reconstruct import flux as _flux
+from ptyxr.reconstruct import groups as _groups
 from ptyxr.reconstruct import modes as _modes
 from ptyxr.reconstruct import positions as _pos
 from ptyxr.reconstruct.detector import dead_pixel_mask
@@ -285,6 +286,7 @@ def _reconstruct_one(
     position_correction: bool = False,
     position_options: dict[str, Any] | None = None,
     probe_modes: int = 1,
+    memory_limit: int | None = None,
     label: str = "",
 ) -> tuple[xr.Dataset, dict[str, Any]]:
     """Reconstruct one particle; returns the §1b variables and run facts for provenance."""
@@ -317,19 +319,29 @@ def _reconstruct_one(
         grids, work = None, grid
 
     # measured data → (common) detector sampling → kernel layout (one energy at a time: bounded memory)
-    amplitudes = np.empty((n_e, n_scan, n, n), dtype=np.float32)
-    norm = np.zeros(n_e)
-    photons = np.zeros(n_e)
     flux = _flux.monitor_flux(ds, grid.active) if use_monitor and MONITOR in ds else None  # (n_e, n_scan) [1]
-    for e in range(n_e):
-        raw = _frames(ds, e)
-        raw[~grid.active[e]] = np.nan  # padding scan points: no data, zero update
-        if flux is not None:
-            raw = _flux.normalise_frames(raw, flux[e])  # every frame as if it had its energy's mean flux
-        photons[e] = np.mean(np.nansum(raw[grid.active[e]], axis=(-2, -1)))
-        frames = resample_frames(raw, 1.0 if native else float(scale[e]), order=interpolation)
-        norm[e] = _epie.fourier_norm(frames)
-        _epie.prepare_amplitudes(frames, out=amplitudes[e])
+    groups = _groups.energy_groups(n_e, n_scan, n, memory_limit, _groups.read_reserve(ds))
+    if groups is not None and (refine_flux or position_correction):
+        raise ValueError(
+            f"{STAGE}: memory_limit needs {groups and len(groups)} energy groups here, and refine_flux / "
+            "position_correction do not run out of core yet; raise memory_limit (or leave it None) or switch them off."
+        )
+    if groups is not None:  # out of core: per-energy sums now, each group's amplitudes inside the loop
+        amplitudes = None
+        norm, photons = _groups.frame_sums(ds, grid.active, None if native else scale, interpolation, flux=flux)
+    else:
+        amplitudes = np.empty((n_e, n_scan, n, n), dtype=np.float32)
+        norm = np.zeros(n_e)
+        photons = np.zeros(n_e)
+        for e in range(n_e):
+            raw = _frames(ds, e)
+            raw[~grid.active[e]] = np.nan  # padding scan points: no data, zero update
+            if flux is not None:
+                raw = _flux.normalise_frames(raw, flux[e])  # every frame as if it had its energy's mean flux
+            photons[e] = np.mean(np.nansum(raw[grid.active[e]], axis=(-2, -1)))
+            frames = resample_frames(raw, 1.0 if native else float(scale[e]), order=interpolation)
+            norm[e] = _epie.fourier_norm(frames)
+            _epie.prepare_amplitudes(frames, out=amplitudes[e])
 
     if PROBE_GUESS in ds:
         probe = guess_probes(np.asarray(ds[PROBE_GUESS].values), np.ones_like(scale) if native else scale, photons)
@@ -387,10 +399,12 @@ def _reconstruct_one(
         if flux_refiner is not None:
             flux_refiner.restore(state["extra"])
 
-    if probe_modes > 1:
-        solver = _modes.ModeEPIE(amplitudes, work.offsets, norm, probe_modes, alpha, beta, engine, fft_backend)
-    else:
-        solver = _epie.BatchedEPIE(amplitudes, work.offsets, norm, alpha, beta, engine=engine, fft_backend=fft_backend)
+    def make_solver(amps: np.ndarray, g: slice = slice(None)) -> Any:
+        if probe_modes > 1:
+            return _modes.ModeEPIE(amps, work.offsets[g], norm[g], probe_modes, alpha, beta, engine, fft_backend)
+        return _epie.BatchedEPIE(amps, work.offsets[g], norm[g], alpha, beta, engine=engine, fft_backend=fft_backend)
+
+    solver = make_solver(amplitudes) if groups is None else None
     kkr_project = None
     if schedule:
         from ptyxr.reconstruct.kkr import kkr_project
@@ -409,18 +423,26 @@ def _reconstruct_one(
         initial=start,
         unit="it",
     )
-    for it in bar:
-        order = rng.permutation(n_scan)
-        order = order[has_data[order]]
+    # out of core the energy groups take turns between KKR/checkpoint iterations (ptyxr.reconstruct.groups)
+    run = _groups.GroupedRun(
+        bar, rng, has_data, start, iterations,
+        _groups.segment_ends(start, iterations, schedule, checkpoint_every if checkpoint is not None else None),
+        groups, solver, make_solver,
+        lambda g, out: _groups.load_amplitudes(ds, g, grid.active, None if native else scale, interpolation, out, flux),
+        (n_scan, n, n),
+    )  # fmt: skip
+    for it, g, order, solver, complete in run:
         probe_now = bool(update_probe) and it >= probe_update_start
-        errors[:, it] = solver.iteration(obj, probe, order, probe_now)
+        errors[g, it] = solver.iteration(obj[g], probe[g], order, probe_now)
         if probe_now and probe_modes > 1:
-            _modes.orthogonalise(probe)
+            _modes.orthogonalise(probe[g])
         if probe_now and recentre_probe:
-            _modes.recentre(obj, probe, field=field)
+            _modes.recentre(obj[g], probe[g], field=field[g])
         if probe_now and pin_scale:
-            _epie.pin_scale(obj, probe, pin_region, field)
+            _epie.pin_scale(obj[g], probe[g], pin_region, field[g])
         done = it + 1
+        if not complete:  # other energies have not reached iteration `done` yet
+            continue
         if flux_refiner is not None and flux_refiner.due(done):
             flux_refiner.refine(obj, probe, done)
         if refiner is not None and refiner.due(done):
@@ -479,9 +501,11 @@ def _reconstruct_one(
         flux = flux_refiner.flux
     if flux is not None:
         out[RELATIVE_FLUX] = variable(RELATIVE_FLUX, flux)
+    solver = run.solver if run.solver is not None else make_solver(np.empty((n_e, 0, n, n), np.float32))
     facts = {
         "engine": solver.engine,
         "fft_backend": solver.fft.backend,
+        "energy_groups": None if groups is None else [g.stop - g.start for g in groups],
         "kkr_iterations": schedule,
         "kkr_shifts": None if kkr_shifts is None else np.round(kkr_shifts, 4).tolist(),
         "resumed_at": start if resume_from is not None else None,
@@ -621,6 +645,7 @@ def reconstruct(
     position_correction_start: int | None = None,
     position_correction_every: int = _pos.EVERY,
     position_max_shift: float = _pos.MAX_SHIFT,
+    memory_limit: int | float | str | None = None,
 ) -> xr.Dataset:
     """Reconstruct object and probe at every energy on one common grid (ePIE + KKR).
 
@@ -755,6 +780,21 @@ def reconstruct(
         simulator's 20-energy ``small`` scan (design note).
     position_max_shift : float
         Largest total correction of one position [pixels of its energy's grid].
+    memory_limit : int, float or str, optional
+        Most memory for the diffraction data [bytes], or text such as ``"1.5GB"`` /
+        ``"800MiB"``. ePIE holds every frame as float32 amplitudes (n_energy·n_scan·N²·4
+        bytes). When that exceeds ``memory_limit``, energies run in consecutive groups whose
+        amplitudes fit together with the read buffers (two copies of one dask chunk, ≤ 64 MiB
+        from :func:`ptyxr.io.open_scan`, and three 16 MiB pieces): between two KKR iterations (and
+        checkpoints) each group runs its iterations with only its own frames in memory, read
+        block by block from the intensity (a lazy :func:`ptyxr.io.open_scan` scan is never
+        loaded whole), then KKR couples all energies as usual. Objects, probes and errors
+        equal the in-memory run's (same seed: the same position orders); the frames are read
+        once per segment between KKR iterations, plus once for per-energy sums. Objects,
+        probes and the process itself come on top of the limit. None (default): all frames
+        in memory. With a ``particle`` dim the limit holds per particle, and particles run
+        concurrently (one per dask thread/worker). The provenance records the group sizes
+        (``energy_groups``).
 
     Returns
     -------
@@ -770,7 +810,8 @@ def reconstruct(
     -----
     Placement: the probe centre (pixel N//2, N//2) sits at the nearest grid pixel of its
     position, ``floor(position/dx + 0.5)``, on a lattice anchored at 0 m. The intensity
-    is loaded into memory (the reconstruction is global in the frames).
+    is loaded into memory (the reconstruction is global in the frames) unless ``memory_limit``
+    asks for energy groups.
     """
     _checks.reconstruct_arguments(ds, **{k: v for k, v in locals().items() if k != "ds"})
     _validate(ds)
@@ -837,6 +878,7 @@ def reconstruct(
         )
         if position_correction
         else None,
+        memory_limit=_groups.parse_memory_limit(memory_limit),
     )
 
     if PARTICLE in ds[INTENSITY].dims:

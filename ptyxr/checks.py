@@ -369,10 +369,38 @@ def raw_units(ds: Any, pixel_size: Any = None, where: str = "") -> None:
             scan_extent(py, px, dx, where)
 
 
+def parse_memory_limit(value: Any) -> int | None:
+    """``memory_limit`` in bytes: a number, or text such as ``"1.5GB"``, ``"800 MiB"`` (None stays None).
+
+    Decimal (kB, MB, GB, TB) and binary (KiB, MiB, GiB, TiB) units as in :func:`dask.utils.parse_bytes`.
+
+    Raises
+    ------
+    ValueError
+        Text that is not a size, or a size that is not positive.
+    TypeError
+        Anything but a number or text.
+    """
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating, str)):
+        raise TypeError(f"memory_limit must be a number of bytes or text like '1.5GB', got {type(value).__name__}")
+    if isinstance(value, str):
+        from dask.utils import parse_bytes
+
+        try:
+            size = float(parse_bytes(value.strip()))
+        except (ValueError, TypeError) as err:
+            raise ValueError(f"memory_limit={value!r} is not a size; write bytes or text like '1.5GB'") from err
+    else:
+        size = float(value)
+    if not (math.isfinite(size) and size > 0):
+        raise ValueError(f"memory_limit must be a positive size in bytes, got {value!r}")
+    return int(size)
+
+
 def byte_size(name: str, value: Any, where: str = "") -> int:
     """A memory size in bytes: a positive number, or text such as ``"1.5GB"`` / ``"800MiB"``."""
-    from ptyxr.reconstruct.groups import parse_memory_limit
-
     try:
         return int(parse_memory_limit(value))
     except (TypeError, ValueError) as err:

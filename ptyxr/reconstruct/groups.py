@@ -24,13 +24,13 @@ once more for the per-energy sums (photons for the initial probe, the Fourier-er
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 import numpy as np
 import xarray as xr
 
+from ptyxr.checks import parse_memory_limit  # noqa: F401 - re-exported: reconstruct parses the limit here
 from ptyxr.reconstruct import epie as _epie
 from ptyxr.reconstruct.flux import normalise_frames
 from ptyxr.reconstruct.grid import resample_frames
@@ -42,36 +42,6 @@ from ptyxr.schema import DET_Y, DETECTOR_MASK, ENERGY, INTENSITY, SCAN
 READ_BYTES = 16 * 2**20
 #: Temporary copies of one such piece set aside from ``memory_limit``.
 READ_COPIES = 3
-
-
-def parse_memory_limit(value: Any) -> int | None:
-    """``memory_limit`` in bytes: a number, or text such as ``"1.5GB"``, ``"800 MiB"`` (None stays None).
-
-    Decimal (kB, MB, GB, TB) and binary (KiB, MiB, GiB, TiB) units as in :func:`dask.utils.parse_bytes`.
-
-    Raises
-    ------
-    ValueError
-        Text that is not a size, or a size that is not positive.
-    TypeError
-        Anything but a number or text.
-    """
-    if value is None:
-        return None
-    if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating, str)):
-        raise TypeError(f"memory_limit must be a number of bytes or text like '1.5GB', got {type(value).__name__}")
-    if isinstance(value, str):
-        from dask.utils import parse_bytes
-
-        try:
-            size = float(parse_bytes(value.strip()))
-        except (ValueError, TypeError) as err:
-            raise ValueError(f"memory_limit={value!r} is not a size; write bytes or text like '1.5GB'") from err
-    else:
-        size = float(value)
-    if not (math.isfinite(size) and size > 0):
-        raise ValueError(f"memory_limit must be a positive size in bytes, got {value!r}")
-    return int(size)
 
 
 def amplitude_bytes(n_energy: int, n_scan: int, n: int) -> int:

@@ -115,6 +115,7 @@ from ptyxr.schema import (
     variable,
     with_attrs,
 )
+from ptyxr.stage import Recorded, stage
 
 _A, _B1, *_ = FIT_PARAMETERS
 #: Condition given to particles whose Dataset names none.
@@ -312,7 +313,7 @@ def label_maps(
         z = (flat[valid] - mean) / std
         lab = nearest_centre(z, centres)
         if threshold is not None:
-            lab[outliers(z, lab, centres, spread, separation, threshold)] = OUTLIER_CODE
+            lab[outliers(z, lab, centres, spread, separation, threshold)] = OUTLIER_CODE  # type: ignore[arg-type]
         labels[valid] = lab
     return labels.reshape(stacked.shape[:-1])
 
@@ -342,7 +343,7 @@ def knee(k: np.ndarray, sse: np.ndarray) -> int:
 
 # ================================================================= combine particles
 def _pixel_sizes(ds: xr.Dataset) -> tuple[float | None, float | None]:
-    sizes = []
+    sizes: list[float | None] = []
     for name in (Y, X):
         if name not in ds.coords:
             sizes.append(None)
@@ -458,7 +459,9 @@ def combine_particles(datasets: Sequence[xr.Dataset] | xr.Dataset) -> xr.Dataset
                 "(ds.interp(energy=...)) before combining."
             )
 
-    prepared, temporary, fills = [], set(), {}
+    prepared: list[xr.Dataset] = []
+    temporary: set[Any] = set()
+    fills: dict[Any, Any] = {}
     for _, _, ds in items:
         coords = {}
         for axis, size in zip((Y, X), reference or (None, None), strict=True):
@@ -468,10 +471,10 @@ def combine_particles(datasets: Sequence[xr.Dataset] | xr.Dataset) -> xr.Dataset
         bare = [d for d in ds.dims if d not in ds.indexes]  # e.g. scan: give an index so outer join pads
         temporary.update(bare)
         ds = ds.assign_coords({d: np.arange(ds.sizes[d]) for d in bare})
-        for name, da in ds.data_vars.items():
+        for var_name, da in ds.data_vars.items():
             fill = _fill_value(da.dtype)
             if fill is not None:
-                fills.setdefault(name, fill)
+                fills.setdefault(var_name, fill)
         prepared.append(ds)
     combined = xr.concat(
         prepared,
@@ -634,8 +637,8 @@ def bootstrap_fractions(
     low = np.full((len(groups), k), np.nan)
     high = np.full((len(groups), k), np.nan)
     alpha = 100 * (1 - confidence) / 2
-    for g, members in enumerate(groups):
-        members = np.asarray(members, dtype=int)
+    for g, group in enumerate(groups):
+        members = np.asarray(group, dtype=int)
         if members.size == 0:
             continue
         # particle level: draw the group's particles with replacement (a single one is kept)
@@ -668,10 +671,10 @@ def _fractions(domain: xr.DataArray, weights: xr.DataArray | None, k: int, condi
     groups = list(dict.fromkeys(conditions))  # distinct conditions, first-appearance order
     if PARTICLE in domain.dims:
         idx = np.asarray(conditions)
-        per_group = [sums.isel({PARTICLE: np.flatnonzero(idx == g)}).sum(PARTICLE) for g in groups]
+        group_sums = [sums.isel({PARTICLE: np.flatnonzero(idx == g)}).sum(PARTICLE) for g in groups]
     else:
-        per_group = [sums]
-    per_group = xr.concat(per_group, dim=GROUP).drop_vars([PARTICLE, CONDITION], errors="ignore")
+        group_sums = [sums]
+    per_group = xr.concat(group_sums, dim=GROUP).drop_vars([PARTICLE, CONDITION], errors="ignore")
     total = per_group.sum(CLUSTER)
     fraction = per_group / total.where(total > 0)  # a group without labelled pixels → NaN, not 0/0
     return fraction.transpose(GROUP, CLUSTER).assign_coords({GROUP: _coord(GROUP, groups)})
@@ -694,7 +697,7 @@ def _particle_pixels(ds: xr.Dataset, like: xr.DataArray, features: tuple[str, ..
     out = finite[0]
     for f in finite[1:]:
         out = out | f
-    return out
+    return out  # type: ignore[return-value]  # np.isfinite of a DataArray is a DataArray
 
 
 def _coverage(domain: xr.DataArray, outlier: xr.DataArray, pixels: xr.DataArray) -> tuple[xr.DataArray, xr.DataArray]:
@@ -707,6 +710,8 @@ def _coverage(domain: xr.DataArray, outlier: xr.DataArray, pixels: xr.DataArray)
     return labelled, outlying
 
 
+# the features (and so the variables needed) are a parameter: _check_features validates them
+@stage("cluster", validate=require_dataset)
 def cluster(
     ds: xr.Dataset,
     n_clusters: int = 6,
@@ -718,7 +723,7 @@ def cluster(
     outlier_threshold: float | None = DEFAULT_OUTLIER_THRESHOLD,
     bootstrap: int = DEFAULT_BOOTSTRAP,
     confidence: float = 0.95,
-) -> xr.Dataset:
+) -> Recorded:
     """k-means chemical domains over all particles (paper §2.4; DESIGN §1f).
 
     Parameters
@@ -777,7 +782,6 @@ def cluster(
         No or missing features, no valid pixel, more clusters than valid pixels, missing
         weights, unknown standardisation, bad threshold/bootstrap/confidence.
     """
-    _checks.arguments("cluster", locals())
     stage = "cluster"
     features = _check_features(ds, features, stage)
     if isinstance(weights, str):
@@ -826,7 +830,7 @@ def cluster(
     order = order_clusters(centres * std + mean)  # rule applied in original units
     centres = centres[order]
     if spread is not None:
-        spread, separation = spread[order], separation[order]
+        spread, separation = spread[order], separation[order]  # type: ignore[index]
     k = centres.shape[0]
 
     raw = xr.apply_ufunc(
@@ -925,21 +929,16 @@ def cluster(
     # element-wise ops on the new maps drop coordinate attrs (particle, condition): keep ds's
     keep = [n for n in ds.coords if n not in (CLUSTER, FEATURE, GROUP)]
     out = out.assign_coords({name: ds[name] for name in ds.coords if name in out.coords and name in keep})
-    return provenance.record(
+    # recorded next to the call's parameters: the resolved options, the rules and the counts
+    return Recorded(
         out,
-        stage,
         {
-            "n_clusters": int(n_clusters),
             "features": list(features),
-            "seed": seed,
             "weights": weights_name,
             "standardize": method,
             "standardisation": STANDARDISATIONS[method],
             "weighted_fit": bool(fit_weight is not None),
-            "outlier_threshold": outlier_threshold,
             "outlier_rule": OUTLIER_RULE if outlier_threshold is not None else "none",
-            "bootstrap": int(bootstrap),
-            "confidence": confidence,
             "order_rule": ORDER_RULE,
             "kmeans": "sklearn.cluster.KMeans(n_init=10, random_state=seed), fitted on all valid non-outlier pixels"
             + (", sample_weight = weights" if fit_weight is not None else ""),
@@ -1133,7 +1132,8 @@ def choose_k(
         if sample < n_valid:
             z = z[np.random.default_rng(seed).choice(n_valid, int(sample), replace=False)]
     scale = n_valid / z.shape[0]
-    sse, sil = [], []
+    sse: list[float] = []
+    sil: Any = []
     for n in progress_bar(ks, enabled=progress, desc=stage):
         centres, inertia = kmeans(z, n, seed)
         sse.append(scale * inertia)

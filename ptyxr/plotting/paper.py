@@ -35,7 +35,8 @@ from ptyxr import schema as s
 #: One colour per cluster label (matplotlib's "tab10" then "Dark2"): label k is always
 #: ``CLUSTER_COLORS[k % len(CLUSTER_COLORS)]`` in maps, densities, bars and widgets.
 CLUSTER_COLORS: tuple[str, ...] = tuple(
-    [to_hex(c) for c in colormaps["tab10"].colors] + [to_hex(c) for c in colormaps["Dark2"].colors]
+    [to_hex(c) for c in colormaps["tab10"].colors]  # type: ignore[attr-defined]  # ListedColormaps
+    + [to_hex(c) for c in colormaps["Dark2"].colors]  # type: ignore[attr-defined]
 )
 #: Colour of NaN / missing pixels, as in the paper.
 BAD_COLOR = "white"
@@ -63,7 +64,7 @@ def cluster_colormap(n_clusters: int) -> tuple[ListedColormap, BoundaryNorm]:
     """Colormap and norm mapping integer label k to :func:`cluster_color` (k); masked → white."""
     n_clusters = max(int(n_clusters), 1)
     cmap = ListedColormap([cluster_color(k) for k in range(n_clusters)], name="ptyxr_clusters")
-    cmap = cmap.with_extremes(bad=BAD_COLOR)
+    cmap = cmap.with_extremes(bad=BAD_COLOR)  # type: ignore[assignment]  # still a ListedColormap
     norm = BoundaryNorm(np.arange(n_clusters + 1) - 0.5, n_clusters)
     return cmap, norm
 
@@ -281,8 +282,8 @@ def default_region_centre(ds: xr.Dataset, size: float = REGION_SIZE) -> tuple[fl
                 iy, ix = np.unravel_index(np.argmax(np.where(finite, smooth, -np.inf)), values.shape)
                 return float(y[iy]), float(x[ix])
     if s.MATERIAL in ds and bool(ds[s.MATERIAL].any()):
-        iy, ix = np.nonzero(ds[s.MATERIAL].transpose(s.Y, s.X).values)
-        return float(np.mean(y[iy])), float(np.mean(x[ix]))
+        rows, cols = np.nonzero(ds[s.MATERIAL].transpose(s.Y, s.X).values)
+        return float(np.mean(y[rows])), float(np.mean(x[cols]))
     return float(np.mean(y)), float(np.mean(x))
 
 
@@ -434,7 +435,7 @@ def figure1(
     ax_abs.set_title(f"mean over {size_nm:g}×{size_nm:g} nm² regions, offset {offset:g} per particle", fontsize=8)
     ax_phase.set_title(f"mean over {size_nm:g}×{size_nm:g} nm² regions", fontsize=8)
     ax_abs.legend(fontsize=7)
-    fig.spectrum_offset = offset  # documented for tests/notebooks: absorption line i is mean + i·offset
+    fig.spectrum_offset = offset  # type: ignore[attr-defined]  # documented for tests/notebooks: absorption line i is mean + i·offset
     return fig
 
 
@@ -557,7 +558,7 @@ def figure3(ds: xr.Dataset, features: Sequence[str] = s.DOMAIN_FEATURES) -> Figu
     n_bottom = len(features) + (1 if s.FRACTION in ds else 0)
     fig = Figure(figsize=(2.8 * max(n, n_bottom) + 1.0, 7.2), layout="constrained")
     rows = fig.add_gridspec(2, 1, height_ratios=(1.1, 1))
-    top, bottom = rows[0].subgridspec(1, n), rows[1].subgridspec(1, n_bottom)
+    top, lower = rows[0].subgridspec(1, n), rows[1].subgridspec(1, n_bottom)
     cmap, norm = cluster_colormap(n_clusters)
     image = None
     map_axes = []
@@ -569,12 +570,13 @@ def figure3(ds: xr.Dataset, features: Sequence[str] = s.DOMAIN_FEATURES) -> Figu
         cond = _condition(p)
         ax.set_title(name if cond is None else f"{name} ({cond})", fontsize=9)
         map_axes.append(ax)
-    cbar = fig.colorbar(image, ax=map_axes, ticks=np.arange(n_clusters), shrink=0.9)
+    # image is drawn in the loop above (at least one particle)
+    cbar = fig.colorbar(image, ax=map_axes, ticks=np.arange(n_clusters), shrink=0.9)  # type: ignore[arg-type]
     cbar.set_label(wrapped_label(ds[s.DOMAIN], 20), fontsize=8)
 
     per_cluster = domain_features(ds, features)
     for j, feat in enumerate(features):
-        ax = fig.add_subplot(bottom[0, j])
+        ax = fig.add_subplot(lower[0, j])
         ax.set_gid(f"density:{feat}")
         pooled = np.concatenate([v[:, j] for v in per_cluster.values()]) if per_cluster else np.zeros(1)
         lo, hi = robust_limits(pooled, (0.5, 99.5))
@@ -585,7 +587,7 @@ def figure3(ds: xr.Dataset, features: Sequence[str] = s.DOMAIN_FEATURES) -> Figu
         ax.set_xlabel(wrapped_label(ds[feat]), fontsize=8)
         ax.set_ylabel("probability density", fontsize=8)
     if s.FRACTION in ds:
-        ax = fig.add_subplot(bottom[0, len(features)])
+        ax = fig.add_subplot(lower[0, len(features)])
         ax.set_gid(s.FRACTION)
         fraction = ds[s.FRACTION].transpose(s.GROUP, s.CLUSTER)
         groups = (

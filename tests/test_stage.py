@@ -51,8 +51,10 @@ def test_records_bound_parameters_defaults_and_facts():
     assert params["mask"] == "<DataArray bool (y: 2, x: 3)>"  # summarised, never the values
     assert "ds" not in params and "progress" not in params
     assert params["ptyxr_version"] == ptyxr.__version__
-    assert out.attrs[s.ATTR_HISTORY].splitlines()[0].endswith(
-        'toy(scale=3.0, mask="<DataArray bool (y: 2, x: 3)>", n_pixels=6)'
+    assert (
+        out.attrs[s.ATTR_HISTORY]
+        .splitlines()[0]
+        .endswith('toy(scale=3.0, mask="<DataArray bool (y: 2, x: 3)>", n_pixels=6)')
     )
     defaults = provenance.parameters(toy(_data()), "toy")
     assert defaults["scale"] == 2.0 and defaults["mask"] is None

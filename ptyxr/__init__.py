@@ -11,16 +11,10 @@ signature and docstring) and ``ptyxr.simulate`` is reachable without importing i
 from __future__ import annotations
 
 import importlib
-from importlib.metadata import PackageNotFoundError
-from importlib.metadata import version as _pkg_version
 from typing import TYPE_CHECKING, Any
 
-try:
-    __version__ = _pkg_version("ptyxr")
-except PackageNotFoundError:  # running from a source tree without installation
-    __version__ = "0+unknown"
-
 from ptyxr import physics, schema  # noqa: E402
+from ptyxr._version import __version__
 from ptyxr.accessor import PtyxrAccessor  # noqa: E402
 from ptyxr.schema import SchemaError  # noqa: E402
 

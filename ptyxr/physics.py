@@ -45,6 +45,28 @@ COMPOSITIONS: dict[str, dict[str, float]] = {
 }
 
 
+def paper_energy_grid() -> np.ndarray:
+    """The paper-like 40-energy grid over 5420–5540 eV [eV].
+
+    Four pre-edge points below 5466 eV (the noise estimate, paper §2.3), 1 eV steps over
+    the pre-edge peak, 0.5 eV steps across the edge (the paper's smallest gap), then
+    coarser steps through the white line and post edge. Used by the analysis (the default
+    grid of :func:`ptyxr.xanes.reference_spectra`) and the simulator
+    (:mod:`ptyxr.simulate.energies`, which re-exports it).
+    """
+    grid = np.concatenate(
+        [
+            [5420.0, 5440.0, 5455.0, 5462.0],  # pre-edge: noise estimate and constant a
+            np.arange(5466.0, 5471.0, 1.0),  # pre-edge peak
+            np.arange(5471.0, 5480.5, 0.5),  # edge, 0.5 eV steps
+            np.arange(5481.0, 5491.0, 1.0),  # white line
+            [5515.0, 5540.0],  # post edge
+        ]
+    )
+    assert grid.size == 40 and np.sum(grid < PAPER_PRE_EDGE_LIMIT) == 4
+    return grid
+
+
 @overload
 def wavelength(energy: float) -> float: ...
 @overload

@@ -13,6 +13,7 @@ from typing import Any
 import numpy as np
 import xarray as xr
 
+from ptyxr._version import __version__
 from ptyxr.schema import ATTR_HISTORY
 
 PARAMETER_ATTR_PREFIX = "ptyxr_"
@@ -34,8 +35,6 @@ def _jsonable(value: Any) -> Any:
 
 def version() -> str:
     """ptyxr's version string."""
-    from ptyxr import __version__
-
     return __version__
 
 

@@ -10,7 +10,7 @@ foreign-model data: 0.70 px rms error for a 0.72 px rms drift). So both call
 :func:`stack_shifts` (or its parts :func:`registration_images` and :func:`register_images`).
 
 Per energy: the vacuum (amplitude, phase constant and ramp) is detected and divided out,
-the phase unwrapped (:func:`ptyxr.spectra.normalise_image`), the image's smoothed gradient
+the phase unwrapped (:func:`ptyxr.vacuum.normalise_image`), the image's smoothed gradient
 magnitude (:func:`registration_image`) cross-correlated with the reference energy's
 (upsampled phase correlation, scikit-image).
 """
@@ -21,8 +21,9 @@ import numpy as np
 from scipy import ndimage
 
 from ptyxr.progress import progress_bar
+from ptyxr.vacuum import detect_background, fit_vacuum, normalise_image
 
-__all__ = ["IMAGES", "register_images", "registration_image", "registration_images", "stack_shifts"]
+__all__ = ["IMAGES", "register_images", "register_pair", "registration_image", "registration_images", "stack_shifts"]
 
 #: Images that can be registered: vacuum-normalised unwrapped phase or absorption μt.
 IMAGES = ("phase", "absorption")
@@ -86,8 +87,6 @@ def registration_images(
     amplitudes : ndarray (n_energy,) — mean vacuum amplitude per energy
     coeffs : ndarray (n_energy, 3) — vacuum phase plane (constant, g_y, g_x) per energy
     """
-    from ptyxr.spectra import detect_background, fit_vacuum, normalise_image  # spectra imports this module
-
     region = coverage if region is None else region
     n = obj.shape[0]
     images = np.zeros(obj.shape, dtype=np.float64)
@@ -126,8 +125,6 @@ def register_images(images: np.ndarray, reference: int, upsample: int = 100, pro
         (row, col) shift in pixels to *apply* to each image to register it
         (``scipy.ndimage.fourier_shift`` convention: positive moves content to larger indices).
     """
-    from skimage.registration import phase_cross_correlation
-
     reference = reference % images.shape[0]
     shifts = np.zeros((images.shape[0], 2))
     if not np.any(images[reference]):
@@ -135,11 +132,22 @@ def register_images(images: np.ndarray, reference: int, upsample: int = 100, pro
     for i in progress_bar(range(images.shape[0]), enabled=progress, desc="align", unit="energy"):
         if i == reference or not np.any(images[i]):  # an empty image has no position: shift 0
             continue
-        shift, _, _ = phase_cross_correlation(
-            images[reference], images[i], upsample_factor=upsample, normalization=None
-        )
-        shifts[i] = shift
+        shifts[i] = register_pair(images[reference], images[i], upsample)
     return shifts
+
+
+def register_pair(reference: np.ndarray, moving: np.ndarray, upsample: int = 100) -> np.ndarray:
+    """Sub-pixel (row, col) shift [pixels] to apply to ``moving`` to register it onto ``reference``.
+
+    Upsampled cross-correlation without normalisation (scikit-image's
+    ``phase_cross_correlation(..., normalization=None)``): the plain cross-correlation
+    peak, which is less noise-sensitive than the phase correlation on the smooth images
+    registered here. Real or complex images of one shape; precision 1/``upsample`` pixel.
+    """
+    from skimage.registration import phase_cross_correlation
+
+    shift, _, _ = phase_cross_correlation(reference, moving, upsample_factor=upsample, normalization=None)
+    return np.asarray(shift, dtype=float)
 
 
 def stack_shifts(

@@ -18,10 +18,7 @@ from typing import Any
 import numpy as np
 import xarray as xr
 
-
-class SchemaError(ValueError):
-    """A Dataset does not follow ptyxr's data model; the message says what and how to fix it."""
-
+from ptyxr.errors import SchemaError
 
 # --------------------------------------------------------------------------- dims
 ENERGY = "energy"

@@ -8,16 +8,16 @@ Two stages, both xarray in → xarray out and additive:
   linear phase ramp), unwraps the phase and adds ``absorption`` μt, ``phase`` φ,
   ``background`` and ``material``.
 
-The numerics are numpy-only kernels acting on one 2-D image (``detect_background``,
-``fit_vacuum``, ``normalise_image``, ``register_images``, ``shift_object``,
-``shift_mask``); the stages map them over energy (and ``particle``) with
-``xarray.apply_ufunc``.
+The numerics are numpy-only kernels acting on one 2-D image: the vacuum model
+(``detect_background``, ``fit_vacuum``, ``normalise_image``) lives in :mod:`ptyxr.vacuum`,
+the registration (``register_images``) in :mod:`ptyxr.registration`, both re-exported
+here; ``shift_object`` and ``shift_mask`` are this module's. The stages map them over
+energy (and ``particle``) with ``xarray.apply_ufunc``.
 
-Vacuum model. A reconstruction is only defined up to an amplitude scale (probe
-normalisation), a constant phase and a linear phase ramp (the ramp can move between
-object and probe without changing any diffraction pattern). In vacuum the object is
-therefore ``A·exp(i(c + g_y·row + g_x·col))`` rather than 1; both stages estimate this
-"vacuum phasor" per energy on vacuum pixels and divide it out.
+Vacuum model (:mod:`ptyxr.vacuum`). A reconstruction is only defined up to an amplitude
+scale, a constant phase and a linear phase ramp, so in vacuum the object is the "vacuum
+phasor" ``A·exp(i(c + g_y·row + g_x·col))`` rather than 1; both stages estimate it per
+energy on vacuum pixels and divide it out.
 """
 
 from __future__ import annotations
@@ -50,6 +50,18 @@ from ptyxr.schema import (
     with_attrs,
 )
 from ptyxr.stage import Recorded, stage
+from ptyxr.vacuum import (
+    IMAGE_SIGMA_FLOOR,
+    MIN_BACKGROUND_PIXELS,  # noqa: F401  (re-exported: spectra's documented constant)
+    detect_background,
+    fit_vacuum,
+    normalise_image,
+    vacuum_phase,
+    valid_pixels,
+)
+from ptyxr.vacuum import (
+    NO_VACUUM_HINT as _NO_VACUUM_HINT,
+)
 
 __all__ = [
     "align",
@@ -64,255 +76,13 @@ __all__ = [
     "valid_pixels",
 ]
 
-#: Fewest vacuum pixels accepted for the normalisation (a plane fit needs 3; the robust
-#: statistics need a few dozen to mean anything).
-MIN_BACKGROUND_PIXELS = 16
-#: Floor of the robust σ [rad or ln-amplitude]: noise-free (simulated) vacuum has MAD = 0,
-#: and complex64 rounding is ~1e-7, so 1e-6 keeps exact vacuum in and everything else out.
-SIGMA_FLOOR = 1e-6
-#: 1.4826·MAD = σ for Gaussian noise.
-_MAD_TO_SIGMA = 1.4826
-_NO_VACUUM_HINT = (
-    "Pass the vacuum region explicitly with background=<bool (y, x) mask>, or check that the "
-    "field of view contains vacuum around the particle and that `coverage` is right."
-)
+#: Floor of the robust σ of one image's vacuum (:data:`ptyxr.vacuum.IMAGE_SIGMA_FLOOR`).
+SIGMA_FLOOR = IMAGE_SIGMA_FLOOR
 
 
 # =====================================================================================
 # array kernels (numpy only)
 # =====================================================================================
-def valid_pixels(obj: np.ndarray, coverage: np.ndarray | None = None) -> np.ndarray:
-    """Pixels with a usable transmission: inside ``coverage``, finite and non-zero.
-
-    Parameters
-    ----------
-    obj : ndarray, complex
-        Object transmission [1], any shape.
-    coverage : ndarray of bool, optional
-        Illuminated pixels (same shape); all pixels when omitted.
-    """
-    valid = np.isfinite(obj) & (np.abs(obj) > 0)
-    if coverage is not None:
-        valid &= np.asarray(coverage, dtype=bool)
-    return valid
-
-
-def _centred_grid(shape: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
-    """Row/column pixel indices relative to the image centre (better-conditioned plane fits)."""
-    rows, cols = np.indices(shape, dtype=np.float64)
-    return rows - (shape[0] - 1) / 2, cols - (shape[1] - 1) / 2
-
-
-def _median_gradient(obj: np.ndarray, mask: np.ndarray) -> tuple[float, float]:
-    """Phase ramp [rad/pixel] as the median wrapped phase difference of neighbouring ``mask`` pixels.
-
-    Robust to the particle (its edges are a minority of pixel pairs) and immune to phase
-    wrapping, so it gives a first ramp before any unwrapping.
-    """
-    grads = []
-    for axis in (0, 1):
-        a = np.take(obj, np.arange(1, obj.shape[axis]), axis=axis)
-        b = np.take(obj, np.arange(0, obj.shape[axis] - 1), axis=axis)
-        pairs = np.take(mask, np.arange(1, mask.shape[axis]), axis=axis) & np.take(
-            mask, np.arange(0, mask.shape[axis] - 1), axis=axis
-        )
-        grads.append(float(np.median(np.angle(a[pairs] * np.conj(b[pairs])))) if pairs.any() else 0.0)
-    return grads[0], grads[1]
-
-
-def _fit_plane(values: np.ndarray, rows: np.ndarray, cols: np.ndarray) -> np.ndarray:
-    """Least-squares plane ``c + g_y·row + g_x·col`` through ``values``; returns (c, g_y, g_x)."""
-    design = np.column_stack([np.ones_like(rows), rows, cols])
-    coeffs, *_ = np.linalg.lstsq(design, values, rcond=None)
-    return coeffs
-
-
-def vacuum_phase(shape: tuple[int, int], coeffs: np.ndarray) -> np.ndarray:
-    """The vacuum phase plane ``c + g_y·row + g_x·col`` [rad] (centred pixel indices)."""
-    rows, cols = _centred_grid(shape)
-    return coeffs[0] + coeffs[1] * rows + coeffs[2] * cols
-
-
-def fit_vacuum(obj: np.ndarray, background: np.ndarray) -> tuple[float, np.ndarray]:
-    """Vacuum phasor of one image: mean amplitude and phase plane over ``background``.
-
-    Parameters
-    ----------
-    obj : ndarray, complex, shape (ny, nx)
-        Object transmission [1].
-    background : ndarray of bool, shape (ny, nx)
-        Vacuum pixels (at least 3, ideally many).
-
-    Returns
-    -------
-    amplitude : float
-        Mean |O| over the vacuum [1].
-    coeffs : ndarray, shape (3,)
-        Phase plane (c [rad], g_y [rad/pixel], g_x [rad/pixel]) on centred pixel indices
-        (see :func:`vacuum_phase`).
-    """
-    bg = np.asarray(background, dtype=bool) & valid_pixels(obj)
-    if bg.sum() < 3:
-        raise SchemaError(
-            f"vacuum normalisation needs at least 3 vacuum pixels, got {int(bg.sum())}. " + _NO_VACUUM_HINT
-        )
-    rows, cols = _centred_grid(obj.shape)
-    gy, gx = _median_gradient(obj, bg)
-    z = obj[bg] * np.exp(-1j * (gy * rows[bg] + gx * cols[bg]))
-    c0 = float(np.angle(np.sum(z / np.abs(z))))
-    # after removing the rough ramp and constant the vacuum phase sits near 0, so a
-    # least-squares plane on the wrapped angle is exact (no wrap inside the vacuum)
-    residual = np.angle(z * np.exp(-1j * c0))
-    fine = _fit_plane(residual, rows[bg], cols[bg])
-    coeffs = np.array([c0 + fine[0], gy + fine[1], gx + fine[2]])
-    return float(np.mean(np.abs(obj[bg]))), coeffs
-
-
-def _unwrap(phase: np.ndarray, valid: np.ndarray, anchor: np.ndarray) -> np.ndarray:
-    """Unwrap ``phase`` inside ``valid`` (NaN elsewhere), anchoring each region on ``anchor``.
-
-    skimage unwraps each connected region with its own arbitrary 2π offset; each region
-    that holds anchor (vacuum) pixels is moved so that their median phase lies in (−π, π].
-    """
-    from skimage.restoration import unwrap_phase
-
-    out = np.full(phase.shape, np.nan)
-    if not valid.any():
-        return out
-    unwrapped = unwrap_phase(np.ma.array(phase, mask=~valid), rng=0)
-    out[valid] = np.ma.getdata(unwrapped)[valid]
-    labels, n = ndimage.label(valid)
-    for region in range(1, n + 1):
-        inside = labels == region
-        ref = inside & anchor
-        if ref.any():
-            out[inside] -= 2 * np.pi * np.round(np.median(out[ref]) / (2 * np.pi))
-    return out
-
-
-def _robust_centre(values: np.ndarray) -> tuple[float, float]:
-    centre = float(np.median(values))
-    spread = _MAD_TO_SIGMA * float(np.median(np.abs(values - centre)))
-    return centre, max(spread, SIGMA_FLOOR)
-
-
-def _refine_background(
-    phase: np.ndarray, log_amp: np.ndarray, valid: np.ndarray, start: np.ndarray, sigma: float, max_iter: int = 50
-) -> np.ndarray:
-    """Grow/shrink ``start`` to the pixels within ``sigma`` robust σ of its median phase and log-amplitude."""
-    bg = start
-    for _ in range(max_iter):
-        if bg.sum() < MIN_BACKGROUND_PIXELS:
-            break
-        cp, sp = _robust_centre(phase[bg])
-        ca, sa = _robust_centre(log_amp[bg])
-        with np.errstate(invalid="ignore"):
-            new = valid & (np.abs(phase - cp) <= sigma * sp) & (np.abs(log_amp - ca) <= sigma * sa)
-        if np.array_equal(new, bg):
-            break
-        bg = new
-    return bg
-
-
-def detect_background(obj: np.ndarray, coverage: np.ndarray | None = None, sigma: float = 3.0) -> np.ndarray:
-    """Vacuum pixels of one image: the dominant, highest-phase mode of phase and amplitude.
-
-    Material shifts the phase negative, so vacuum is the upper class of an Otsu split of
-    the (ramp-removed, unwrapped) phase; that start is then refined to the pixels whose
-    phase and log-amplitude lie within ``sigma`` robust σ (1.4826·MAD) of its median,
-    with a least-squares phase plane refitted on it in between.
-
-    Parameters
-    ----------
-    obj : ndarray, complex, shape (ny, nx)
-        Object transmission [1].
-    coverage : ndarray of bool, optional
-        Illuminated pixels; only those can be vacuum.
-    sigma : float
-        Acceptance half-width in robust σ.
-
-    Returns
-    -------
-    ndarray of bool, shape (ny, nx)
-
-    Raises
-    ------
-    SchemaError
-        If fewer than ``MIN_BACKGROUND_PIXELS`` vacuum pixels are found.
-    """
-    from skimage.filters import threshold_otsu
-
-    obj = np.asarray(obj)
-    valid = valid_pixels(obj, coverage)
-    if valid.sum() < MIN_BACKGROUND_PIXELS:
-        raise SchemaError(
-            f"no vacuum found: only {int(valid.sum())} covered pixels with a finite, non-zero object. {_NO_VACUUM_HINT}"
-        )
-    rows, cols = _centred_grid(obj.shape)
-    gy, gx = _median_gradient(obj, valid)
-    z = obj * np.exp(-1j * (gy * rows + gx * cols))
-    z = z * np.exp(-1j * np.angle(np.sum(z[valid] / np.abs(z[valid]))))
-    phase = _unwrap(np.angle(np.where(valid, z, 1)), valid, np.zeros_like(valid))
-    log_amp = np.full(obj.shape, np.nan)
-    log_amp[valid] = np.log(np.abs(obj[valid]))
-    values = phase[valid]
-    threshold = threshold_otsu(values) if np.ptp(values) > 0 else values[0]
-    bg = valid & (phase >= threshold)
-    for _ in range(2):
-        bg = _refine_background(phase, log_amp, valid, bg, sigma)
-        if bg.sum() < MIN_BACKGROUND_PIXELS:
-            break
-        # remove what is left of the ramp, then re-select on the flattened phase
-        plane = _fit_plane(phase[bg], rows[bg], cols[bg])
-        phase = phase - (plane[0] + plane[1] * rows + plane[2] * cols)
-    bg = _refine_background(phase, log_amp, valid, bg, sigma)
-    if bg.sum() < MIN_BACKGROUND_PIXELS:
-        raise SchemaError(
-            f"no vacuum found: the automatic vacuum detection kept {int(bg.sum())} pixels "
-            f"(< {MIN_BACKGROUND_PIXELS}). {_NO_VACUUM_HINT}"
-        )
-    return bg
-
-
-def normalise_image(
-    obj: np.ndarray, coverage: np.ndarray | None, background: np.ndarray, unwrap: bool = True
-) -> tuple[np.ndarray, np.ndarray]:
-    """Absorption μt and vacuum-referenced phase φ of one image.
-
-    μt = −ln(|O|/A) with A the mean vacuum amplitude; φ = arg(O·exp(−i·plane)) with the
-    vacuum phase plane (constant + linear ramp, :func:`fit_vacuum`) removed *before*
-    unwrapping, so vacuum sits at 0 and material is negative.
-
-    Parameters
-    ----------
-    obj : ndarray, complex, shape (ny, nx)
-        Object transmission [1].
-    coverage : ndarray of bool or None
-        Illuminated pixels; others become NaN.
-    background : ndarray of bool
-        Vacuum pixels used for the normalisation.
-    unwrap : bool
-        Unwrap the phase (skimage.restoration.unwrap_phase); else it stays in (−π, π].
-
-    Returns
-    -------
-    absorption : ndarray, float64 — μt [1]
-    phase : ndarray, float64 — φ [rad]
-    """
-    obj = np.asarray(obj)
-    valid = valid_pixels(obj, coverage)
-    bg = np.asarray(background, dtype=bool) & valid
-    amplitude, coeffs = fit_vacuum(obj, bg)
-    z = np.where(valid, obj, 1).astype(np.complex128) * np.exp(-1j * vacuum_phase(obj.shape, coeffs)) / amplitude
-    absorption = np.where(valid, -np.log(np.abs(z)), np.nan)
-    wrapped = np.angle(z)
-    if unwrap:
-        phase = _unwrap(wrapped, valid, bg)
-    else:
-        phase = np.where(valid, wrapped, np.nan)
-    return absorption, phase
-
-
 def material_mask(phase: np.ndarray, background: np.ndarray, sigma: float = 3.0) -> np.ndarray:
     """Pixels whose phase lies below the vacuum by more than ``sigma`` × std of the vacuum phase.
 

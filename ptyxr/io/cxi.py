@@ -39,6 +39,10 @@ frame centre) to cut an N×N window whose pixel (N//2, N//2) is the zero frequen
 
 Every problem with the file's content raises :class:`ptyxr.SchemaError`, an unreadable
 file :class:`OSError`; both name the file and what is wrong.
+
+Modules: the layout (paths, units) and the reading of one entry are in
+:mod:`ptyxr.io.cxi_layout`, the writer in :mod:`ptyxr.io.cxi_write`; this module
+assembles entries into a raw Dataset (:func:`open_scan`) and re-exports the rest.
 """
 
 from __future__ import annotations
@@ -46,383 +50,53 @@ from __future__ import annotations
 import contextlib
 import glob
 import os
-import re
 from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-import scipy.constants as const
 import xarray as xr
 
 from ptyxr import checks as _checks
 from ptyxr import provenance
 from ptyxr.io.arrays import build_raw
-from ptyxr.io.lazy import filter_hint, h5py_module, lazy_frames
-from ptyxr.io.netcdf import atomic_path
+
+# the layout constants and the writer stay importable from here (cxi_layout, cxi_write)
+from ptyxr.io.cxi_layout import (  # noqa: F401
+    _ENTRY,
+    ATTR_SOURCE,
+    CXI_VERSION,
+    DATA_PATHS,
+    DISTANCE_PATH,
+    ENERGY_PATH,
+    ENERGY_PATHS,
+    ENTRY_ATTRS,
+    LAZY_BYTES,
+    MASK_PATH,
+    MASK_PATHS,
+    MONITOR_PATHS,
+    NX_DEFINITION,
+    NX_X_PATH,
+    NX_Y_PATH,
+    PROBE_PATHS,
+    TRANSLATION_PATHS,
+    WAVELENGTH_PATH,
+    X_PIXEL_PATH,
+    Y_PIXEL_PATH,
+    _find,
+    _h5py,
+    _is_nxcxi,
+    _read_entry,
+)
+from ptyxr.io.cxi_write import COMPRESSIONS, write_cxi  # noqa: F401
 from ptyxr.schema import (
     ATTR_CONDITION,
-    ATTR_DETECTOR_DISTANCE,
-    ATTR_DETECTOR_PIXEL_SIZE,
     ATTR_PARTICLE,
     ATTR_PROBE_DEFOCUS,
     ATTR_PROBE_FWHM,
-    DETECTOR_MASK,
-    ENERGY,
     INTENSITY,
-    MONITOR,
-    PARTICLE,
-    POSITION_X,
-    POSITION_Y,
-    PROBE_GUESS,
     SchemaError,
-    validate_raw,
 )
-
-DATA_PATHS = ("data_1/data", "instrument_1/detector_1/data")
-TRANSLATION_PATHS = ("sample_1/geometry_1/translation", "data_1/translation")
-ENERGY_PATH = "instrument_1/source_1/energy"
-#: Further places of the photon energy: NeXus NXbeam / NXmonochromator fields (NXcxi_ptycho).
-ENERGY_PATHS = (
-    ENERGY_PATH,
-    "instrument_1/beam_1/energy",
-    "instrument_1/beam_1/incident_energy",
-    "instrument_1/monochromator_1/energy",
-)
-WAVELENGTH_PATH = "instrument_1/source_1/wavelength"
-DISTANCE_PATH = "instrument_1/detector_1/distance"
-X_PIXEL_PATH = "instrument_1/detector_1/x_pixel_size"
-Y_PIXEL_PATH = "instrument_1/detector_1/y_pixel_size"
-MASK_PATH = "instrument_1/detector_1/mask"
-#: Bad-pixel masks: CXI ``mask``, NeXus NXdetector ``pixel_mask`` (nonzero = bad, both).
-MASK_PATHS = (MASK_PATH, "instrument_1/detector_1/pixel_mask")
-#: Incident-flux monitor (I0) per frame: NXcxi_ptycho ``monitor_reference``, CXI/NeXus monitors.
-MONITOR_PATHS = (
-    "monitor_reference/data",
-    "instrument_1/monitor_1/data",
-    "monitor_1/data",
-    "data_1/monitor",
-)
-#: NXcxi_ptycho positions of the scan points (NXdata axes), metres unless a units attr says otherwise.
-NX_X_PATH, NX_Y_PATH = "data_1/x", "data_1/y"
-NX_DEFINITION = "NXcxi_ptycho"
-PROBE_PATHS = ("instrument_1/source_1/probe", "instrument_1/source_1/illumination")
-#: Dataset attrs stored as HDF5 attrs of each entry group by :func:`write_cxi` and read back.
-ENTRY_ATTRS = (ATTR_PARTICLE, ATTR_CONDITION, ATTR_PROBE_FWHM, ATTR_PROBE_DEFOCUS)
-#: Dataset attr recording the file a scan was read from.
-ATTR_SOURCE = "source"
-CXI_VERSION = 160
-
-#: ``open_scan(lazy=None)`` reads frames lazily when they would take more memory than this [bytes].
-LAZY_BYTES = 512 * 2**20
-
-_ENTRY = re.compile(r"^entry_(\d+)$")
-_ENERGY_UNITS = {"j": 1.0 / const.e, "ev": 1.0, "kev": 1e3}
-_LENGTH_UNITS = {"m": 1.0, "mm": 1e-3, "um": 1e-6, "µm": 1e-6, "micron": 1e-6, "nm": 1e-9}
-#: Plausible photon energies [eV]; outside, the stored unit is almost surely not what we assumed.
-_ENERGY_RANGE = (10.0, 1e6)
-
-
-@dataclass
-class _Entry:
-    name: str
-    energy: np.ndarray  # (n_E,) eV
-    frames: Any  # (n_E, n_scan, ny, nx) float32, numpy or dask
-    translation: np.ndarray  # (n_E, n_scan, 3) m
-    distance: float | None
-    pixel_size: float | None
-    valid: np.ndarray | None  # (ny, nx) bool, True = valid
-    probe: np.ndarray | None  # (n_E, py, px) complex
-    attrs: dict[str, Any]
-    monitor: np.ndarray | None = None  # (n_E, n_scan) counts
-
-
-# ------------------------------------------------------------------ low-level reads
-def _h5py() -> Any:
-    return h5py_module()
-
-
-def _find(group: Any, paths: Sequence[str]) -> tuple[str, Any] | tuple[None, None]:
-    """First of ``paths`` present in ``group`` as an HDF5 dataset (soft links followed)."""
-    h5py = _h5py()
-    for path in paths:
-        try:
-            obj = group.get(path)
-        except (KeyError, OSError, RuntimeError, ValueError):  # dangling link, broken object header
-            obj = None
-        if isinstance(obj, h5py.Dataset):
-            return path, obj
-        if obj is not None:
-            raise SchemaError(f"{group.name}/{path} is a {type(obj).__name__}, expected an HDF5 dataset.")
-    return None, None
-
-
-def _read(dset: Any, what: str, kinds: str = "iuf") -> np.ndarray:
-    """Read an HDF5 dataset as numpy, checking its dtype kind; I/O failures become OSError."""
-    if dset.dtype.kind not in kinds:
-        raise SchemaError(f"{dset.name} ({what}) has dtype {dset.dtype}; expected numbers.")
-    try:
-        return np.asarray(dset[()])
-    except (OSError, RuntimeError) as err:
-        raise OSError(f"cannot read {dset.name} ({what}): {err}") from err
-    except (TypeError, ValueError) as err:
-        raise SchemaError(f"{dset.name} ({what}) cannot be read as numbers: {err}") from err
-
-
-def _widen(a: np.ndarray) -> np.ndarray:
-    """float64 copy of metadata; float32 values go through their shortest decimal repr, so a
-    stored float32 1.12 m becomes 1.12, not 1.1200000047683716 (the value the writer meant)."""
-    if a.dtype == np.float32 and a.size <= 1_000_000:
-        return np.array([float(str(v)) for v in a.reshape(-1)], dtype=np.float64).reshape(a.shape)
-    return a.astype(np.float64)
-
-
-def _units(dset: Any) -> str | None:
-    try:
-        value = dset.attrs.get("units")
-    except (OSError, RuntimeError, KeyError, TypeError):
-        return None
-    if isinstance(value, np.ndarray) and value.size == 1:
-        value = value.reshape(-1)[0]
-    if isinstance(value, bytes):
-        value = value.decode("utf-8", "replace")
-    return value.strip().lower() if isinstance(value, str) else None
-
-
-def _scale(dset: Any, table: dict[str, float], default: str, what: str) -> float:
-    unit = _units(dset) or default
-    if unit not in table:
-        raise SchemaError(f"{dset.name} ({what}) has units {unit!r}; ptyxr understands {sorted(table)}.")
-    return table[unit]
-
-
-def _scalar(group: Any, path: str, what: str, table: dict[str, float], default_unit: str) -> float | None:
-    _, dset = _find(group, (path,))
-    if dset is None:
-        return None
-    raw = _read(dset, what)
-    if raw.size != 1:
-        raise SchemaError(f"{dset.name} ({what}) should be a scalar, got shape {raw.shape}.")
-    value = float(_widen(raw).reshape(-1)[0]) * _scale(dset, table, default_unit, what)
-    if not (np.isfinite(value) and value > 0):
-        raise SchemaError(f"{dset.name} ({what}) must be a positive finite number, got {value!r}.")
-    return value
-
-
-def _attr_value(value: Any) -> Any:
-    if isinstance(value, bytes):
-        return value.decode("utf-8", "replace")
-    if isinstance(value, np.generic):
-        return value.item()
-    return value
-
-
-# --------------------------------------------------------------------- one entry
-def _is_nxcxi(group: Any) -> bool:
-    """True when the entry declares the NeXus NXcxi_ptycho application definition."""
-    try:
-        value = group.get("definition")
-        value = value[()] if value is not None else group.attrs.get("definition")
-    except (OSError, RuntimeError, KeyError, TypeError, ValueError):
-        return False
-    if isinstance(value, np.ndarray) and value.size == 1:
-        value = value.reshape(-1)[0]
-    if isinstance(value, bytes):
-        value = value.decode("utf-8", "replace")
-    return isinstance(value, str) and value.strip() == NX_DEFINITION
-
-
-def _frames(path: Path, dset: Any, lazy: bool) -> Any:
-    """The stored frames as float32: a lazy dask array or read into memory."""
-    if dset.dtype.kind not in "iuf":
-        raise SchemaError(f"{dset.name} (frames) has dtype {dset.dtype}; expected numbers.")
-    if lazy:
-        return lazy_frames(path, dset.name, dset.shape)
-    try:
-        return _read(dset, "frames").astype(np.float32)
-    except OSError as err:
-        raise OSError(f"{err}{filter_hint(err)}") from err
-
-
-def _nx_translation(group: Any, n_scan: int, raster: tuple[int, int] | None) -> np.ndarray | None:
-    """(n_scan, 3) sample translation from NXcxi_ptycho ``data_1/x`` and ``data_1/y`` [m]."""
-    _, x_dset = _find(group, (NX_X_PATH,))
-    _, y_dset = _find(group, (NX_Y_PATH,))
-    if x_dset is None or y_dset is None:
-        return None
-    x = _widen(_read(x_dset, "x positions")) * _scale(x_dset, _LENGTH_UNITS, "m", "x positions")
-    y = _widen(_read(y_dset, "y positions")) * _scale(y_dset, _LENGTH_UNITS, "m", "y positions")
-    if x.size == n_scan and y.size == n_scan:
-        x, y = x.reshape(-1), y.reshape(-1)
-    elif raster is not None and x.ndim == 1 and y.ndim == 1 and (x.size, y.size) == raster:
-        x, y = (a.reshape(-1) for a in np.meshgrid(x, y, indexing="ij"))  # raster data is (npts_x, npts_y, …)
-    else:
-        expect = f"({n_scan},)" + ("" if raster is None else f" or ({raster[0]},) and ({raster[1]},)")
-        raise SchemaError(
-            f"{x_dset.name} / {y_dset.name} have shapes {x_dset.shape} / {y_dset.shape}; expected {expect}."
-        )
-    return np.stack([x, y, np.zeros_like(x)], axis=-1)
-
-
-def _read_entry(
-    group: Any,
-    energy_override: np.ndarray | None,
-    distance: float | None,
-    pixel_size: float | None,
-    path: Path | None = None,
-    lazy: bool = False,
-) -> _Entry:
-    name = group.name.lstrip("/")
-    _, dset = _find(group, DATA_PATHS)
-    if dset is None:
-        raise SchemaError(
-            f"{name} has no diffraction frames: expected a dataset at one of {[f'{name}/{p}' for p in DATA_PATHS]}."
-        )
-    if dset.ndim not in (3, 4):
-        raise SchemaError(f"{dset.name} has shape {dset.shape}; expected (scan, ny, nx) or (energy, scan, ny, nx).")
-    # NXcxi_ptycho raster scans store (npts_x, npts_y, ny, nx); CXI 4-D frames are (energy, scan, ny, nx)
-    raster = tuple(int(v) for v in dset.shape[:2]) if dset.ndim == 4 and _is_nxcxi(group) else None
-    stacked = dset.ndim == 4 and raster is None
-    if 0 in dset.shape:
-        raise SchemaError(f"{dset.name} holds no frames (shape {dset.shape}).")
-    frames = _frames(path, dset, lazy)  # type: ignore[arg-type]  # None: no file to reopen (in memory)
-    if raster is not None:
-        frames = frames.reshape(raster[0] * raster[1], *dset.shape[2:])
-    if not stacked:
-        frames = frames[None]
-    n_energy, n_scan = (int(v) for v in frames.shape[:2])
-
-    # ---- energy [eV]
-    if energy_override is not None:
-        energy = energy_override
-    else:
-        _, e_dset = _find(group, ENERGY_PATHS)
-        if e_dset is not None:
-            energy = _widen(_read(e_dset, "photon energy")).reshape(-1)
-            energy = energy * _scale(e_dset, _ENERGY_UNITS, "j", "photon energy")
-            where = e_dset.name
-        else:
-            _, w_dset = _find(group, (WAVELENGTH_PATH,))
-            if w_dset is None:
-                raise SchemaError(
-                    f"{name} has no photon energy (none of {list(ENERGY_PATHS)}) and no {WAVELENGTH_PATH}; "
-                    "pass energy=... [eV]."
-                )
-            wl = _widen(_read(w_dset, "wavelength")).reshape(-1)
-            wl = wl * _scale(w_dset, _LENGTH_UNITS, "m", "wavelength")
-            with np.errstate(divide="ignore", invalid="ignore"):
-                energy = const.h * const.c / const.e / wl
-            where = w_dset.name
-        if energy.size != n_energy:
-            raise SchemaError(f"{where} holds {energy.size} value(s) for {n_energy} energies of {dset.name}.")
-        lo, hi = _ENERGY_RANGE
-        if not (np.all(np.isfinite(energy)) and np.all((energy > lo) & (energy < hi))):
-            raise SchemaError(
-                f"{where} gives photon energies {energy.tolist()[:5]} eV, outside {lo:g}–{hi:g} eV: "
-                "wrong units? CXI stores joules; set a 'units' attr or pass energy=... [eV]."
-            )
-    if stacked and energy.size > 1 and np.any(np.diff(energy) <= 0):
-        raise SchemaError(
-            f"{name}: the energies of the stacked frames {energy.tolist()[:8]} are not strictly "
-            "increasing (unsorted or duplicate); fix the file or pass energy=... [eV]."
-        )
-
-    # ---- translations [m] (x, y, z)
-    _, t_dset = _find(group, TRANSLATION_PATHS)
-    if t_dset is None:
-        translation = _nx_translation(group, n_scan, raster)  # type: ignore[arg-type]  # 2 values
-        if translation is None:
-            raise SchemaError(
-                f"{name} has no sample translations: expected one of "
-                f"{[f'{name}/{p}' for p in TRANSLATION_PATHS]} (scan, 3), or {name}/{NX_X_PATH} and "
-                f"{name}/{NX_Y_PATH} (NXcxi_ptycho), in metres."
-            )
-        t_name = f"{name}/{NX_X_PATH}"
-        t_shape = translation.shape
-    else:
-        translation = _widen(_read(t_dset, "sample translation"))
-        translation = translation * _scale(t_dset, _LENGTH_UNITS, "m", "sample translation")
-        t_name, t_shape = t_dset.name, t_dset.shape
-        if raster is not None and translation.ndim == 3 and translation.shape[:2] == raster:
-            translation = translation.reshape(n_scan, -1)
-    if translation.ndim == 2 and stacked:
-        translation = np.broadcast_to(translation, (n_energy, *translation.shape))
-    elif translation.ndim == 2:
-        translation = translation[None]
-    if translation.ndim != 3 or translation.shape[:2] != (n_energy, n_scan) or translation.shape[2] < 2:
-        raise SchemaError(
-            f"{t_name} has shape {t_shape}; expected ({n_scan}, 3) (x, y, z per frame of "
-            f"{dset.name}) or ({n_energy}, {n_scan}, 3)."
-        )
-    if np.isinf(translation).any():
-        raise SchemaError(f"{t_name} holds ±inf translations.")
-
-    # ---- detector geometry [m]
-    dist = distance if distance is not None else _scalar(group, DISTANCE_PATH, "detector distance", _LENGTH_UNITS, "m")
-    if pixel_size is not None:
-        pix = pixel_size
-    else:
-        px = _scalar(group, X_PIXEL_PATH, "x pixel size", _LENGTH_UNITS, "m")
-        py = _scalar(group, Y_PIXEL_PATH, "y pixel size", _LENGTH_UNITS, "m")
-        if px is not None and py is not None and not np.isclose(px, py, rtol=1e-6, atol=0):
-            raise SchemaError(
-                f"{name}: x_pixel_size {px:g} m differs from y_pixel_size {py:g} m; ptyxr needs "
-                "square pixels (rebin the frames, then pass pixel_size=...)."
-            )
-        pix = px if px is not None else py  # type: ignore[assignment]  # None is reported below
-
-    # ---- mask: CXI marks bad pixels with nonzero bits
-    valid = None
-    _, m_dset = _find(group, MASK_PATHS)
-    if m_dset is not None:
-        mask = _read(m_dset, "detector mask", kinds="biuf")
-        if mask.shape != tuple(frames.shape[2:]):
-            raise SchemaError(
-                f"{m_dset.name} has shape {mask.shape}; expected the frame shape {tuple(frames.shape[2:])}."
-            )
-        valid = mask == 0
-
-    # ---- incident flux monitor (I0) per frame
-    monitor = None
-    _, i0_dset = _find(group, MONITOR_PATHS)
-    if i0_dset is not None:
-        monitor = _widen(_read(i0_dset, "monitor (I0)"))
-        if monitor.size == n_energy * n_scan:
-            monitor = monitor.reshape(n_energy, n_scan)
-        else:
-            raise SchemaError(
-                f"{i0_dset.name} (monitor) has shape {i0_dset.shape}; expected one value per frame of "
-                f"{dset.name}, ({n_scan},) or ({n_energy}, {n_scan})."
-            )
-        if not np.all(np.isfinite(monitor) & (monitor > 0)):
-            raise SchemaError(f"{i0_dset.name} (monitor) must hold positive finite counts; got {monitor.min():g}.")
-
-    probe = None
-    _, p_dset = _find(group, PROBE_PATHS)
-    if p_dset is not None:
-        probe = _read(p_dset, "probe", kinds="iufc").astype(np.complex64)
-        if probe.ndim == 2:
-            probe = np.broadcast_to(probe, (n_energy, *probe.shape))
-        if probe.ndim != 3 or probe.shape[0] != n_energy:
-            raise SchemaError(f"{p_dset.name} has shape {p_dset.shape}; expected (py, px) or ({n_energy}, py, px).")
-
-    attrs = {}
-    for key in ENTRY_ATTRS:
-        if key in group.attrs:
-            attrs[key] = _attr_value(group.attrs[key])
-    return _Entry(
-        name,
-        np.asarray(energy, dtype=np.float64).reshape(-1),
-        frames,
-        translation,
-        dist,
-        pix,
-        valid,
-        probe,
-        attrs,
-        monitor,
-    )
 
 
 # ----------------------------------------------------------------- frame geometry
@@ -823,174 +497,3 @@ def open_scan(
             "lazy": hasattr(ds[INTENSITY].data, "dask"),
         },
     )
-
-
-# ------------------------------------------------------------------------- writer
-#: ``write_cxi(compression=...)`` names → h5py dataset keyword arguments (hdf5plugin filters).
-COMPRESSIONS = ("bitshuffle-lz4", "blosc-lz4", "gzip")
-
-
-def _compression(name: str | None) -> dict[str, Any]:
-    if name is None:
-        return {}
-    if name == "gzip":
-        return {"compression": "gzip", "compression_opts": 4, "shuffle": True}
-    import hdf5plugin
-
-    if name == "bitshuffle-lz4":  # the EIGER/DECTRIS filter
-        return dict(hdf5plugin.Bitshuffle(cname="lz4"))
-    if name == "blosc-lz4":
-        return dict(hdf5plugin.Blosc(cname="lz4", clevel=5, shuffle=hdf5plugin.Blosc.SHUFFLE))
-    raise SchemaError(f"compression={name!r}; use None or one of {COMPRESSIONS}.")
-
-
-def write_cxi(
-    ds: xr.Dataset,
-    path: str | os.PathLike,
-    layout: str = "entries",
-    overwrite: bool = False,
-    compression: str | None = None,
-) -> Path:
-    """Write a raw scan series (DESIGN §1a) as a CXI file that :func:`open_scan` reads back.
-
-    Parameters
-    ----------
-    ds : xarray.Dataset
-        One particle's §1a Dataset (validated first); a lazy intensity is written one
-        energy at a time.
-    path : str or path-like
-        Output file; written atomically (temporary file renamed when complete).
-    layout : {"entries", "stacked", "nxcxi"}
-        "entries": one ``entry_<n>`` per energy holding only its real scan points (NaN
-        padding dropped). "stacked": one ``entry_1`` with 4-D frames (energy, scan, N, N),
-        a 1-D energy array and (energy, scan, 3) translations, padding kept as NaN.
-        "nxcxi": like "entries" but each entry follows NeXus NXcxi_ptycho (``definition``,
-        ``NX_class`` attrs, positions in ``data_1/x``/``data_1/y``, energy in
-        ``instrument_1/beam_1/energy``, mask as ``pixel_mask``, I0 in
-        ``monitor_reference/data``), with no CXI ``translation`` dataset.
-    overwrite : bool
-        Replace an existing file.
-    compression : {None, "bitshuffle-lz4", "blosc-lz4", "gzip"}
-        Filter of the frames, one HDF5 chunk per frame; the first two need hdf5plugin
-        (as beamline EIGER/Pilatus files do).
-
-    Returns
-    -------
-    pathlib.Path
-        The written file.
-
-    Notes
-    -----
-    Energies are written in joules, translations as the sample translation (x, y, 0) =
-    −(probe position), the mask as CXI flags (1 = bad pixel); ``probe_guess`` goes to
-    ``instrument_1/source_1/probe``, ``monitor`` to ``instrument_1/monitor_1/data`` and
-    the attrs ``particle``, ``condition``, ``probe_fwhm``, ``probe_defocus`` to HDF5
-    attrs of each entry.
-    """
-    h5py = _h5py()
-    if isinstance(ds, xr.Dataset) and PARTICLE in ds.dims:
-        raise SchemaError(f"write_cxi writes one particle per file; select one with ds.isel({PARTICLE}=i).")
-    validate_raw(ds)
-    if layout not in ("entries", "stacked", "nxcxi"):
-        raise ValueError(f"layout={layout!r}; use 'entries', 'stacked' or 'nxcxi'.")
-    filters = _compression(compression)
-    energy = np.asarray(ds[ENERGY].values, dtype=np.float64)
-    intensity = ds[INTENSITY]
-    pos_y = np.asarray(ds[POSITION_Y].values, dtype=np.float64)
-    pos_x = np.asarray(ds[POSITION_X].values, dtype=np.float64)
-    translation = np.stack([-pos_x, -pos_y, np.zeros_like(pos_x)], axis=-1)
-    bad = None if DETECTOR_MASK not in ds else (~ds[DETECTOR_MASK].values).astype(np.uint32)
-    probe = None if PROBE_GUESS not in ds else np.asarray(ds[PROBE_GUESS].values, dtype=np.complex64)
-    monitor = None if MONITOR not in ds else np.asarray(ds[MONITOR].values, dtype=np.float64)
-    distance = float(ds.attrs[ATTR_DETECTOR_DISTANCE])
-    pixel = float(ds.attrs[ATTR_DETECTOR_PIXEL_SIZE])
-    entry_attrs = {k: ds.attrs[k] for k in ENTRY_ATTRS if k in ds.attrs}
-    nexus = layout == "nxcxi"
-
-    def frames_of(i: int, keep: np.ndarray | None = None) -> np.ndarray:
-        a = np.asarray(intensity.isel({ENERGY: i}).values, dtype=np.float32)
-        return a if keep is None else a[keep]
-
-    def entry(
-        f: Any,
-        name: str,
-        data: Any,
-        energy_j: Any,
-        trans: np.ndarray,
-        prb: np.ndarray | None,
-        i0: np.ndarray | None,
-    ) -> None:
-        g = f.create_group(name)
-        for key, value in entry_attrs.items():
-            g.attrs[key] = value
-        det = g.create_group("instrument_1/detector_1")
-        if callable(data):  # (energy, scan, N, N) written one energy at a time: bounded memory
-            shape = (energy.size, *intensity.shape[1:])
-            dset = det.create_dataset("data", shape=shape, dtype=np.float32, chunks=(1, 1, *shape[2:]), **filters)
-            for i in range(energy.size):
-                dset[i] = data(i)
-        else:
-            det.create_dataset("data", data=data, chunks=(1, *data.shape[1:]), **filters)
-        det["distance"] = distance
-        det["x_pixel_size"] = pixel
-        det["y_pixel_size"] = pixel
-        if bad is not None:
-            det["pixel_mask" if nexus else "mask"] = bad
-        src = g.create_group("instrument_1/source_1")
-        if nexus:
-            g["definition"] = NX_DEFINITION
-            beam = g.create_group("instrument_1/beam_1")
-            beam["energy"] = energy_j / const.e
-            beam["energy"].attrs["units"] = "eV"
-            for group, cls in (
-                (g, "NXentry"),
-                (g["instrument_1"], "NXinstrument"),
-                (det, "NXdetector"),
-                (src, "NXsource"),
-                (beam, "NXbeam"),
-            ):
-                group.attrs["NX_class"] = cls
-        else:
-            src["energy"] = energy_j
-            src["energy"].attrs["units"] = "J"
-        if prb is not None:
-            src["probe"] = prb
-        if i0 is not None:
-            if nexus:
-                mon = g.create_group("monitor_reference")
-                mon.attrs["NX_class"] = "NXmonitor"
-                mon["data"] = i0
-            else:
-                g.create_group("instrument_1/monitor_1")["data"] = i0
-        data_1 = g.create_group("data_1")
-        data_1["data"] = h5py.SoftLink(det["data"].name)
-        if nexus:
-            data_1.attrs["NX_class"] = "NXdata"
-            data_1.attrs["signal"] = "data"
-            data_1["x"] = trans[..., 0]
-            data_1["y"] = trans[..., 1]
-            data_1["x"].attrs["units"] = data_1["y"].attrs["units"] = "m"
-        else:
-            g.create_group("sample_1/geometry_1")["translation"] = trans
-            data_1["translation"] = h5py.SoftLink(g["sample_1/geometry_1/translation"].name)
-
-    path = Path(path)
-    with atomic_path(path, overwrite=overwrite) as tmp, h5py.File(tmp, "w") as f:
-        f["cxi_version"] = CXI_VERSION
-        if layout in ("entries", "nxcxi"):
-            for i, e in enumerate(energy):
-                keep = np.isfinite(pos_y[i]) & np.isfinite(pos_x[i])
-                entry(
-                    f,
-                    f"entry_{i + 1}",
-                    frames_of(i, keep),
-                    e * const.e,
-                    translation[i][keep],
-                    None if probe is None else probe[i],
-                    None if monitor is None else monitor[i][keep],
-                )
-            f["number_of_entries"] = energy.size
-        else:
-            entry(f, "entry_1", frames_of, energy * const.e, translation, probe, monitor)
-            f["number_of_entries"] = 1
-    return path

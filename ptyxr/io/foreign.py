@@ -51,7 +51,8 @@ import scipy.constants as const
 import xarray as xr
 
 from ptyxr import provenance
-from ptyxr.io.cxi import _ENERGY_RANGE, _ENERGY_UNITS, _ENTRY, _LENGTH_UNITS, _expand_paths, _h5py, _scale, _widen
+from ptyxr.io.cxi import _expand_paths
+from ptyxr.io.cxi_layout import _ENERGY_RANGE, _ENERGY_UNITS, _ENTRY, _LENGTH_UNITS, _h5py, _scale, _widen
 from ptyxr.schema import (
     ATTR_PARTICLE,
     COVERAGE,
@@ -615,7 +616,7 @@ def write_reconstruction(ds: xr.Dataset, path: str | os.PathLike, overwrite: boo
     pathlib.Path
         The written file.
     """
-    from ptyxr.io.cxi import ATTR_SOURCE, CXI_VERSION
+    from ptyxr.io.cxi_layout import ATTR_SOURCE, CXI_VERSION
     from ptyxr.io.netcdf import atomic_path
     from ptyxr.schema import ATTR_CONDITION, ATTR_PIXEL_SIZE, PARTICLE
 

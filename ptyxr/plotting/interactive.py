@@ -19,7 +19,7 @@ import numpy as np
 import xarray as xr
 
 from ptyxr import schema as s
-from ptyxr.plotting.paper import cluster_color, label, robust_limits
+from ptyxr.plotting.style import cluster_color, label, robust_limits
 
 #: Columns of :func:`domain_table` holding the map position in µm (the hv "image" axes).
 X_UM, Y_UM = "x_um", "y_um"

@@ -16,7 +16,7 @@ class PlotMethods:
     ``ds.ptyxr.plot.figure1()``, ``.chemical_maps()`` (Fig. 2), ``.domains()`` (Fig. 3),
     ``.elbow()`` (Fig. S3), ``.stack()`` (energy slider), ``.scatter()`` (linked domain
     scatter), ``.pixel_explorer()`` and ``.domain_explorer()`` (ipywidgets explorers of
-    :mod:`ptyxr.widgets`). Each method calls the function of the same purpose in
+    :mod:`ptyxr.plotting.widgets`). Each method calls the function of the same purpose in
     :mod:`ptyxr.plotting.paper` / :mod:`ptyxr.plotting.interactive` with this Dataset
     and returns what it returns (a matplotlib Figure or a holoviews object).
     """
@@ -62,14 +62,14 @@ class PlotMethods:
         return interactive.domain_scatter(self._obj, **kwargs)
 
     def pixel_explorer(self, **kwargs: Any) -> Any:
-        """Clickable map with per-pixel spectra and fit; see :class:`ptyxr.widgets.PixelExplorer`."""
-        from ptyxr.widgets import PixelExplorer
+        """Clickable map with per-pixel spectra and fit; see :class:`ptyxr.plotting.widgets.PixelExplorer`."""
+        from ptyxr.plotting.widgets import PixelExplorer
 
         return PixelExplorer(self._obj, **kwargs)
 
     def domain_explorer(self, **kwargs: Any) -> Any:
-        """Cluster picker over the domain maps; see :class:`ptyxr.widgets.DomainExplorer`."""
-        from ptyxr.widgets import DomainExplorer
+        """Cluster picker over the domain maps; see :class:`ptyxr.plotting.widgets.DomainExplorer`."""
+        from ptyxr.plotting.widgets import DomainExplorer
 
         return DomainExplorer(self._obj, **kwargs)
 

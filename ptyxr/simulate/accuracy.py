@@ -67,7 +67,7 @@ def _fmt(value) -> str:
 
 def _register_truth(result: xr.Dataset, truth: xr.Dataset) -> tuple[float, float]:
     """Offset (dy, dx) [m] such that truth(y − dy, x − dx) best matches the result."""
-    from skimage.registration import phase_cross_correlation
+    from ptyxr.registration import register_pair
 
     ref = float(result[s.ENERGY].values[-1])
     rec = result[s.PHASE].sel({s.ENERGY: ref}) if s.PHASE in result else np.angle(result[s.OBJECT].sel({s.ENERGY: ref}))
@@ -75,7 +75,7 @@ def _register_truth(result: xr.Dataset, truth: xr.Dataset) -> tuple[float, float
     tru = tru_full.interp({s.Y: result[s.Y], s.X: result[s.X]})
     a = np.nan_to_num(np.asarray(rec, dtype=float))
     b = np.nan_to_num(np.asarray(tru, dtype=float))
-    shift, _, _ = phase_cross_correlation(a, b, upsample_factor=20, normalization=None)
+    shift = register_pair(a, b, upsample=20)
     pixel = float(result[s.Y].attrs.get(s.ATTR_PIXEL_SIZE, abs(float(result[s.Y][1] - result[s.Y][0]))))
     return float(shift[0]) * pixel, float(shift[1]) * pixel
 
@@ -153,7 +153,7 @@ def ideal_maps(truth: xr.Dataset, fit_options: dict | None = None, chemistry_opt
         The fitted noise-free spectra (DESIGN §1c–e) on the truth's grid, ``phase`` the
         truth's (for registration).
     """
-    from ptyxr.simulate import spectra_from_truth
+    from ptyxr.simulate.datasets import spectra_from_truth
 
     fit_options = {"progress": False, **(fit_options or {})}
     fitted = spectra_from_truth(truth).ptyxr.fit_xanes(**fit_options).ptyxr.chemical_state(**(chemistry_options or {}))

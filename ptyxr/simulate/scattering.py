@@ -35,13 +35,15 @@ from __future__ import annotations
 import functools
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-from scipy.special import erf
 
 from ptyxr import physics
-from ptyxr.simulate.presets import DomainType
+from ptyxr.xanes import lineshapes as _lineshapes
+
+if TYPE_CHECKING:  # annotations only: presets imports this module to validate NearEdgeShape
+    from ptyxr.simulate.presets import DomainType
 
 #: Above this energy [eV] the edge step follows the table's post-edge decay.
 E_FLAT: float = 5600.0
@@ -127,7 +129,7 @@ def edge_step(energy: np.ndarray, centre: float, width: float, shape: str = "erf
     1/(√π·``width``) there.
     """
     if shape == "erf":
-        return 0.5 * (1.0 + erf((energy - centre) / width))
+        return _lineshapes.step(energy, centre, width)
     if shape == "arctan":
         # same slope 1/(√π·width) at the centre as the erf step
         return 0.5 + np.arctan(np.sqrt(np.pi) * (energy - centre) / width) / np.pi
@@ -139,12 +141,12 @@ def split_lorentzian(
 ) -> np.ndarray:
     """Lorentzian of peak ``height`` at ``centre`` with half width ``half_width``·(1 ∓ ``asymmetry``) below/above."""
     width = np.where(energy < centre, half_width * (1.0 - asymmetry), half_width * (1.0 + asymmetry))
-    return height / (1.0 + ((energy - centre) / width) ** 2)
+    return height * _lineshapes.lorentzian(energy, centre, width)
 
 
 def lorentzian(energy: np.ndarray, height: float, centre: float, half_width: float) -> np.ndarray:
-    """height / (1 + ((E − centre)/half_width)²) — the Lorentzian of paper eq. (1)."""
-    return height / (1.0 + ((energy - centre) / half_width) ** 2)
+    """height / (1 + ((E − centre)/half_width)²): paper eq. (1)'s :func:`ptyxr.xanes.lineshapes.lorentzian`."""
+    return height * _lineshapes.lorentzian(energy, centre, half_width)
 
 
 def vanadium_f2(
@@ -161,7 +163,7 @@ def vanadium_f2(
     energy = np.asarray(energy, dtype=float)
     p = domain.eq1_parameters(delta_f2)
     if shape == EQ1_SHAPE:
-        step = 0.5 * (1.0 + erf((energy - p["b2"]) / p["b3"]))
+        step = _lineshapes.step(energy, p["b2"], p["b3"])
         white_line = lorentzian(energy, p["c21"], p["c22"], p["c23"])
     else:
         step = edge_step(energy, p["b2"], p["b3"], shape.edge)

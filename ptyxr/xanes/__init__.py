@@ -1,6 +1,8 @@
 """XANES fitting of paper eq. (1): model, vectorised batch solver, the ``fit_xanes`` stage.
 
-- :mod:`ptyxr.xanes.model`: eq. (1) in numpy (:func:`eq1`) and as an lmfit model
+- :mod:`ptyxr.xanes.lineshapes`: eq. (1)'s line shapes and the model built from them
+  (:func:`eq1`); :mod:`ptyxr.xanes.starts`: vectorised starting values and bounds.
+- :mod:`ptyxr.xanes.model`: eq. (1) (re-exported) and as an lmfit model
   (:func:`xanes_model`, :func:`fit_spectrum`, :func:`paper_params`), starting values and
   bounds (:func:`guess`).
 - :mod:`ptyxr.xanes.solver`: :func:`fit_batch`, variable projection + batched
@@ -32,7 +34,7 @@ def reference_spectra(energy: np.ndarray | None = None) -> xr.Dataset:
 
     Transmission XAFS from the XAS Data Library (APS 13-BM-D, 2005; public domain, see
     ``ptyxr/data/xanes/LICENSE.txt``), μt = ln(i0/itrans), linearly interpolated onto
-    ``energy`` (default: :func:`ptyxr.simulate.energies.paper_energy_grid`, the paper's
+    ``energy`` (default: :func:`ptyxr.physics.paper_energy_grid`, the paper's
     40 energies). No normalisation: μt as measured (offsets and edge steps differ).
 
     Returns
@@ -45,7 +47,7 @@ def reference_spectra(energy: np.ndarray | None = None) -> xr.Dataset:
     from ptyxr.io.xdi import read_xdi
 
     if energy is None:
-        from ptyxr.simulate.energies import paper_energy_grid
+        from ptyxr.physics import paper_energy_grid
 
         energy = paper_energy_grid()
     energy = np.asarray(energy, dtype=float)

@@ -371,12 +371,8 @@ def fit_xanes(
     if keep_fit_curve:
         e: Any = ds[ENERGY]  # the numpy kernels broadcast DataArrays too
         v: dict[str, Any] = {name: new[name] for name in FIT_PARAMETERS}  # xarray arithmetic: stays lazy on dask
-        curve = (
-            v["a"]
-            + v["b1"] * _model.step(e, v["b2"], v["b3"])
-            + v["c11"] * _model.lorentzian(e, v["c12"], v["c13"])
-            + v["c21"] * _model.lorentzian(e, v["c22"], v["c23"])
-        )
+        constant, edge, pre_edge, white_line = _model.eq1_terms(e, *(v[name] for name in FIT_PARAMETERS))
+        curve = constant + edge + pre_edge + white_line
         new[ABSORPTION_FIT] = schema.with_attrs(curve.transpose(*absorption.dims), ABSORPTION_FIT)
 
     return ds.assign(new)

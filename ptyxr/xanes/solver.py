@@ -36,7 +36,7 @@ from dataclasses import dataclass
 import numpy as np
 from scipy.special import erf
 
-from ptyxr.xanes.model import EDGE_RANGE, PARAMETERS, WIDTH_BOUNDS, initial_estimates
+from ptyxr.xanes.starts import EDGE_RANGE, PARAMETERS, WIDTH_BOUNDS, initial_estimates
 
 N_PARAMETERS = len(PARAMETERS)
 # Column indices into the paper-ordered parameter vector.

@@ -1,0 +1,79 @@
+"""Line shapes of paper eq. (1) and the model built from them (numpy only; lmfit's layout).
+
+Uematsu et al. (PCCP 2023) eq. (1)::
+
+    μt(E) = a + b1/2·[1 + erf((E − b2)/b3)] + Σ_{i=1,2} c_i1 / (1 + ((E − c_i2)/c_i3)²)
+
+As ``lmfit.lineshapes`` does, the unit shapes (:func:`step`, :func:`lorentzian`) are
+defined once and the model composed from them (:func:`eq1_terms` → :func:`eq1`). Every
+user of eq. (1) evaluates it here: the lmfit front end (:mod:`ptyxr.xanes.model`), the
+``fit_xanes`` fit curve, the pixel explorer's component plot and the simulator's near-edge
+f″ model (:mod:`ptyxr.simulate.scattering`, same step and Lorentzian, other prefactors).
+The batch solver (:mod:`ptyxr.xanes.solver`) evaluates the same shapes fused with their
+derivatives for speed.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+from scipy.special import erf
+
+__all__ = ["COMPONENTS", "eq1", "eq1_array", "eq1_terms", "lorentzian", "step"]
+
+#: Names of eq. (1)'s additive terms, in :func:`eq1_terms` order.
+COMPONENTS: tuple[str, ...] = ("constant", "edge step", "pre-edge peak", "white line")
+
+
+def step(energy: np.ndarray, b2: Any, b3: Any) -> np.ndarray:
+    """Unit erf step ½[1 + erf((E − b2)/b3)] (dimensionless)."""
+    return 0.5 * (1.0 + erf((energy - b2) / b3))
+
+
+def lorentzian(energy: np.ndarray, center: Any, hwhm: Any) -> np.ndarray:
+    """Unit-height Lorentzian 1/(1 + ((E − center)/hwhm)²) (dimensionless)."""
+    u = (energy - center) / hwhm
+    return 1.0 / (1.0 + u * u)
+
+
+def eq1_terms(
+    energy: Any, a: Any, b1: Any, b2: Any, b3: Any, c11: Any, c12: Any, c13: Any, c21: Any, c22: Any, c23: Any
+) -> tuple[Any, Any, Any, Any]:
+    """The four additive terms of eq. (1), in :data:`COMPONENTS` order; their sum is :func:`eq1`.
+
+    ``a``, ``b1·step(E; b2, b3)``, ``c11·lorentzian(E; c12, c13)``, ``c21·lorentzian(E; c22, c23)``.
+    No conversion of the inputs: numpy arrays and (lazy) xarray objects broadcast alike.
+    Units as :func:`eq1`.
+    """
+    return a, b1 * step(energy, b2, b3), c11 * lorentzian(energy, c12, c13), c21 * lorentzian(energy, c22, c23)
+
+
+def eq1(
+    energy: Any, a: Any, b1: Any, b2: Any, b3: Any, c11: Any, c12: Any, c13: Any, c21: Any, c22: Any, c23: Any
+) -> np.ndarray:
+    """Paper eq. (1): μt(E) from the ten paper parameters (numpy, broadcasting).
+
+    Parameters
+    ----------
+    energy : array_like
+        Photon energy [eV].
+    a, b1, c11, c21 : array_like
+        Background, edge jump and Lorentzian heights (dimensionless, μt units).
+    b2, b3, c12, c13, c22, c23 : array_like
+        Edge centre/width and Lorentzian centres/half widths [eV].
+
+    Returns
+    -------
+    numpy.ndarray
+        μt at ``energy`` (dimensionless).
+    """
+    energy = np.asarray(energy, dtype=float)
+    constant, edge, pre_edge, white_line = eq1_terms(energy, a, b1, b2, b3, c11, c12, c13, c21, c22, c23)
+    return constant + edge + pre_edge + white_line
+
+
+def eq1_array(energy: np.ndarray, params: np.ndarray) -> np.ndarray:
+    """eq. (1) for parameter rows ``params`` (..., 10) in ``FIT_PARAMETERS`` order → (..., n_E)."""
+    p = np.moveaxis(np.asarray(params, dtype=float), -1, 0)[..., None]
+    return eq1(np.asarray(energy, dtype=float), *p)

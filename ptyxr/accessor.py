@@ -38,8 +38,8 @@ class _Stage:
             return func(obj, *args, **kwargs)
 
         del bound.__wrapped__  # else inspect follows it back to the unbound signature
-        bound.__signature__ = signature
-        bound.func = func  # the stage function, as functools.partial exposes it
+        bound.__signature__ = signature  # type: ignore[attr-defined]
+        bound.func = func  # type: ignore[attr-defined]  # the stage function, as functools.partial exposes it
         return bound
 
 

@@ -165,7 +165,7 @@ def integer(name: str, value: Any, where: str = "", minimum: int | None = None, 
     if not isinstance(value, numbers.Integral):
         if not math.isfinite(float(value)) or not float(value).is_integer():
             raise SchemaError(f"{_where(where)}{name}={_show(value)} must be a whole number, e.g. {name}=10.")
-    out = int(value)
+    out = int(value)  # type: ignore[call-overload]  # a Real that is whole (checked above)
     if minimum is not None and out < minimum:
         positive = " (a positive integer)" if minimum == 1 else ""
         raise SchemaError(f"{_where(where)}{name}={out} must be ≥ {minimum}{positive}.")

@@ -20,8 +20,7 @@ from __future__ import annotations
 import numpy as np
 import xarray as xr
 
-from ptyxr import checks as _checks
-from ptyxr import physics, provenance
+from ptyxr import physics
 from ptyxr.schema import (
     EDGE_ENERGY,
     EDGE_JUMP,
@@ -42,6 +41,7 @@ from ptyxr.schema import (
     validate_fit,
     with_attrs,
 )
+from ptyxr.stage import Recorded, stage
 
 STAGE = "chemical_state"
 # Names of the eq. (1) parameters used here (order of schema.FIT_PARAMETERS).
@@ -211,13 +211,27 @@ def _reference_index(energy: np.ndarray, reference_energy: float | None) -> int:
     return int(np.argmin(np.abs(energy - reference_energy)))
 
 
+def validate_input(ds: object, where: str = STAGE) -> xr.Dataset:
+    """The input of :func:`chemical_state`: a XANES fit (DESIGN §1d) that still holds the phase (§1c)."""
+    ds = validate_fit(ds, where)
+    require_variables(ds, (PHASE,), where, "Keep the phase stack from ds.ptyxr.spectra() (DESIGN §1c).")
+    require_dims(ds[PHASE], spec(PHASE).dims, where)
+    require_energy(ds, where)
+    for name in (_B1, _B2, _C11, _C13, FIT_VALID):
+        require_dims(ds[name], spec(name).dims, where)
+    if ds[FIT_VALID].dtype != bool:
+        raise SchemaError(f"{where}: {FIT_VALID!r} must be boolean (True = valid fit), got {ds[FIT_VALID].dtype}.")
+    return ds
+
+
+@stage(STAGE, validate=validate_input)
 def chemical_state(
     ds: xr.Dataset,
     table: physics.Table = "paper",
     reference_energy: float | None = None,
     delta_f2: float | None = None,
     edge_jump_correction: bool = True,
-) -> xr.Dataset:
+) -> Recorded:
     """Chemical-state maps from a XANES fit and the phase images (DESIGN §1e).
 
     Parameters
@@ -263,15 +277,7 @@ def chemical_state(
     from the phase at E_ref alone: the measured Re[N_e^eff]/N_V uses no f′. The two ratios
     (PE/Δμt, Re[N_e^eff]/N_V) are NaN also where b1 ≤ 0.
     """
-    _checks.arguments("chemical_state", locals())
-    ds = validate_fit(ds, STAGE)
-    require_variables(ds, (PHASE,), STAGE, "Keep the phase stack from ds.ptyxr.spectra() (DESIGN §1c).")
-    require_dims(ds[PHASE], spec(PHASE).dims, STAGE)
-    energy = require_energy(ds, STAGE)
-    for name in (_B1, _B2, _C11, _C13, FIT_VALID):
-        require_dims(ds[name], spec(name).dims, STAGE)
-    if ds[FIT_VALID].dtype != bool:
-        raise SchemaError(f"{STAGE}: {FIT_VALID!r} must be boolean (True = valid fit), got {ds[FIT_VALID].dtype}.")
+    energy = np.asarray(ds[ENERGY].values, dtype=float)  # checked by validate_input
     if table not in physics.TABLES:
         raise SchemaError(f"{STAGE}: table must be one of {physics.TABLES}, got {table!r}.")
 
@@ -347,18 +353,13 @@ def chemical_state(
             ),
         }
     )
-    return provenance.record(
-        out,
-        STAGE,
-        {
-            "table": table,
-            "reference_energy": reference_energy,
-            "reference_energy_used": e_ref,
-            "delta_f2": df2,
-            "delta_f2_source": df2_source,
-            "edge_jump_correction": bool(edge_jump_correction),
-            "classical_electron_radius": r_e,
-            "theoretical_electrons_per_vanadium": theory,
-            "theoretical_f1_source": _F1_SOURCES[table],
-        },
-    )
+    # recorded next to the call's parameters: the values used and the constants' sources
+    facts = {
+        "reference_energy_used": e_ref,
+        "delta_f2": df2,
+        "delta_f2_source": df2_source,
+        "classical_electron_radius": r_e,
+        "theoretical_electrons_per_vanadium": theory,
+        "theoretical_f1_source": _F1_SOURCES[table],
+    }
+    return Recorded(out, facts)

@@ -266,7 +266,7 @@ def _options(config: dict[str, Any]):
     from ptyxr.pipeline import ChainOptions
 
     sections = {s: {**RUN_DEFAULTS.get(s, {}), **config.get(s, {})} for s in STAGE_SECTIONS}
-    return ChainOptions(**sections)
+    return ChainOptions(**sections)  # type: ignore[arg-type]
 
 
 def _default(func: Callable[..., Any], name: str) -> Any:
@@ -389,7 +389,7 @@ def run_staged(
         for i in range(n_done, len(PARTICLE_STAGES)):
             stage = PARTICLE_STAGES[i]
             current = ds
-            ds = _timed(timings, stage, lambda s=stage, d=current: getattr(d.ptyxr, s)(**getattr(options, s)))
+            ds = _timed(timings, stage, lambda s=stage, d=current: getattr(d.ptyxr, s)(**getattr(options, s)))  # type: ignore[misc]
             if stage == "reconstruct":
                 ds = add_resolution(ds, raw, options, timings)
             ds.attrs[RUN_ATTR] = json.dumps({"stages": list(PARTICLE_STAGES[: i + 1]), "key": stage_keys[i]})
@@ -398,7 +398,7 @@ def run_staged(
     if domains_done:
         combined = open_dataset(domains_path, load=True)
         elbow = open_dataset(elbow_path, load=True)
-        elbow = elbow[list(elbow.data_vars)[0]] if len(elbow.data_vars) == 1 else elbow
+        elbow = elbow[list(elbow.data_vars)[0]] if len(elbow.data_vars) == 1 else elbow  # type: ignore[assignment]
         log(f"combined results picked up from {domains_path}")
     else:
         combined = _timed(timings, "combine", lambda: combine_particles(particles))

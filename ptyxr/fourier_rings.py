@@ -254,7 +254,7 @@ def frc_images(
         from ptyxr.registration import register_pair
 
         shift = register_pair(a, b, upsample)
-        moved = fourier_shift(b.astype(np.complex128), tuple(shift))
+        moved = fourier_shift(b.astype(np.complex128), (float(shift[0]), float(shift[1])))
         b = moved if np.iscomplexobj(a) else moved.real
     frc, count = fourier_ring_correlation(a, b, bins_per_unit, n_rings)
     frc[0] = np.nan  # the means were removed: ring 0 holds rounding noise only

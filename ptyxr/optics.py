@@ -8,6 +8,8 @@ one of the two yields the conjugate object (phase sign flipped), so both import 
 
 from __future__ import annotations
 
+from typing import overload
+
 import numpy as np
 import scipy.fft as sfft
 
@@ -30,6 +32,18 @@ def back_propagate(detector_wave: np.ndarray, workers: int = FFT_WORKERS) -> np.
     return sfft.ifft2(sfft.ifftshift(detector_wave, axes=(-2, -1)), norm="ortho", workers=workers)
 
 
+@overload
+def real_space_pixel_size(
+    energy: float, detector_distance: float, detector_pixel_size: float, n_pixels: int
+) -> float: ...
+@overload
+def real_space_pixel_size(
+    energy: np.ndarray, detector_distance: float, detector_pixel_size: float, n_pixels: int
+) -> np.ndarray: ...
+@overload
+def real_space_pixel_size(
+    energy: float | np.ndarray, detector_distance: float, detector_pixel_size: float, n_pixels: int
+) -> float | np.ndarray: ...
 def real_space_pixel_size(
     energy: float | np.ndarray, detector_distance: float, detector_pixel_size: float, n_pixels: int
 ) -> float | np.ndarray:

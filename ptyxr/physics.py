@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Mapping
-from typing import Literal
+from typing import Any, Literal, overload
 
 import numpy as np
 from scipy import constants as _c
@@ -67,6 +67,12 @@ def paper_energy_grid() -> np.ndarray:
     return grid
 
 
+@overload
+def wavelength(energy: float) -> float: ...
+@overload
+def wavelength(energy: np.ndarray) -> np.ndarray: ...
+@overload
+def wavelength(energy: float | np.ndarray) -> float | np.ndarray: ...
 def wavelength(energy: float | np.ndarray) -> float | np.ndarray:
     """X-ray wavelength λ = hc/E [m] of photon energy ``energy`` [eV]."""
     energy = np.asarray(energy, dtype=float)
@@ -177,7 +183,7 @@ def loglog_interp(x: np.ndarray, xp: np.ndarray, fp: np.ndarray) -> np.ndarray:
 
 
 @functools.lru_cache(maxsize=8)
-def k_edge_table_parts(element: str = "V", table: Literal["henke", "chantler"] = "chantler") -> dict[str, object]:
+def k_edge_table_parts(element: str = "V", table: Literal["henke", "chantler"] = "chantler") -> dict[str, Any]:
     """The table's f″ nodes of ``element`` split at its K edge, for smooth continuations.
 
     Returns a dict with ``edge`` [eV], ``e_lo``/``f_lo`` (nodes more than

@@ -75,6 +75,7 @@ from ptyxr.schema import (
     require_variables,
     variable,
 )
+from ptyxr.stage import Recorded, stage
 
 STAGE = "resolution"
 METHODS = ("prtf", "frc")
@@ -199,12 +200,20 @@ def _prtf_one(
     return curve, energy, n, dx
 
 
+def validate_object_and_probe(ds: Any, where: str = STAGE) -> xr.Dataset:
+    """A reconstruction with its object and probe (DESIGN §1b), as the PRTF and the FRC need."""
+    ds = require_dataset(ds, where)
+    require_variables(ds, (OBJECT, PROBE), where, hint="run reconstruct first.")
+    return ds
+
+
+@stage(STAGE, validate=validate_object_and_probe)
 def prtf(
     ds: xr.Dataset,
     raw: xr.Dataset | None = None,
     threshold: float = PRTF_THRESHOLD,
     others: Sequence[xr.Dataset] = (),
-) -> xr.Dataset:
+) -> Recorded:
     """Phase retrieval transfer function per energy and the resolution where it falls below 1/e.
 
     Parameters
@@ -249,8 +258,6 @@ def prtf(
     members, which no ensemble removes (docs/design-notes/resolution.md). The FRC
     (:func:`frc`) measures consistency instead.
     """
-    ds = require_dataset(ds, STAGE)
-    require_variables(ds, (OBJECT, PROBE), STAGE, hint="run reconstruct first.")
     source = ds if raw is None else raw
     missing = [v for v in (INTENSITY, POSITION_Y, POSITION_X) if v not in source]
     missing += [a for a in (ATTR_DETECTOR_DISTANCE, ATTR_DETECTOR_PIXEL_SIZE) if a not in source.attrs]
@@ -269,7 +276,7 @@ def prtf(
     other_parts = [_per_particle(o) for o in others]
     if any(len(p) != len(parts) for p in other_parts):
         raise SchemaError(f"{STAGE}: others= must hold the same {len(parts)} particle(s) as ds.")
-    attrs = {ATTR_THRESHOLD: float(threshold), "ensemble_size": 1 + len(others)}
+    attrs: dict[str, Any] = {ATTR_THRESHOLD: float(threshold), "ensemble_size": 1 + len(others)}
     results = []
     for i, (part, raw_part) in enumerate(zip(parts, raws, strict=True)):
         curve, _, n, dx = _prtf_one(part, raw_part, [p[i] for p in other_parts])
@@ -285,16 +292,8 @@ def prtf(
         )
     new = _stack_particles(results, ds)
     out = ds.assign({name: new[name] for name in new.data_vars})
-    return provenance.record(
-        out,
-        STAGE,
-        {
-            "method": "prtf",
-            "threshold": float(threshold),
-            "raw_given": raw is not None,
-            "ensemble_size": 1 + len(others),
-        },
-    )
+    facts = {"method": "prtf", "threshold": float(threshold), "raw_given": raw is not None}
+    return Recorded(out, {**facts, "ensemble_size": 1 + len(others)})
 
 
 def _raw_particles(source: xr.Dataset, ds: xr.Dataset) -> list[xr.Dataset]:
@@ -317,7 +316,7 @@ def split_scan(raw: xr.Dataset) -> tuple[xr.Dataset, xr.Dataset]:
     if n_scan < 4:
         raise SchemaError(f"{STAGE}: split_scan needs at least 4 scan points, got {n_scan}.")
     halves = tuple(raw.isel({SCAN: slice(start, None, 2)}) for start in (0, 1))
-    return tuple(
+    return tuple(  # type: ignore[return-value]  # two halves
         provenance.record(h, "split_scan", {"half": i, "of_scan_points": n_scan}) for i, h in enumerate(halves)
     )
 
@@ -331,7 +330,8 @@ def reconstruct_halves(raw: xr.Dataset, **reconstruct_kwargs: Any) -> tuple[xr.D
     """
     from ptyxr.reconstruct.api import reconstruct
 
-    return tuple(reconstruct(h, **reconstruct_kwargs) for h in split_scan(raw))
+    first, second = split_scan(raw)
+    return reconstruct(first, **reconstruct_kwargs), reconstruct(second, **reconstruct_kwargs)
 
 
 def add_frc_of_halves(ds: xr.Dataset, raw: xr.Dataset, **reconstruct_kwargs: Any) -> xr.Dataset:
@@ -348,6 +348,7 @@ def add_frc_of_halves(ds: xr.Dataset, raw: xr.Dataset, **reconstruct_kwargs: Any
     return provenance.record(out, STAGE, {"method": "frc", "of": "reconstruct_halves", **kwargs})
 
 
+@stage(STAGE, validate=validate_object_and_probe)
 def frc(
     ds: xr.Dataset,
     other: xr.Dataset,
@@ -356,7 +357,7 @@ def frc(
     register: bool = True,
     upsample: int = 20,
     taper: float = 3.0,
-) -> xr.Dataset:
+) -> Recorded:
     """Fourier ring correlation of two independent reconstructions and the ½-bit resolution.
 
     Parameters
@@ -396,9 +397,8 @@ def frc(
     ring's pixel count n (van Heel & Schatz 2005); the window lowers the effective count,
     which makes it slightly optimistic — as in common practice.
     """
-    ds, other = require_dataset(ds, STAGE), require_dataset(other, STAGE)
-    for d in (ds, other):
-        require_variables(d, (OBJECT, PROBE), STAGE, hint="frc compares two reconstructions.")
+    other = require_dataset(other, STAGE)
+    require_variables(other, (OBJECT, PROBE), STAGE, hint="frc compares two reconstructions.")
     if quantity not in FRC_QUANTITIES:
         raise SchemaError(f"{STAGE}: quantity={quantity!r}; choose one of {FRC_QUANTITIES}.")
     if window not in FRC_WINDOWS:
@@ -447,7 +447,7 @@ def frc(
             )
             curves.append(c)
             shift_e.append(sh.tolist())
-        thr = half_bit_threshold(counts)
+        thr = half_bit_threshold(counts)  # type: ignore[arg-type]  # set by the loop (≥ 1 energy)
         res = [_resolution_from(c, thr, n, dx) for c in curves]
         attrs = {ATTR_THRESHOLD: "half-bit (van Heel & Schatz 2005)"}
         results.append(
@@ -463,16 +463,7 @@ def frc(
         shifts.append(shift_e)
     new = _stack_particles(results, ds)
     out = ds.assign({name: new[name] for name in new.data_vars})
-    params = {
-        "method": "frc",
-        "quantity": quantity,
-        "window": window,
-        "register": bool(register),
-        "upsample": int(upsample),
-        "taper": float(taper),
-        "registration_shifts_px": shifts,
-    }
-    return provenance.record(out, STAGE, params)
+    return Recorded(out, {"method": "frc", "registration_shifts_px": shifts})
 
 
 # =================================================================== the stage

@@ -462,7 +462,7 @@ def energy_coord(energy: Any) -> xr.DataArray:
 
 def length_coord(name: str, values: Any, pixel_size: float | None = None) -> xr.DataArray:
     """A ``y``/``x`` coordinate [m]; ``pixel_size`` is recorded in its attrs when given."""
-    extra = {} if pixel_size is None else {ATTR_PIXEL_SIZE: float(pixel_size)}
+    extra: dict[str, Any] = {} if pixel_size is None else {ATTR_PIXEL_SIZE: float(pixel_size)}
     return variable(name, np.asarray(values, dtype=np.float64), **extra)
 
 

@@ -28,8 +28,6 @@ import numpy as np
 import xarray as xr
 from scipy import ndimage
 
-from ptyxr import checks as _checks
-from ptyxr import provenance
 from ptyxr.registration import IMAGES as _IMAGES
 from ptyxr.registration import register_images, registration_image, registration_images
 from ptyxr.schema import (
@@ -51,6 +49,7 @@ from ptyxr.schema import (
     variable,
     with_attrs,
 )
+from ptyxr.stage import Recorded, stage
 from ptyxr.vacuum import (
     IMAGE_SIGMA_FLOOR,
     MIN_BACKGROUND_PIXELS,  # noqa: F401  (re-exported: spectra's documented constant)
@@ -271,6 +270,7 @@ def _align_one(
     return moved, new_cov_da, shifts
 
 
+@stage("align", validate=validate_reconstruction)
 def align(
     ds: xr.Dataset,
     reference: float | None = None,
@@ -280,7 +280,7 @@ def align(
     progress: bool = True,
     edges: bool = True,
     smooth: float = 1.5,
-) -> xr.Dataset:
+) -> Recorded:
     """Register the energy stack of ``object`` onto a reference energy (sub-pixel).
 
     Each energy's image (vacuum-normalised unwrapped phase, or absorption μt with
@@ -329,8 +329,6 @@ def align(
     Registration needs pixel values, so the object stack is computed once (dask input
     included); the shifted ``object`` itself stays lazy on dask input.
     """
-    _checks.arguments("align", locals())
-    ds = validate_reconstruction(ds, stage="align")
     if image not in _IMAGES:
         raise ValueError(f"align: image must be one of {_IMAGES}, got {image!r}.")
     if int(upsample) < 1:
@@ -360,24 +358,14 @@ def align(
             SHIFT_X: variable(SHIFT_X, shifts[..., 1] * dx, dims=shift_dims),
         }
     )
-    return provenance.record(
-        out,
-        "align",
-        {
-            "reference": float(energy[ref]),
-            "upsample": int(upsample),
-            "region": None if region is None else "given",
-            "image": image,
-            "progress": progress,
-            "edges": bool(edges),
-            "smooth": float(smooth),
-        },
-    )
+    # the parameters are recorded from the call; "reference" is the grid energy used
+    return Recorded(out, {"reference": float(energy[ref])})
 
 
 # =====================================================================================
 # stage: spectra
 # =====================================================================================
+@stage("spectra", validate=validate_reconstruction)
 def spectra(
     ds: xr.Dataset,
     background: Any = None,
@@ -386,7 +374,7 @@ def spectra(
     reference_energy: float | None = None,
     unwrap: bool = True,
     background_sigma: float = 3.0,
-) -> xr.Dataset:
+) -> Recorded:
     """Absorption μt and phase φ stacks normalised to the vacuum (DESIGN §1c).
 
     Per energy: A = mean vacuum amplitude, plane = least-squares vacuum phase (constant +
@@ -427,8 +415,6 @@ def spectra(
         no vacuum found (then pass ``background=``). On dask input the work stays lazy and
         a missing vacuum is reported when the result is computed.
     """
-    _checks.arguments("spectra", locals())
-    ds = validate_reconstruction(ds, stage="spectra")
     energy = np.asarray(ds[ENERGY].values, dtype=float)
     ref = _nearest_energy(energy, reference_energy, energy[0], "spectra")
     obj = ds[OBJECT]
@@ -496,15 +482,4 @@ def spectra(
             MATERIAL: with_attrs(mat.transpose(..., Y, X), MATERIAL),
         }
     )
-    return provenance.record(
-        out,
-        "spectra",
-        {
-            "background": None if background is None else "given",
-            "material": None if material is None else "given",
-            "material_sigma": float(material_sigma),
-            "reference_energy": float(energy[ref]),
-            "unwrap": bool(unwrap),
-            "background_sigma": float(background_sigma),
-        },
-    )
+    return Recorded(out, {"reference_energy": float(energy[ref])})

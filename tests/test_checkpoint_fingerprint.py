@@ -5,7 +5,6 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from ptyxr import simulate
 from ptyxr.reconstruct.api import reconstruct
 from ptyxr.schema import ENERGY, INTENSITY, SchemaError
 
@@ -13,9 +12,8 @@ KW = dict(iterations=6, kkr=False, progress=False, seed=3, checkpoint_every=3)
 
 
 @pytest.fixture(scope="module")
-def raw():
-    ds, _ = simulate.demo_dataset("tiny", seed=1, particle="P1", condition="as-prepared", progress=False)
-    return ds.isel({ENERGY: [0, 1, 2]})
+def raw(tiny_p1):
+    return tiny_p1.isel({ENERGY: [0, 1, 2]})
 
 
 @pytest.fixture(scope="module")

@@ -14,7 +14,7 @@ import pytest
 import xarray as xr
 
 import ptyxr
-from ptyxr import checks, simulate
+from ptyxr import checks
 from ptyxr.schema import ENERGY, PARTICLE, PROBE_GUESS, SchemaError
 
 sys.path.insert(0, str(Path(__file__).parent))
@@ -22,9 +22,8 @@ import fixtures_chain as fc  # noqa: E402
 
 
 @pytest.fixture(scope="module")
-def raw():
-    ds, _ = simulate.demo_dataset("tiny", seed=1, particle="P1", condition="as-prepared", progress=False)
-    return ds
+def raw(tiny_p1):
+    return tiny_p1
 
 
 @pytest.fixture(scope="module")

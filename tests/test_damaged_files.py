@@ -130,12 +130,10 @@ def test_attrs_checksum_is_written_and_hidden(stored, tmp_path):
     assert CHECKSUM_ATTR not in open_dataset(path, load=True).attrs
 
 
-def test_cxi_file_names_open_scan(tmp_path):
-    from ptyxr import simulate
+def test_cxi_file_names_open_scan(tmp_path, tiny_p1):
     from ptyxr.io.cxi import write_cxi
 
-    raw, _ = simulate.demo_dataset("tiny", seed=1, particle="P1", condition="as-prepared", progress=False)
-    write_cxi(raw.isel(energy=[0, 1]), tmp_path / "scan.cxi")
+    write_cxi(tiny_p1.isel(energy=[0, 1]), tmp_path / "scan.cxi")
     with pytest.raises(OSError, match=r"scan\.cxi is a CXI file of raw ptychography scans.*ptyxr\.open_scan"):
         open_dataset(tmp_path / "scan.cxi")
 

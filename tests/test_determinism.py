@@ -9,7 +9,6 @@ size. A last group checks that a netCDF save/load in between changes nothing dow
 
 from __future__ import annotations
 
-import fixtures_chain as fc
 import numpy as np
 import pytest
 import xarray as xr
@@ -45,11 +44,6 @@ def twice(func):
 
 
 # ---------------------------------------------------------------------------- fixtures
-@pytest.fixture(scope="module")
-def tiny():
-    return simulate.demo_dataset("tiny", seed=0)
-
-
 @pytest.fixture(scope="module")
 def reconstructed(tiny):
     return twice(lambda: reconstruct(tiny[0], **RECON))
@@ -111,13 +105,8 @@ def test_chemical_state_is_deterministic(spectra_input):
     assert_same(c1, c2)
 
 
-@pytest.fixture(scope="module")
-def particles():
-    return fc.particle_datasets()
-
-
-def test_combine_cluster_elbow_are_deterministic(particles):
-    m1, m2 = twice(lambda: combine_particles(particles))
+def test_combine_cluster_elbow_are_deterministic(chain_particles):
+    m1, m2 = twice(lambda: combine_particles(chain_particles))
     assert_same(m1, m2)
     c1, c2 = twice(lambda: cluster(m1, n_clusters=3, seed=0))
     assert_same(c1, c2)
@@ -126,7 +115,7 @@ def test_combine_cluster_elbow_are_deterministic(particles):
 
 
 # ---------------------------------------------------------------- across a netCDF file
-def test_stages_give_identical_results_after_save_and_load(tmp_path, spectra_input, particles, reconstructed):
+def test_stages_give_identical_results_after_save_and_load(tmp_path, spectra_input, chain_particles, reconstructed):
     """A saved and re-opened input drives each stage to the same bits as the in-memory one."""
     rec = reconstructed[0]
     rec_loaded = open_dataset(to_netcdf(rec, tmp_path / "rec.nc"), load=True)
@@ -140,6 +129,6 @@ def test_stages_give_identical_results_after_save_and_load(tmp_path, spectra_inp
     chem_disk = open_dataset(to_netcdf(fit_disk, tmp_path / "fit.nc"), load=True).ptyxr.chemical_state()
     assert_same(chem, chem_disk)
 
-    combined = combine_particles(particles)
+    combined = combine_particles(chain_particles)
     combined_disk = open_dataset(to_netcdf(combined, tmp_path / "combined.nc"), load=True)
     assert_same(cluster(combined, n_clusters=3), cluster(combined_disk, n_clusters=3))

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dask
 import numpy as np
 import pytest
 import xarray as xr
@@ -150,13 +149,9 @@ def test_bad_input_raises_schema_error():
         fit_xanes(ds, method="numba", progress=False)
 
 
-def _raise_if_computed(*args, **kwargs):
-    raise AssertionError("dask computed although the stage must stay lazy")
-
-
-def test_dask_input_stays_lazy_and_equals_eager(fitted):
+def test_dask_input_stays_lazy_and_equals_eager(fitted, no_compute):
     ds, _, eager = fitted
-    with dask.config.set(scheduler=_raise_if_computed):
+    with no_compute("dask computed although the stage must stay lazy"):
         lazy = fit_xanes(ds, chunks={"y": 2, "x": 3}, keep_fit_curve=True, progress=False)
         for name in ("b2", "b2_stderr", "success", "noise", "fit_valid", "absorption_fit"):
             assert lazy[name].chunks is not None, name

@@ -26,7 +26,15 @@ import pytest
 
 PACKAGE = Path(__file__).resolve().parents[1] / "ptyxr"
 
-FOUNDATION = ("ptyxr._version", "ptyxr.errors", "ptyxr.schema", "ptyxr.checks", "ptyxr.provenance", "ptyxr.progress")
+FOUNDATION = (
+    "ptyxr._version",
+    "ptyxr.errors",
+    "ptyxr.schema",
+    "ptyxr.checks",
+    "ptyxr.provenance",
+    "ptyxr.progress",
+    "ptyxr.stage",  # @stage: binds, checks, validates, records (imports checks and provenance only)
+)
 KERNELS = (
     "ptyxr.registration",
     "ptyxr.vacuum",

@@ -23,16 +23,6 @@ from ptyxr import schema as s  # noqa: E402
 from ptyxr.plotting import paper  # noqa: E402
 
 
-@pytest.fixture(scope="module")
-def chain():
-    return fc.chain_dataset()
-
-
-@pytest.fixture(scope="module")
-def parts():
-    return fc.particle_datasets()
-
-
 def _axes(fig, gid):
     found = [ax for ax in fig.axes if ax.get_gid() == gid]
     assert len(found) == 1, f"expected one axes with gid {gid!r}, got {[a.get_gid() for a in fig.axes]}"
@@ -129,8 +119,8 @@ def test_figure1_region_spectra_are_region_means(chain):
     assert fig.spectrum_offset > 0
 
 
-def test_figure1_default_region_inside_valid_fit(parts):
-    ds = parts[0]
+def test_figure1_default_region_inside_valid_fit(chain_particles):
+    ds = chain_particles[0]
     cy, cx = paper.default_region_centre(ds)
     iy, ix = int(np.argmin(np.abs(ds.y.values - cy))), int(np.argmin(np.abs(ds.x.values - cx)))
     assert bool(ds[s.FIT_VALID].values[iy, ix])
@@ -138,13 +128,13 @@ def test_figure1_default_region_inside_valid_fit(parts):
     assert int(mask.sum()) == 9  # 120 nm / 40 nm pixels → 3×3
 
 
-def test_figure1_single_particle_and_list(parts):
-    fig = paper.figure1(parts[1])
-    _assert_image_is(_image(_axes(fig, "absorption:D1")), parts[1][s.ABSORPTION].isel(energy=-1).values)
-    fig = paper.figure1(parts, absorption_energy=5480.0, phase_energy=5455.0)
-    nearest = parts[0][s.ENERGY].sel(energy=5480.0, method="nearest").item()
-    _assert_image_is(_image(_axes(fig, "absorption:P1")), parts[0][s.ABSORPTION].sel(energy=nearest).values)
-    _assert_image_is(_image(_axes(fig, "phase:P1")), parts[0][s.PHASE].sel(energy=5455.0).values)
+def test_figure1_single_particle_and_list(chain_particles):
+    fig = paper.figure1(chain_particles[1])
+    _assert_image_is(_image(_axes(fig, "absorption:D1")), chain_particles[1][s.ABSORPTION].isel(energy=-1).values)
+    fig = paper.figure1(chain_particles, absorption_energy=5480.0, phase_energy=5455.0)
+    nearest = chain_particles[0][s.ENERGY].sel(energy=5480.0, method="nearest").item()
+    _assert_image_is(_image(_axes(fig, "absorption:P1")), chain_particles[0][s.ABSORPTION].sel(energy=nearest).values)
+    _assert_image_is(_image(_axes(fig, "phase:P1")), chain_particles[0][s.PHASE].sel(energy=5455.0).values)
 
 
 # ------------------------------------------------------------------- Fig. 2
@@ -165,8 +155,8 @@ def test_figure2_maps_shared_robust_limits_and_labels(chain):
     assert "[1]" in labels[1] and "[eV]" in labels[2]
 
 
-def test_figure2_needs_chemical_state(parts):
-    ds = parts[0].drop_vars(s.EDGE_ENERGY)
+def test_figure2_needs_chemical_state(chain_particles):
+    ds = chain_particles[0].drop_vars(s.EDGE_ENERGY)
     with pytest.raises(s.SchemaError, match="edge_energy"):
         paper.figure2(ds)
 
@@ -245,7 +235,7 @@ def test_save_paper_figures_writes_sane_pngs(tmp_path):
 
 
 # ---------------------------------------------------------------- accessor
-def test_accessor_plot_methods(chain, parts):
+def test_accessor_plot_methods(chain, chain_particles):
     from matplotlib.figure import Figure
 
     assert isinstance(chain.ptyxr.plot.chemical_maps(), Figure)
@@ -254,8 +244,8 @@ def test_accessor_plot_methods(chain, parts):
         _image(_axes(fig, "domain:P1")),
         chain[s.DOMAIN].sel(particle="P1").where(chain[s.DOMAIN].sel(particle="P1") >= 0).values,
     )
-    fig = parts[0].ptyxr.plot.figure1()
-    _assert_image_is(_image(_axes(fig, "absorption:P1")), parts[0][s.ABSORPTION].isel(energy=-1).values)
+    fig = chain_particles[0].ptyxr.plot.figure1()
+    _assert_image_is(_image(_axes(fig, "absorption:P1")), chain_particles[0][s.ABSORPTION].isel(energy=-1).values)
     fig = fc.elbow_result(as_dataset=True).ptyxr.plot.elbow()
     assert [ln.get_gid() for ln in fig.axes[0].get_lines()][:2] == ["sse", "suggested_k"]
 
@@ -278,15 +268,17 @@ def test_stack_view_frames_hold_the_stack(chain):
     assert frame.vdims[0].unit == "1"
 
 
-def test_stack_view_dynamic_single_particle(parts):
+def test_stack_view_dynamic_single_particle(chain_particles):
     from ptyxr.plotting.interactive import stack_view
 
-    dmap = parts[0].ptyxr.plot.stack(s.PHASE)
-    energy = parts[0][s.ENERGY].values[3]
+    dmap = chain_particles[0].ptyxr.plot.stack(s.PHASE)
+    energy = chain_particles[0][s.ENERGY].values[3]
     frame = dmap[energy]
-    np.testing.assert_array_equal(frame.dimension_values(2, flat=False), parts[0][s.PHASE].sel(energy=energy).values)
+    np.testing.assert_array_equal(
+        frame.dimension_values(2, flat=False), chain_particles[0][s.PHASE].sel(energy=energy).values
+    )
     with pytest.raises(s.SchemaError, match="particle"):
-        stack_view(parts[0], particle="P1")
+        stack_view(chain_particles[0], particle="P1")
 
 
 def test_domain_scatter_links_maps_and_features(chain):

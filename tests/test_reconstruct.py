@@ -547,12 +547,6 @@ def test_siemens_star_full_default_schedule_is_stable():
 
 
 # ----------------------------------------------------- simulator and KKR integration
-@pytest.fixture(scope="module")
-def tiny_sim():
-    sim = pytest.importorskip("ptyxr.simulate")
-    return sim.demo_dataset("tiny", seed=0)
-
-
 def _drift_corrected_nrmse(out, truth):
     """Per-energy NRMSE inside coverage after undoing the simulator's known drift."""
     dx = out[S.Y].attrs[S.ATTR_PIXEL_SIZE]
@@ -565,7 +559,7 @@ def _drift_corrected_nrmse(out, truth):
     return np.array(errs)
 
 
-def test_simulator_accuracy_and_kkr_does_not_hurt(tiny_sim, monkeypatch):
+def test_simulator_accuracy_and_kkr_does_not_hurt(tiny, monkeypatch):
     """Simulator 'tiny' (16 energies, KB probe, 1 px rms drift, 1e7 photons), 100 iterations.
 
     Without KKR the object matches the truth to NRMSE 0.10–0.15 at every energy (measured),
@@ -573,7 +567,7 @@ def test_simulator_accuracy_and_kkr_does_not_hurt(tiny_sim, monkeypatch):
     KKR after 60, 70, … 100 on registered energies must not hurt: measured mean 0.115 vs
     0.124 (without registration it rose to 0.3–0.8), asserted ≤ 1.05× the KKR-free mean.
     """
-    raw, truth = tiny_sim
+    raw, truth = tiny
     plain = reconstruct(raw, iterations=100, kkr=False, progress=False)
     err = _drift_corrected_nrmse(plain, truth)
     assert np.all(err < 0.2), err

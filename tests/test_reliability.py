@@ -37,12 +37,6 @@ from ptyxr.xanes.fit import fit_xanes
 
 
 @pytest.fixture(scope="module")
-def tiny():
-    """The simulator's "tiny" preset (16 energies × 16 scan points × 32² frames) and its truth."""
-    return simulate.demo_dataset("tiny", seed=0)
-
-
-@pytest.fixture(scope="module")
 def raw(tiny):
     return tiny[0]
 

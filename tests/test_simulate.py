@@ -40,11 +40,6 @@ R_E = physics.CLASSICAL_ELECTRON_RADIUS
 
 
 @pytest.fixture(scope="module")
-def tiny():
-    return sim.demo_dataset("tiny", seed=0, progress=False)
-
-
-@pytest.fixture(scope="module")
 def tiny_delithiated():
     return sim.demo_dataset("tiny", seed=0, condition="delithiated", particle="D1", progress=False)
 

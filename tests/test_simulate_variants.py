@@ -28,11 +28,6 @@ def _run(**overrides):
     return sim.demo_dataset("tiny", seed=0, progress=False, **overrides)
 
 
-@pytest.fixture(scope="module")
-def tiny():
-    return _run()
-
-
 # ------------------------------------------------------------------ default path unchanged
 def test_default_path_is_the_original_simulator(tiny):
     """With every variant field at its default the data come from the original kernels.

@@ -15,19 +15,18 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from ptyxr import cli, simulate
+from ptyxr import cli
 from ptyxr.io.cxi import write_cxi
 from ptyxr.io.netcdf import open_dataset as cli_open
 from ptyxr.schema import ENERGY, SchemaError
 
 
 @pytest.fixture(scope="module")
-def tiny_cxi(tmp_path_factory):
+def tiny_cxi(tmp_path_factory, tiny_p1):
     """One simulated tiny particle (16 energies, 20 scan points, 32² frames) as a CXI file."""
     folder = tmp_path_factory.mktemp("cxi")
-    raw, _ = simulate.demo_dataset("tiny", seed=1, particle="P1", condition="as-prepared", progress=False)
-    write_cxi(raw, folder / "P1.cxi")
-    return folder / "P1.cxi", raw
+    write_cxi(tiny_p1, folder / "P1.cxi")
+    return folder / "P1.cxi", tiny_p1
 
 
 def _config(tmp_path, body: str, cxi: Path | None = None, particle: str | None = None) -> Path:

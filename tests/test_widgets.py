@@ -19,11 +19,6 @@ from ptyxr import schema as s  # noqa: E402
 from ptyxr.widgets import COMPONENTS, DomainExplorer, PixelExplorer  # noqa: E402
 
 
-@pytest.fixture(scope="module")
-def chain():
-    return fc.chain_dataset()
-
-
 def _click(explorer: PixelExplorer, y_m: float, x_m: float, button: int = 1) -> None:
     """Send a synthetic mouse press at data position (y, x) [m] through the canvas callbacks."""
     canvas = explorer.figure.canvas

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 import xarray as xr
@@ -185,7 +186,8 @@ def choose_k(
         if sample < n_valid:
             z = z[np.random.default_rng(seed).choice(n_valid, int(sample), replace=False)]
     scale = n_valid / z.shape[0]
-    sse, sil = [], []
+    sse: list[float] = []
+    sil: Any = []
     for n in progress_bar(ks, enabled=progress, desc=stage):
         centres, inertia = kmeans(z, n, seed)
         sse.append(scale * inertia)

@@ -7,8 +7,6 @@ from collections.abc import Sequence
 import numpy as np
 import xarray as xr
 
-from ptyxr import checks as _checks
-from ptyxr import provenance
 from ptyxr.domains._common import (
     _A,
     _B1,
@@ -64,9 +62,11 @@ from ptyxr.schema import (
     VANADIUM_DENSITY,
     SchemaError,
     attrs_of,
+    require_dataset,
     require_variables,
     with_attrs,
 )
+from ptyxr.stage import Recorded, stage
 
 
 def _conditions(ds: xr.Dataset, has_particle: bool) -> list[str]:
@@ -87,10 +87,10 @@ def _fractions(domain: xr.DataArray, weights: xr.DataArray | None, k: int, condi
     groups = list(dict.fromkeys(conditions))  # distinct conditions, first-appearance order
     if PARTICLE in domain.dims:
         idx = np.asarray(conditions)
-        per_group = [sums.isel({PARTICLE: np.flatnonzero(idx == g)}).sum(PARTICLE) for g in groups]
+        group_sums = [sums.isel({PARTICLE: np.flatnonzero(idx == g)}).sum(PARTICLE) for g in groups]
     else:
-        per_group = [sums]
-    per_group = xr.concat(per_group, dim=GROUP).drop_vars([PARTICLE, CONDITION], errors="ignore")
+        group_sums = [sums]
+    per_group = xr.concat(group_sums, dim=GROUP).drop_vars([PARTICLE, CONDITION], errors="ignore")
     total = per_group.sum(CLUSTER)
     fraction = per_group / total.where(total > 0)  # a group without labelled pixels → NaN, not 0/0
     return fraction.transpose(GROUP, CLUSTER).assign_coords({GROUP: _coord(GROUP, groups)})
@@ -113,7 +113,7 @@ def _particle_pixels(ds: xr.Dataset, like: xr.DataArray, features: tuple[str, ..
     out = finite[0]
     for f in finite[1:]:
         out = out | f
-    return out
+    return out  # type: ignore[return-value]  # np.isfinite of a DataArray is a DataArray
 
 
 def _coverage(domain: xr.DataArray, outlier: xr.DataArray, pixels: xr.DataArray) -> tuple[xr.DataArray, xr.DataArray]:
@@ -126,6 +126,8 @@ def _coverage(domain: xr.DataArray, outlier: xr.DataArray, pixels: xr.DataArray)
     return labelled, outlying
 
 
+# the features (and so the variables needed) are a parameter: _check_features validates them
+@stage("cluster", validate=require_dataset)
 def cluster(
     ds: xr.Dataset,
     n_clusters: int = 6,
@@ -137,7 +139,7 @@ def cluster(
     outlier_threshold: float | None = DEFAULT_OUTLIER_THRESHOLD,
     bootstrap: int = DEFAULT_BOOTSTRAP,
     confidence: float = 0.95,
-) -> xr.Dataset:
+) -> Recorded:
     """k-means chemical domains over all particles (paper §2.4; DESIGN §1f).
 
     Parameters
@@ -196,7 +198,6 @@ def cluster(
         No or missing features, no valid pixel, more clusters than valid pixels, missing
         weights, unknown standardisation, bad threshold/bootstrap/confidence.
     """
-    _checks.arguments("cluster", locals())
     stage = "cluster"
     features = _check_features(ds, features, stage)
     if isinstance(weights, str):
@@ -245,7 +246,7 @@ def cluster(
     order = order_clusters(centres * std + mean)  # rule applied in original units
     centres = centres[order]
     if spread is not None:
-        spread, separation = spread[order], separation[order]
+        spread, separation = spread[order], separation[order]  # type: ignore[index]
     k = centres.shape[0]
 
     raw = xr.apply_ufunc(
@@ -344,21 +345,16 @@ def cluster(
     # element-wise ops on the new maps drop coordinate attrs (particle, condition): keep ds's
     keep = [n for n in ds.coords if n not in (CLUSTER, FEATURE, GROUP)]
     out = out.assign_coords({name: ds[name] for name in ds.coords if name in out.coords and name in keep})
-    return provenance.record(
+    # recorded next to the call's parameters: the resolved options, the rules and the counts
+    return Recorded(
         out,
-        stage,
         {
-            "n_clusters": int(n_clusters),
             "features": list(features),
-            "seed": seed,
             "weights": weights_name,
             "standardize": method,
             "standardisation": STANDARDISATIONS[method],
             "weighted_fit": bool(fit_weight is not None),
-            "outlier_threshold": outlier_threshold,
             "outlier_rule": OUTLIER_RULE if outlier_threshold is not None else "none",
-            "bootstrap": int(bootstrap),
-            "confidence": confidence,
             "order_rule": ORDER_RULE,
             "kmeans": "sklearn.cluster.KMeans(n_init=10, random_state=seed), fitted on all valid non-outlier pixels"
             + (", sample_weight = weights" if fit_weight is not None else ""),

@@ -30,7 +30,7 @@ from ptyxr.schema import (
 
 # ================================================================= combine particles
 def _pixel_sizes(ds: xr.Dataset) -> tuple[float | None, float | None]:
-    sizes = []
+    sizes: list[float | None] = []
     for name in (Y, X):
         if name not in ds.coords:
             sizes.append(None)
@@ -146,7 +146,9 @@ def combine_particles(datasets: Sequence[xr.Dataset] | xr.Dataset) -> xr.Dataset
                 "(ds.interp(energy=...)) before combining."
             )
 
-    prepared, temporary, fills = [], set(), {}
+    prepared: list[xr.Dataset] = []
+    temporary: set[Any] = set()
+    fills: dict[Any, Any] = {}
     for _, _, ds in items:
         coords = {}
         for axis, size in zip((Y, X), reference or (None, None), strict=True):
@@ -156,10 +158,10 @@ def combine_particles(datasets: Sequence[xr.Dataset] | xr.Dataset) -> xr.Dataset
         bare = [d for d in ds.dims if d not in ds.indexes]  # e.g. scan: give an index so outer join pads
         temporary.update(bare)
         ds = ds.assign_coords({d: np.arange(ds.sizes[d]) for d in bare})
-        for name, da in ds.data_vars.items():
+        for var_name, da in ds.data_vars.items():
             fill = _fill_value(da.dtype)
             if fill is not None:
-                fills.setdefault(name, fill)
+                fills.setdefault(var_name, fill)
         prepared.append(ds)
     combined = xr.concat(
         prepared,

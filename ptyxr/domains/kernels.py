@@ -158,7 +158,7 @@ def label_maps(
         z = (flat[valid] - mean) / std
         lab = nearest_centre(z, centres)
         if threshold is not None:
-            lab[outliers(z, lab, centres, spread, separation, threshold)] = OUTLIER_CODE
+            lab[outliers(z, lab, centres, spread, separation, threshold)] = OUTLIER_CODE  # type: ignore[arg-type]
         labels[valid] = lab
     return labels.reshape(stacked.shape[:-1])
 
@@ -266,8 +266,8 @@ def bootstrap_fractions(
     low = np.full((len(groups), k), np.nan)
     high = np.full((len(groups), k), np.nan)
     alpha = 100 * (1 - confidence) / 2
-    for g, members in enumerate(groups):
-        members = np.asarray(members, dtype=int)
+    for g, group in enumerate(groups):
+        members = np.asarray(group, dtype=int)
         if members.size == 0:
             continue
         # particle level: draw the group's particles with replacement (a single one is kept)

@@ -131,7 +131,7 @@ def _crop_window(shape: tuple[int, int], crop: int | None, center: Sequence[int]
 
 
 def _entry_names(f: Any, entry: Any) -> list[str]:
-    names = sorted((k for k in f.keys() if _ENTRY.match(k)), key=lambda k: int(_ENTRY.match(k).group(1)))
+    names = sorted((k for k in f.keys() if _ENTRY.match(k)), key=lambda k: int(_ENTRY.match(k).group(1)))  # type: ignore[union-attr]
     if entry is None:
         if not names:
             raise SchemaError(f"no entry_<n> group found (top level holds {sorted(f.keys())}).")
@@ -238,6 +238,7 @@ def _assemble(
         )
 
     # ---- pad scans to a common length with NaN positions and all-NaN frames
+    xp: Any
     if lazy:
         import dask.array as xp
     else:

@@ -146,10 +146,10 @@ def _scalar(group: Any, path: str, what: str, table: dict[str, float], default_u
     _, dset = _find(group, (path,))
     if dset is None:
         return None
-    value = _read(dset, what)
-    if value.size != 1:
-        raise SchemaError(f"{dset.name} ({what}) should be a scalar, got shape {value.shape}.")
-    value = float(_widen(value).reshape(-1)[0]) * _scale(dset, table, default_unit, what)
+    raw = _read(dset, what)
+    if raw.size != 1:
+        raise SchemaError(f"{dset.name} ({what}) should be a scalar, got shape {raw.shape}.")
+    value = float(_widen(raw).reshape(-1)[0]) * _scale(dset, table, default_unit, what)
     if not (np.isfinite(value) and value > 0):
         raise SchemaError(f"{dset.name} ({what}) must be a positive finite number, got {value!r}.")
     return value
@@ -231,7 +231,7 @@ def _read_entry(
     stacked = dset.ndim == 4 and raster is None
     if 0 in dset.shape:
         raise SchemaError(f"{dset.name} holds no frames (shape {dset.shape}).")
-    frames = _frames(path, dset, lazy)
+    frames = _frames(path, dset, lazy)  # type: ignore[arg-type]  # None: no file to reopen (in memory)
     if raster is not None:
         frames = frames.reshape(raster[0] * raster[1], *dset.shape[2:])
     if not stacked:
@@ -276,7 +276,7 @@ def _read_entry(
     # ---- translations [m] (x, y, z)
     _, t_dset = _find(group, TRANSLATION_PATHS)
     if t_dset is None:
-        translation = _nx_translation(group, n_scan, raster)
+        translation = _nx_translation(group, n_scan, raster)  # type: ignore[arg-type]  # 2 values
         if translation is None:
             raise SchemaError(
                 f"{name} has no sample translations: expected one of "
@@ -315,7 +315,7 @@ def _read_entry(
                 f"{name}: x_pixel_size {px:g} m differs from y_pixel_size {py:g} m; ptyxr needs "
                 "square pixels (rebin the frames, then pass pixel_size=...)."
             )
-        pix = px if px is not None else py
+        pix = px if px is not None else py  # type: ignore[assignment]  # None is reported below
 
     # ---- mask: CXI marks bad pixels with nonzero bits
     valid = None

@@ -209,7 +209,7 @@ def _read_cxi(path: Path, f: Any, mode: int) -> list[_Layer]:
     if isinstance(f.get("entry_last"), h5py.Group):
         names = ["entry_last"]
     else:
-        names = sorted((n for n in f if _ENTRY.match(n)), key=lambda n: int(_ENTRY.match(n).group(1)))
+        names = sorted((n for n in f if _ENTRY.match(n)), key=lambda n: int(_ENTRY.match(n).group(1)))  # type: ignore[union-attr]
     if not names:
         raise SchemaError(f"{path}: no entry_<n> group: not a CXI result file.")
     layers = []
@@ -486,7 +486,7 @@ def open_reconstruction(
         if lay.energy is None:
             raise SchemaError(f"{lay.source}: no photon energy stored; pass energy=[...] [eV], one per object.")
         lay.energy = _check_energy(lay.energy, lay.source)
-    layers.sort(key=lambda lay: lay.energy)
+    layers.sort(key=lambda lay: float(lay.energy))  # type: ignore[arg-type]  # checked just above
     energies = np.array([lay.energy for lay in layers])
     if np.any(np.diff(energies) <= 0):
         dup = energies[1:][np.diff(energies) <= 0]
@@ -500,10 +500,12 @@ def open_reconstruction(
 
     probes = [lay.probe for lay in layers]
     probe_arr = None
-    if all(p is not None for p in probes) and len({p.shape for p in probes}) == 1:
+    if all(p is not None for p in probes) and len({p.shape for p in probes}) == 1:  # type: ignore[union-attr]
         from ptyxr.reconstruct.grid import resample_probe
 
-        probe_arr = np.stack([resample_probe(p, lay.pixel / dx) for p, lay in zip(probes, layers, strict=True)])
+        probe_arr = np.stack(
+            [resample_probe(p, lay.pixel / dx) for p, lay in zip(probes, layers, strict=True)]  # type: ignore[arg-type]
+        )
         data_vars[PROBE] = variable(PROBE, probe_arr.astype(np.complex64), pixel_size=dx)
 
     how = "all pixels (no coverage, positions or ptyxr coverage given)"
@@ -522,7 +524,7 @@ def open_reconstruction(
     elif all(lay.coverage is not None for lay in layers):
         cov = np.ones(obj.shape[1:], bool)
         for lay in layers:
-            cov &= _sample(lay.coverage.astype(float), lay, y, x, 0) > 0.5
+            cov &= _sample(lay.coverage.astype(float), lay, y, x, 0) > 0.5  # type: ignore[union-attr]
         how = "stored"
     else:
         cov = np.ones(obj.shape[1:], bool)

@@ -336,7 +336,7 @@ def _checksum_encoding(ds: xr.Dataset, user: dict[str, Any] | None, complevel: i
     encoding = {name: dict(value) for name, value in (user or {}).items()}
     for name, var in ds.variables.items():
         if var.ndim and var.dtype.kind in "biuf" and min(var.shape) > 0:
-            enc = encoding.setdefault(name, {})
+            enc = encoding.setdefault(str(name), {})
             enc.setdefault("fletcher32", True)
             if complevel:
                 enc.setdefault("zlib", True)
@@ -411,7 +411,7 @@ def to_netcdf(
     kwargs["encoding"] = _checksum_encoding(encoded, kwargs.get("encoding"), complevel)
     path = Path(path)
     with atomic_path(path, overwrite=overwrite) as tmp:
-        encoded.to_netcdf(tmp, engine=ENGINE, format="NETCDF4", **kwargs)
+        encoded.to_netcdf(tmp, engine=ENGINE, format="NETCDF4", **kwargs)  # type: ignore[call-overload]
     return path
 
 

@@ -48,7 +48,7 @@ class PlotMethods:
         if not is_elbow:
             from ptyxr.domains import elbow
 
-            ds = elbow(ds, **elbow_kwargs)
+            ds = elbow(ds, **elbow_kwargs)  # type: ignore[assignment]  # the elbow curve (DataArray)
         elif elbow_kwargs:
             raise TypeError(f"elbow() got {sorted(elbow_kwargs)} but this Dataset is already an elbow result.")
         return paper.figure_s3(ds)

@@ -102,8 +102,8 @@ def default_region_centre(ds: xr.Dataset, size: float = REGION_SIZE) -> tuple[fl
                 iy, ix = np.unravel_index(np.argmax(np.where(finite, smooth, -np.inf)), values.shape)
                 return float(y[iy]), float(x[ix])
     if s.MATERIAL in ds and bool(ds[s.MATERIAL].any()):
-        iy, ix = np.nonzero(ds[s.MATERIAL].transpose(s.Y, s.X).values)
-        return float(np.mean(y[iy])), float(np.mean(x[ix]))
+        rows, cols = np.nonzero(ds[s.MATERIAL].transpose(s.Y, s.X).values)
+        return float(np.mean(y[rows])), float(np.mean(x[cols]))
     return float(np.mean(y)), float(np.mean(x))
 
 
@@ -255,7 +255,7 @@ def figure1(
     ax_abs.set_title(f"mean over {size_nm:g}×{size_nm:g} nm² regions, offset {offset:g} per particle", fontsize=8)
     ax_phase.set_title(f"mean over {size_nm:g}×{size_nm:g} nm² regions", fontsize=8)
     ax_abs.legend(fontsize=7)
-    fig.spectrum_offset = offset  # documented for tests/notebooks: absorption line i is mean + i·offset
+    fig.spectrum_offset = offset  # type: ignore[attr-defined]  # documented for tests/notebooks: absorption line i is mean + i·offset
     return fig
 
 
@@ -378,7 +378,7 @@ def figure3(ds: xr.Dataset, features: Sequence[str] = s.DOMAIN_FEATURES) -> Figu
     n_bottom = len(features) + (1 if s.FRACTION in ds else 0)
     fig = Figure(figsize=(2.8 * max(n, n_bottom) + 1.0, 7.2), layout="constrained")
     rows = fig.add_gridspec(2, 1, height_ratios=(1.1, 1))
-    top, bottom = rows[0].subgridspec(1, n), rows[1].subgridspec(1, n_bottom)
+    top, lower = rows[0].subgridspec(1, n), rows[1].subgridspec(1, n_bottom)
     cmap, norm = cluster_colormap(n_clusters)
     image = None
     map_axes = []
@@ -390,12 +390,13 @@ def figure3(ds: xr.Dataset, features: Sequence[str] = s.DOMAIN_FEATURES) -> Figu
         cond = _condition(p)
         ax.set_title(name if cond is None else f"{name} ({cond})", fontsize=9)
         map_axes.append(ax)
-    cbar = fig.colorbar(image, ax=map_axes, ticks=np.arange(n_clusters), shrink=0.9)
+    # image is drawn in the loop above (at least one particle)
+    cbar = fig.colorbar(image, ax=map_axes, ticks=np.arange(n_clusters), shrink=0.9)  # type: ignore[arg-type]
     cbar.set_label(wrapped_label(ds[s.DOMAIN], 20), fontsize=8)
 
     per_cluster = domain_features(ds, features)
     for j, feat in enumerate(features):
-        ax = fig.add_subplot(bottom[0, j])
+        ax = fig.add_subplot(lower[0, j])
         ax.set_gid(f"density:{feat}")
         pooled = np.concatenate([v[:, j] for v in per_cluster.values()]) if per_cluster else np.zeros(1)
         lo, hi = robust_limits(pooled, (0.5, 99.5))
@@ -406,7 +407,7 @@ def figure3(ds: xr.Dataset, features: Sequence[str] = s.DOMAIN_FEATURES) -> Figu
         ax.set_xlabel(wrapped_label(ds[feat]), fontsize=8)
         ax.set_ylabel("probability density", fontsize=8)
     if s.FRACTION in ds:
-        ax = fig.add_subplot(bottom[0, len(features)])
+        ax = fig.add_subplot(lower[0, len(features)])
         ax.set_gid(s.FRACTION)
         fraction = ds[s.FRACTION].transpose(s.GROUP, s.CLUSTER)
         groups = (

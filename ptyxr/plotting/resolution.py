@@ -18,7 +18,7 @@ NM = 1e9
 
 def _curves(ds: xr.Dataset) -> list[tuple[str, str, str | None, str]]:
     """(curve, resolution, threshold variable or None, label) present in ``ds``."""
-    found = []
+    found: list[tuple[str, str, str | None, str]] = []
     if s.PRTF in ds:
         members = int(ds[s.PRTF].attrs.get("ensemble_size", 1))
         found.append((s.PRTF, s.PRTF_RESOLUTION, None, "PRTF" if members == 1 else f"PRTF (ensemble of {members})"))

@@ -20,7 +20,8 @@ from ptyxr import schema as s
 #: One colour per cluster label (matplotlib's "tab10" then "Dark2"): label k is always
 #: ``CLUSTER_COLORS[k % len(CLUSTER_COLORS)]`` in maps, densities, bars and widgets.
 CLUSTER_COLORS: tuple[str, ...] = tuple(
-    [to_hex(c) for c in colormaps["tab10"].colors] + [to_hex(c) for c in colormaps["Dark2"].colors]
+    [to_hex(c) for c in colormaps["tab10"].colors]  # type: ignore[attr-defined]  # ListedColormaps
+    + [to_hex(c) for c in colormaps["Dark2"].colors]  # type: ignore[attr-defined]
 )
 #: Colour of NaN / missing pixels, as in the paper.
 BAD_COLOR = "white"
@@ -40,7 +41,7 @@ def cluster_colormap(n_clusters: int) -> tuple[ListedColormap, BoundaryNorm]:
     """Colormap and norm mapping integer label k to :func:`cluster_color` (k); masked → white."""
     n_clusters = max(int(n_clusters), 1)
     cmap = ListedColormap([cluster_color(k) for k in range(n_clusters)], name="ptyxr_clusters")
-    cmap = cmap.with_extremes(bad=BAD_COLOR)
+    cmap = cmap.with_extremes(bad=BAD_COLOR)  # type: ignore[assignment]  # still a ListedColormap
     norm = BoundaryNorm(np.arange(n_clusters + 1) - 0.5, n_clusters)
     return cmap, norm
 

@@ -147,7 +147,7 @@ def _particle_names(ds: xr.Dataset) -> list[str] | None:
 
 def _select_particle(ds: xr.Dataset, particle: str | None) -> xr.Dataset:
     if s.PARTICLE in ds.dims:
-        names = _particle_names(ds)
+        names = [str(p) for p in ds[s.PARTICLE].values]
         return ds.isel({s.PARTICLE: names.index(str(particle))})
     return ds
 
@@ -212,7 +212,9 @@ class PixelExplorer(_Explorer):
         self.has_fit = all(p in ds for p in s.FIT_PARAMETERS)
         super().__init__((10.5, 6.2), interactive)
         self._build_axes()
-        self._image = self._marker = self._colorbar = None
+        self._image: Any = None  # AxesImage, Line2D, Colorbar once drawn
+        self._marker: Any = None
+        self._colorbar: Any = None
         self.pixel = self._default_pixel() if pixel is None else self._checked_pixel(pixel)
         self._build_widgets()
         self._draw_map()
@@ -236,7 +238,7 @@ class PixelExplorer(_Explorer):
         grid = fig.add_gridspec(3, 2, width_ratios=(1, 1.25), height_ratios=(2.2, 0.9, 1.5), wspace=0.28, hspace=0.4)
         self.ax_map = fig.add_subplot(grid[:, 0])
         # an inset in axes coordinates follows the equal-aspect map box
-        self.ax_colorbar = self.ax_map.inset_axes([0.0, -0.09, 1.0, 0.035])
+        self.ax_colorbar = self.ax_map.inset_axes((0.0, -0.09, 1.0, 0.035))
         self.ax_absorption = fig.add_subplot(grid[0, 1])
         self.ax_residual = fig.add_subplot(grid[1, 1], sharex=self.ax_absorption)
         self.ax_phase = fig.add_subplot(grid[2, 1], sharex=self.ax_absorption)
@@ -391,7 +393,7 @@ class PixelExplorer(_Explorer):
             da = da.where(da >= 0)
         else:
             da = da.astype(float)
-            cmap, norm = with_bad("viridis"), Normalize(*robust_limits(da.values))
+            cmap, norm = with_bad("viridis"), Normalize(*robust_limits(da.values))  # type: ignore[assignment]
         if self._image is None:
             self._image = show_map(ax, da, cmap=cmap, norm=norm)
             self._colorbar = self.figure.colorbar(self._image, cax=cax, orientation="horizontal")
@@ -402,7 +404,7 @@ class PixelExplorer(_Explorer):
             self._image.set_extent(extent_um(da))
             self._colorbar.update_normal(self._image)
         if self.map_variable == s.DOMAIN:
-            self._colorbar.set_ticks(np.arange(norm.Ncmap))
+            self._colorbar.set_ticks(np.arange(norm.Ncmap))  # type: ignore[attr-defined]
         self._colorbar.set_label(label(self._current()[self.map_variable]), fontsize=8)
         cax.tick_params(labelsize=7)
         ax.set_title(f"{self.particle + ': ' if self.particle else ''}{self.map_variable} (click a pixel)", fontsize=9)
@@ -540,7 +542,7 @@ class DomainExplorer(_Explorer):
             if s.PARTICLE in ds[s.DOMAIN].dims
             else ds.expand_dims({s.PARTICLE: [str(ds.attrs.get(s.ATTR_PARTICLE, "particle"))]})
         )
-        self.particles = _particle_names(self.ds)
+        self.particles: list[str] = [str(p) for p in self.ds[s.PARTICLE].values]  # particle dim added above
         if s.CLUSTER in self.ds.dims:
             self.clusters = [int(k) for k in self.ds[s.CLUSTER].values]
         else:
@@ -591,7 +593,8 @@ class DomainExplorer(_Explorer):
 
     def fraction_data(self) -> dict[str, float]:
         """Bar heights drawn: group → N_V-weighted fraction of the highlighted cluster."""
-        return {p.get_gid().split(":", 1)[1]: float(p.get_height()) for p in self.ax_fraction.patches if p.get_gid()}
+        bars = [p for p in self.ax_fraction.patches if p.get_gid()]
+        return {str(p.get_gid()).split(":", 1)[1]: float(p.get_height()) for p in bars}  # type: ignore[attr-defined]
 
     def _on_cluster_change(self, change: dict[str, Any]) -> None:
         self.cluster = int(change["new"])

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 import xarray as xr
@@ -84,7 +85,7 @@ def _truth_on_result_grid(
 ) -> xr.Dataset:
     dy, dx = _register_truth(result, truth) if shift is None else shift
     moved = truth[list(names)].assign_coords({s.Y: truth[s.Y] + dy, s.X: truth[s.X] + dx})
-    return moved.interp({s.Y: result[s.Y], s.X: result[s.X]}, method=method)
+    return moved.interp({s.Y: result[s.Y], s.X: result[s.X]}, method=method)  # type: ignore[arg-type]
 
 
 def _rms(a: np.ndarray) -> float:
@@ -188,7 +189,7 @@ def particle_accuracy(result: xr.Dataset, truth: xr.Dataset, ideal: xr.Dataset |
         row["absorption_nrmse_worst_energy"] = float(np.nanmax([_rms(e) for e in mu_err])) / scale_mu
         row["phase_nrmse_worst_energy"] = float(np.nanmax([_rms(e) for e in ph_err])) / scale_ph
     if s.SHIFT_Y in result and s.SHIFT_Y in truth:
-        pixel = float(result[s.Y].attrs.get(s.ATTR_PIXEL_SIZE))
+        pixel = float(result[s.Y].attrs.get(s.ATTR_PIXEL_SIZE))  # type: ignore[arg-type]
         err = np.hypot(
             result[s.SHIFT_Y].values - truth[s.SHIFT_Y].values, result[s.SHIFT_X].values - truth[s.SHIFT_X].values
         )
@@ -297,13 +298,15 @@ def accuracy_report(result, truths: Sequence[xr.Dataset], ideal: bool = True, pr
 
             labels = combined[s.DOMAIN].values
             k = int(np.unique(labels[labels >= 0]).size)
-            ideal_combined = combine_particles(ideals).ptyxr.cluster(n_clusters=k, seed=0)
-            scores = domain_accuracy(ideals, ideal_combined, truths)
+            ideal_combined = combine_particles(ideals).ptyxr.cluster(n_clusters=k, seed=0)  # type: ignore[arg-type]
+            scores = domain_accuracy(ideals, ideal_combined, truths)  # type: ignore[arg-type]
             report.pooled.update({f"ideal_fit {key}": value for key, value in scores.items()})
-    counts = [r.get("single_domain_valid_pixels", 0.0) for r in report.rows]
+    counts: list[Any] = [r.get("single_domain_valid_pixels", 0.0) for r in report.rows]
     if sum(counts) > 0:
         squares = [
-            r["edge_energy_rmse_single_domain_eV"] ** 2 * n for r, n in zip(report.rows, counts, strict=True) if n
+            float(r["edge_energy_rmse_single_domain_eV"]) ** 2 * n
+            for r, n in zip(report.rows, counts, strict=True)
+            if n
         ]
         report.pooled["edge_energy_rmse_single_domain_eV (all particles)"] = float(np.sqrt(sum(squares) / sum(counts)))
     for key in (
@@ -348,11 +351,11 @@ def domain_accuracy(
         single = _single_domain_on_grid(particle, truth)
         pure.append(single[keep] if single is not None else np.zeros(keep.sum(), bool))
     lab, tru, w, tw, cond = (np.concatenate(v) for v in (labels, true_labels, weights, true_weights, conditions))
-    pure = np.concatenate(pure)
+    pure_all = np.concatenate(pure)
     out = {"domain_adjusted_rand_index": float(adjusted_rand_score(tru, lab)) if lab.size else float("nan")}
-    if pure.any():
+    if pure_all.any():
         # a mixed pixel's true label is only its majority type: score the single-domain ones too
-        out["domain_adjusted_rand_index_single_domain"] = float(adjusted_rand_score(tru[pure], lab[pure]))
+        out["domain_adjusted_rand_index_single_domain"] = float(adjusted_rand_score(tru[pure_all], lab[pure_all]))
     mapping = {c: np.bincount(tru[lab == c], weights=w[lab == c]).argmax() for c in np.unique(lab)}
     mapped = np.array([mapping[c] for c in lab]) if lab.size else lab
     for group in np.unique(cond):

@@ -153,8 +153,8 @@ def probe_modes(probe: np.ndarray, fractions: tuple[float, ...]) -> np.ndarray:
     pixel units, Gram–Schmidt orthogonalised (Hermite–Gauss-like modes of a partially
     coherent beam) and scaled so mode m carries ``fractions[m]`` (normalised) of Σ|probe|².
     """
-    fractions = np.asarray(fractions, dtype=float)
-    fractions = fractions / fractions.sum()
+    weights = np.asarray(fractions, dtype=float)
+    weights = weights / weights.sum()
     n = probe.shape[-1]
     c = (np.arange(n) - n // 2) / (n / 8.0)
     yy, xx = np.meshgrid(c, c, indexing="ij")
@@ -162,9 +162,9 @@ def probe_modes(probe: np.ndarray, fractions: tuple[float, ...]) -> np.ndarray:
     base = probe.astype(np.complex128)
     total = np.sum(np.abs(base) ** 2)
     modes: list[np.ndarray] = []
-    for k in range(fractions.size):
+    for k in range(weights.size):
         m = base * shapes[k]
         for q in modes:
             m = m - np.vdot(q, m) * q
         modes.append(m / np.sqrt(np.sum(np.abs(m) ** 2)))
-    return np.stack([q * np.sqrt(f * total) for q, f in zip(modes, fractions, strict=True)]).astype(np.complex64)
+    return np.stack([q * np.sqrt(f * total) for q, f in zip(modes, weights, strict=True)]).astype(np.complex64)

@@ -35,7 +35,7 @@ from __future__ import annotations
 import functools
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -55,14 +55,14 @@ def _k_edge() -> float:
     return physics.k_edge_energy("V")
 
 
-def _table_parts(table: str) -> dict[str, object]:
+def _table_parts(table: str) -> dict[str, Any]:
     return physics.k_edge_table_parts("V", table)
 
 
 def background_f2(energy: np.ndarray, table: str = "chantler") -> np.ndarray:
     """B(E): the table's below-edge f″_V continued by a power law above the edge [e]
     (:func:`ptyxr.physics.below_edge_f2`)."""
-    return physics.below_edge_f2(energy, "V", table)
+    return physics.below_edge_f2(energy, "V", table)  # type: ignore[arg-type]  # a Table name
 
 
 def _post_edge_decay(energy: np.ndarray, table: str) -> np.ndarray:
@@ -186,7 +186,7 @@ def kk_nodes(table: str = "chantler") -> np.ndarray:
     The table's nodes far from the edge, 0.25 eV steps over edge − 300 … edge + 400 eV and
     0.05 eV steps over 5440–5520 eV (Lorentzians of ≥ 1 eV half width to < 0.1 %).
     """
-    energy, _ = physics.tabulated_f2("V", table)
+    energy, _ = physics.tabulated_f2("V", table)  # type: ignore[arg-type]  # a Table name
     edge = _k_edge()
     lo, hi = edge - 300.0, edge + 400.0
     dense = np.concatenate([np.arange(lo, hi, 0.25), np.arange(5440.0, 5520.0, 0.05)])
@@ -212,16 +212,16 @@ def vanadium_f1_kk(
     shape: NearEdgeShape = EQ1_SHAPE,
 ) -> np.ndarray:
     """f′_V(E) = KK[f″_V] + relativistic correction, with no reference offset [electrons]."""
-    energy = tuple(float(e) for e in np.atleast_1d(energy))
+    key = tuple(float(e) for e in np.atleast_1d(energy))
     if shape == EQ1_SHAPE:  # the cache key of today's calls stays what it was
-        return np.array(_kk_f1_cached(energy, domain, table, float(delta_f2)))
-    return np.array(_kk_f1_cached(energy, domain, table, float(delta_f2), shape))
+        return np.array(_kk_f1_cached(key, domain, table, float(delta_f2)))
+    return np.array(_kk_f1_cached(key, domain, table, float(delta_f2), shape))
 
 
 def reference_f1(element: str, energy: np.ndarray, f1_reference: str) -> np.ndarray:
     """f′ of ``element`` from the reference table (``"kk"`` → Chantler) [electrons]."""
     table = "chantler" if f1_reference == "kk" else f1_reference
-    return physics.scattering_factors(element, np.asarray(energy, dtype=float), table)[0]
+    return physics.scattering_factors(element, np.asarray(energy, dtype=float), table)[0]  # type: ignore[arg-type]
 
 
 def vanadium_f1_offset(
@@ -266,7 +266,7 @@ def type_factors(
         if element == "V":
             continue
         ref1 = reference_f1(element, energy, f1_reference)
-        tab2 = physics.scattering_factors(element, energy, table)[1]
+        tab2 = physics.scattering_factors(element, energy, table)[1]  # type: ignore[arg-type]
         f1[:, j], f2[:, j] = ref1, tab2
     if "V" in elements:
         j = list(elements).index("V")
@@ -279,7 +279,7 @@ def type_factors(
 
 def atom_densities(domain: DomainType) -> dict[str, float]:
     """Number density of each element in ``domain`` [atoms m⁻³] from composition and ρ."""
-    return composition_densities(domain.composition, domain.density)
+    return composition_densities(domain.composition, domain.density)  # type: ignore[arg-type]
 
 
 def composition_densities(composition: dict[str, float], density: float) -> dict[str, float]:
@@ -333,7 +333,7 @@ def membrane_optics(
     mu = np.zeros_like(energy)
     phase = np.zeros_like(energy)
     for element, n in densities.items():
-        f1, f2 = physics.scattering_factors(element, energy, table)
+        f1, f2 = physics.scattering_factors(element, energy, table)  # type: ignore[arg-type]
         mu += scale * n * f2
         phase -= scale * n * (physics.atomic_number(element) + f1)
     return mu, phase

@@ -8,8 +8,7 @@ from typing import Any, Literal
 import numpy as np
 import xarray as xr
 
-from ptyxr import checks as _checks
-from ptyxr import provenance, schema
+from ptyxr import schema
 from ptyxr.schema import (
     ABSORPTION,
     ABSORPTION_FIT,
@@ -26,6 +25,7 @@ from ptyxr.schema import (
     X,
     Y,
 )
+from ptyxr.stage import stage
 from ptyxr.xanes import model as _model
 from ptyxr.xanes import solver as _solver
 
@@ -185,25 +185,38 @@ def _noise_kernel(y: np.ndarray, energy: np.ndarray, detrend: bool) -> np.ndarra
 
 
 # ------------------------------------------------------------------ stage
-def _validate(ds: Any, method: str, noise: str, pre_edge_limit: float) -> tuple[xr.Dataset, np.ndarray]:
+def validate_input(ds: Any, where: str = STAGE) -> xr.Dataset:
+    """The input of :func:`fit_xanes` (DESIGN §1c): absorption spectra on > 10 energies, boolean material."""
+    ds = schema.require_dataset(ds, where)
+    schema.require_variables(ds, (ABSORPTION,), where, "Run ds.ptyxr.spectra() first, or build the stack by hand.")
+    if ENERGY not in ds[ABSORPTION].dims:
+        raise SchemaError(
+            f"{where}: {ABSORPTION!r} has no {ENERGY!r} dim (dims {ds[ABSORPTION].dims}); a "
+            f"spectrum per pixel is needed. Stack the energies along {ENERGY!r} (DESIGN §1c)."
+        )
+    energy = schema.require_energy(ds, where)
+    n_par = len(FIT_PARAMETERS)
+    if energy.size <= n_par:
+        raise SchemaError(
+            f"{where}: eq. (1) has {n_par} parameters, so at least {n_par + 1} energies are needed; got {energy.size}."
+        )
+    schema.validate_spectra(ds, where, minimum_energies=n_par + 1)
+    if MATERIAL in ds:
+        if ds[MATERIAL].dtype != bool:
+            raise SchemaError(
+                f"{where}: {MATERIAL!r} must be boolean (True inside a particle), got {ds[MATERIAL].dtype}."
+            )
+        schema.require_dims(ds[MATERIAL], (Y, X), where)
+    return ds
+
+
+def _check_options(ds: xr.Dataset, method: str, noise: str, pre_edge_limit: float) -> np.ndarray:
+    """Check the fit options against the validated input; return its energies [eV]."""
     if method not in METHODS:
         raise ValueError(f"{STAGE}: method must be one of {METHODS}, got {method!r}.")
     if noise not in NOISE_METHODS:
         raise ValueError(f"{STAGE}: noise must be one of {NOISE_METHODS}, got {noise!r}.")
-    ds = schema.require_dataset(ds, STAGE)
-    schema.require_variables(ds, (ABSORPTION,), STAGE, "Run ds.ptyxr.spectra() first, or build the stack by hand.")
-    if ENERGY not in ds[ABSORPTION].dims:
-        raise SchemaError(
-            f"{STAGE}: {ABSORPTION!r} has no {ENERGY!r} dim (dims {ds[ABSORPTION].dims}); a "
-            f"spectrum per pixel is needed. Stack the energies along {ENERGY!r} (DESIGN §1c)."
-        )
-    energy = schema.require_energy(ds, STAGE)
-    n_par = len(FIT_PARAMETERS)
-    if energy.size <= n_par:
-        raise SchemaError(
-            f"{STAGE}: eq. (1) has {n_par} parameters, so at least {n_par + 1} energies are needed; got {energy.size}."
-        )
-    schema.validate_spectra(ds, STAGE, minimum_energies=n_par + 1)
+    energy = np.asarray(ds[ENERGY].values, dtype=float)
     n_pre = int(np.sum(energy < pre_edge_limit))
     if n_pre < MIN_PRE_EDGE_POINTS:
         raise SchemaError(
@@ -211,20 +224,15 @@ def _validate(ds: Any, method: str, noise: str, pre_edge_limit: float) -> tuple[
             f"pre_edge_limit={pre_edge_limit} eV, got {n_pre}; lower energies are missing or "
             "pre_edge_limit is too low (paper: 5466 eV, four points)."
         )
-    if MATERIAL in ds:
-        if ds[MATERIAL].dtype != bool:
-            raise SchemaError(
-                f"{STAGE}: {MATERIAL!r} must be boolean (True inside a particle), got {ds[MATERIAL].dtype}."
-            )
-        schema.require_dims(ds[MATERIAL], (Y, X), STAGE)
-    return ds, energy
+    return energy
 
 
 def _is_real(value: Any) -> bool:
     """A finite real number (not bool, not text: np.isfinite would raise a TypeError on those)."""
-    return isinstance(value, numbers.Real) and not isinstance(value, bool) and bool(np.isfinite(value))
+    return isinstance(value, numbers.Real) and not isinstance(value, bool) and bool(np.isfinite(value))  # type: ignore[call-overload]
 
 
+@stage(STAGE, validate=validate_input, exclude=("progress",))
 def fit_xanes(
     ds: xr.Dataset,
     method: Literal["batch", "lmfit"] = "batch",
@@ -296,22 +304,11 @@ def fit_xanes(
         all-NaN absorption, non-boolean ``material``, ``min_edge_significance`` < 0 or
         ``max_edge_stderr`` ≤ 0.
     """
-    _checks.arguments("fit_xanes", locals())
-    call = {
-        "method": method,
-        "noise": noise,
-        "pre_edge_limit": pre_edge_limit,
-        "material": None if material is None else "<DataArray>",
-        "chunks": chunks,
-        "keep_fit_curve": keep_fit_curve,
-        "min_edge_significance": min_edge_significance,
-        "max_edge_stderr": max_edge_stderr,
-    }
     if not (_is_real(min_edge_significance) and min_edge_significance >= 0):
         raise SchemaError(f"{STAGE}: min_edge_significance must be a number ≥ 0, got {min_edge_significance!r}.")
     if not (_is_real(max_edge_stderr) and max_edge_stderr > 0):
         raise SchemaError(f"{STAGE}: max_edge_stderr must be a number > 0 [eV], got {max_edge_stderr!r}.")
-    ds, energy = _validate(ds, method, noise, pre_edge_limit)
+    energy = _check_options(ds, method, noise, pre_edge_limit)
     absorption = ds[ABSORPTION]
     if chunks is not None:
         absorption = absorption.chunk(chunks if isinstance(chunks, dict) else {Y: chunks, X: chunks})
@@ -372,11 +369,10 @@ def fit_xanes(
     new[PRE_EDGE_VALID] = schema.with_attrs(new[FIT_VALID] & ~collapsed, PRE_EDGE_VALID)
 
     if keep_fit_curve:
-        e = ds[ENERGY]
-        v = {name: new[name] for name in FIT_PARAMETERS}  # xarray arithmetic: stays lazy on dask
+        e: Any = ds[ENERGY]  # the numpy kernels broadcast DataArrays too
+        v: dict[str, Any] = {name: new[name] for name in FIT_PARAMETERS}  # xarray arithmetic: stays lazy on dask
         constant, edge, pre_edge, white_line = _model.eq1_terms(e, *(v[name] for name in FIT_PARAMETERS))
         curve = constant + edge + pre_edge + white_line
         new[ABSORPTION_FIT] = schema.with_attrs(curve.transpose(*absorption.dims), ABSORPTION_FIT)
 
-    out = ds.assign(new)
-    return provenance.record(out, STAGE, call)
+    return ds.assign(new)

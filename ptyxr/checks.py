@@ -402,7 +402,10 @@ def parse_memory_limit(value: Any) -> int | None:
 def byte_size(name: str, value: Any, where: str = "") -> int:
     """A memory size in bytes: a positive number, or text such as ``"1.5GB"`` / ``"800MiB"``."""
     try:
-        return int(parse_memory_limit(value))
+        size = parse_memory_limit(value)
+        if size is None:
+            raise ValueError("a size is needed here, not None")
+        return size
     except (TypeError, ValueError) as err:
         raise SchemaError(f"{_where(where)}{name}={_show(value)}: {err}.") from err
 

@@ -403,6 +403,10 @@ def reconstruct_arguments(ds: Any, **kwargs: Any) -> None:
             integer(name, kwargs[name], where, minimum=minimum)
     if "interpolation" in kwargs:
         choice("interpolation", int(kwargs["interpolation"]), (1, 3), where)
+    if "algorithm" in kwargs:
+        from ptyxr.reconstruct.momentum import resolve
+
+        resolve(kwargs["algorithm"], kwargs.get("object_regularization"), kwargs.get("momentum"))
     for name in _RECONSTRUCT_BOOLS:
         if name in kwargs:
             boolean(name, kwargs[name], where)

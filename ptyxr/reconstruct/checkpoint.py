@@ -49,6 +49,8 @@ from ptyxr.schema import (
 )
 
 STAGE = "reconstruct"
+#: Attr listing the extra state arrays (:func:`write_checkpoint`'s ``extra``).
+EXTRA_ATTR = "ptyxr_checkpoint_extra"
 #: Key of the data fingerprint in the checkpoint's settings.
 DATA_KEY = "data_fingerprint"
 
@@ -112,8 +114,12 @@ def write_checkpoint(
     done: int,
     rng: np.random.Generator,
     params: dict[str, Any],
+    extra: dict[str, np.ndarray] | None = None,
 ) -> None:
-    """Write the solver state to ``path`` atomically (temp file in the same dir + os.replace)."""
+    """Write the solver state to ``path`` atomically (temp file in the same dir + os.replace).
+
+    ``extra``: further complex (energy, y, x) state arrays by name (e.g. mPIE's velocity).
+    """
     ds = xr.Dataset(
         {
             OBJECT + REAL_SUFFIX: ((ENERGY, Y, X), obj.real),
@@ -124,12 +130,16 @@ def write_checkpoint(
         },
         coords={ENERGY: energy, Y: grid.y, X: grid.x, ITERATION: np.arange(1, done + 1)},
         attrs={
+            EXTRA_ATTR: json.dumps(sorted(extra or {})),
             ATTR_ITERATIONS_DONE: int(done),
             ATTR_RNG_STATE: json.dumps(rng.bit_generator.state),
             ATTR_CHECKPOINT: json.dumps(params),
             ATTR_PIXEL_SIZE: grid.pixel_size,
         },
     )
+    for name, value in (extra or {}).items():
+        ds[name + REAL_SUFFIX] = ((ENERGY, Y, X), value.real)
+        ds[name + IMAG_SUFFIX] = ((ENERGY, Y, X), value.imag)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     try:
@@ -166,6 +176,10 @@ def read_checkpoint(path: Path) -> dict[str, Any]:
         "done": int(ds.attrs[ATTR_ITERATIONS_DONE]),
         "rng_state": json.loads(ds.attrs[ATTR_RNG_STATE]),
         "params": json.loads(ds.attrs[ATTR_CHECKPOINT]),
+        "extra": {
+            name: (ds[name + REAL_SUFFIX].values + 1j * ds[name + IMAG_SUFFIX].values).astype(np.complex64)
+            for name in json.loads(ds.attrs.get(EXTRA_ATTR, "[]"))
+        },
         "energy": ds[ENERGY].values,
         "y": ds[Y].values,
         "x": ds[X].values,

@@ -374,7 +374,10 @@ def _reconstruct_one(
         from ptyxr.reconstruct.kkr import kkr_project
     has_data = grid.active.any(axis=0)
     field = work.field(n)
-    mom = _momentum.ObjectMomentum(obj.shape, field, momentum) if momentum > 0 else None
+    # mPIE runs up to the first KKR projection; the KKR phase then takes ePIE steps (a = 1, η = 0):
+    # mPIE's larger steps left a noisier amplitude at the end (s11-mpie design note)
+    mpie_end = _momentum.mpie_end(algorithm, schedule, iterations)
+    mom = _momentum.ObjectMomentum(obj.shape, field, momentum) if momentum > 0 and start < mpie_end else None
     if mom is not None and resume_from is not None:
         mom.velocity[...] = state["extra"][_momentum.VELOCITY]
     # the covered field of the initial probes: where |O| is well determined (scale pinning)
@@ -388,6 +391,8 @@ def _reconstruct_one(
         unit="it",
     )
     for it in bar:
+        if it >= mpie_end:
+            solver.reg, mom = 1.0, None
         order = rng.permutation(n_scan)
         order = order[has_data[order]]
         probe_now = bool(update_probe) and it >= probe_update_start

@@ -12,8 +12,9 @@ positions (the paper applies it every T positions; one fused iteration is T = al
 the cheapest place outside the compiled kernel). Only the kernel's own change enters v: the
 gauge steps that act on the object between iterations are not "progress" and move v with the
 object instead — :func:`ptyxr.reconstruct.epie.recentre` shifts O by a sub-pixel vector (v is
-shifted alike), :func:`ptyxr.reconstruct.epie.pin_scale` divides O by c (v too), and a KKR
-projection resets v (its phase correction is a jump, not a direction to keep going in).
+shifted alike), :func:`ptyxr.reconstruct.epie.pin_scale` divides O by c (v too). mPIE steps run
+up to the first KKR projection (:func:`mpie_end`); the KKR phase then takes ePIE steps, so
+momentum never carries a KKR phase jump forward (:meth:`ObjectMomentum.reset` is kept for it).
 The velocity is part of the solver state: checkpoints save it, so a resumed run equals the
 uninterrupted one exactly.
 """
@@ -59,6 +60,19 @@ def resolve(algorithm: str, object_regularization: float | None, momentum: float
     reg = real("object_regularization", reg, where, positive=True, maximum=1.0)
     eta = real("momentum", eta, where, minimum=0.0, maximum=0.99)
     return float(reg), float(eta)
+
+
+def mpie_end(algorithm: str, kkr_iterations: list[int], iterations: int) -> int:
+    """Iterations (0-based end) that take mPIE steps: up to the first KKR projection.
+
+    The KKR phase after it takes ePIE steps. Measured on a paper particle (100 iterations,
+    KKR from 62): mPIE throughout left the absorption NRMSE at 0.017 where ePIE's 800
+    iterations reach 0.011 (the phase was as good); its larger steps fit photon noise into
+    the amplitude. Without KKR, or for ``"epie"``, the whole run (0 for ePIE).
+    """
+    if algorithm == "epie":
+        return 0
+    return kkr_iterations[0] if kkr_iterations else iterations
 
 
 class ObjectMomentum:

@@ -174,3 +174,17 @@ def test_momentum_follows_the_gauge_steps():
     assert abs(mom.velocity[1, 8, 8]) < 1e-6
     mom.reset()
     assert not mom.velocity.any()
+
+
+def test_mpie_hands_over_to_epie_at_the_first_kkr_projection(scan, monkeypatch):
+    """mPIE steps (momentum, rPIE) run up to the first KKR projection; the KKR phase takes ePIE steps."""
+    from ptyxr.reconstruct import momentum
+
+    assert momentum.mpie_end("mpie", [5, 8], 8) == 5
+    assert momentum.mpie_end("mpie", [], 8) == 8
+    assert momentum.mpie_end("epie", [5, 8], 8) == 0
+    calls = []
+    real_after = momentum.ObjectMomentum.after
+    monkeypatch.setattr(momentum.ObjectMomentum, "after", lambda self, obj: (calls.append(1), real_after(self, obj)))
+    reconstruct(scan, iterations=6, kkr_start=3, kkr_every=2, progress=False, algorithm="mpie")
+    assert len(calls) == 3

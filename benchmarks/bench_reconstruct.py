@@ -11,7 +11,12 @@ Prints, in one run on the same synthetic data (KB probe, random weak-phase objec
     ``import PtyLab`` works), and the speed ratio per energy-iteration (target ≥ 5);
 final errors of both — PtyLab's own metric and OUR metric Σ(|Ψ| − √I)²/ΣI evaluated after
 the last iteration on each code's final object and probe with its own forward model — and
-peak memory (resource.getrusage).
+peak memory (resource.getrusage);
+(d) time to accuracy (issue 12): wall time until the object error against the true object
+(:func:`object_error`) first reaches a fixed target — ePIE's error after ``--tta-iterations``
+— for ptyxr's ePIE (the baseline), ptyxr's mPIE and, where ``import PtyLab`` works, PtyLab's
+mPIE (one energy at a time, run in chunks of iterations), all on the same data, with the
+ratios against the baseline measured in the same run.
 
 Usage: ``python benchmarks/bench_reconstruct.py`` (40 × 200 × 128²) or ``--reduced``
 (CI: 8 energies × 64 positions × 64², a few seconds).
@@ -53,14 +58,183 @@ def make_data(n_energy: int, n_pos: int, n: int, seed: int = 0):
     thick = (thick - thick.min()) / np.ptp(thick)
     frames = np.empty((n_energy, n_pos, n, n), dtype=np.float32)
     probes = np.empty((n_energy, n, n), dtype=np.complex64)
+    objects = np.empty((n_energy, *g.shape), dtype=np.complex64)
     for e in range(n_energy):
-        obj = np.exp((-0.05 - 0.5j) * thick * (1 + 0.1 * e / max(n_energy - 1, 1)))
+        obj = objects[e] = np.exp((-0.05 - 0.5j) * thick * (1 + 0.1 * e / max(n_energy - 1, 1)))
         probes[e] = kb_probe(energy[e], n, dx, fwhm=n * dx / 8, defocus=2e-6, photons=1e6)
         for k in range(n_pos):
             oy, ox = g.offsets[e, k]
             frames[e, k] = np.abs(far_field(probes[e] * obj[oy : oy + n, ox : ox + n], workers=1)) ** 2
         frames[e] = rng.poisson(frames[e])  # per energy: keeps the int64 temporary small
-    return energy, dx, py, px, g, frames, probes
+    return energy, dx, py, px, g, frames, probes, objects
+
+
+def object_error(patches, true_patches, mask) -> float:
+    """Object error of one energy over the illuminated pixels of every scan position.
+
+    ``patches``/``true_patches``: (n_pos, N, N) object patches of a reconstruction and of the
+    truth at the same positions; ``mask``: (N, N) pixels where |P|² ≥ 0.1 max. With the
+    best complex factor γ (the O·P scale and global phase are free) and the better of O and
+    O* (codes differ in the FFT sign): min ‖γ·O − O_true‖ / ‖O_true − 1‖. Grid-agnostic, so
+    PtyLab's object on its own grid is measured the same way.
+    """
+    b = true_patches[:, mask].astype(np.complex128).ravel()
+    best = np.inf
+    for a in (patches[:, mask].ravel(), np.conj(patches[:, mask]).ravel()):
+        a = a.astype(np.complex128)
+        gamma = np.vdot(a, b) / max(np.vdot(a, a).real, 1e-300)
+        best = min(best, float(np.linalg.norm(gamma * a - b) / np.linalg.norm(b - 1)))
+    return best
+
+
+def _patches(obj, offsets, n):
+    return np.stack([obj[oy : oy + n, ox : ox + n] for oy, ox in offsets])
+
+
+def tta_ptyxr(g, frames, probes, objects, iterations, engine, fft_backend, regularization, momentum):
+    """ptyxr run with ``iterations`` iterations: (cumulative wall time, per-energy object error) per iteration.
+
+    The solver as in (a) (no gauge steps; initial probe = the true probe); mPIE adds its
+    momentum step between iterations, inside the timing. The error is evaluated outside it.
+    """
+    from ptyxr.reconstruct.momentum import ObjectMomentum
+
+    n_e, n_pos, n = frames.shape[0], frames.shape[1], frames.shape[-1]
+    amps = epie.prepare_amplitudes(frames)
+    solver = epie.BatchedEPIE(
+        amps, g.offsets, epie.fourier_norm(frames), engine=engine, fft_backend=fft_backend,
+        regularization=regularization,
+    )  # fmt: skip
+    obj = np.ones((n_e, *g.shape), np.complex64)
+    probe = probes.copy()
+    mom = ObjectMomentum(obj.shape, g.field(n), momentum) if momentum > 0 else None
+    mask = np.abs(probes) ** 2 >= 0.1 * np.max(np.abs(probes) ** 2, axis=(-2, -1), keepdims=True)
+    truth = [_patches(objects[e], g.offsets[e], n) for e in range(n_e)]
+    rng = np.random.default_rng(0)
+    elapsed, curve = 0.0, []
+    for _ in range(iterations):
+        t0 = time.perf_counter()
+        if mom is not None:
+            mom.before(obj)
+        solver.iteration(obj, probe, rng.permutation(n_pos), True)
+        if mom is not None:
+            mom.after(obj)
+        elapsed += time.perf_counter() - t0
+        errs = [object_error(_patches(obj[e], g.offsets[e], n), truth[e], mask[e]) for e in range(n_e)]
+        curve.append((elapsed, np.array(errs)))
+    return curve
+
+
+def tta_ptylab(energy, dx, py, px, frames, probes, objects, g, iterations, chunk, n_energy_run):
+    """PtyLab mPIE one energy at a time in chunks of ``chunk`` iterations (its defaults otherwise).
+
+    Returns per energy a list of (cumulative wall time, object error, iterations done), or a reason string.
+    """
+    try:
+        import h5py
+        from PtyLab import Engines, easyInitialize
+    except Exception as exc:  # noqa: BLE001 - report any import failure
+        return f"PtyLab unavailable: {exc!r}"
+    import logging
+
+    logging.disable(logging.WARNING)
+    n = frames.shape[-1]
+    curves = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for e in range(n_energy_run):
+            path = Path(tmp) / f"e{e}.hdf5"
+            with h5py.File(path, "w") as f:
+                f["ptychogram"] = frames[e]
+                f["encoder"] = -np.stack([py, px], axis=-1)  # PtyLab's encoder: the sample translation
+                f["wavelength"] = wavelength(energy[e])
+                f["dxd"] = PITCH * real_space_pixel_size(energy[e], Z, PITCH, n) / dx
+                f["zo"] = Z
+                f["Nd"] = n
+            data, rec, params, monitor, engine = easyInitialize(path, engine=Engines.mPIE, dummyMonitor=True)
+            params.positionOrder = "random"
+            params.probePowerCorrectionSwitch = False
+            params.comStabilizationSwitch = False
+            params.fftshiftSwitch = False
+            rec.probe[...] = probes[e].reshape(rec.probe.shape[-2:])
+            mask = np.abs(probes[e]) ** 2 >= 0.1 * np.max(np.abs(probes[e]) ** 2)
+            truth = _patches(objects[e], g.offsets[e], n)
+            elapsed, done, curve = 0.0, 0, []
+            while done < iterations:
+                engine.numIterations = min(chunk, iterations - done)
+                t0 = time.perf_counter()
+                engine.reconstruct()
+                elapsed += time.perf_counter() - t0
+                done += engine.numIterations
+                obj = np.asarray(rec.object).reshape(rec.object.shape[-2:])
+                patches = np.stack([obj[r : r + rec.Np, c : c + rec.Np] for r, c in np.asarray(rec.positions)])
+                curve.append((elapsed, object_error(patches, truth, mask), done))
+            curves.append(curve)
+    return curves
+
+
+def time_to_accuracy(args, energy, dx, py, px, g, frames, probes, objects):
+    """Section (d): wall time to a fixed object error, ePIE (baseline) vs mPIE vs PtyLab's mPIE."""
+    from ptyxr.reconstruct.momentum import MPIE_MOMENTUM, MPIE_REGULARIZATION
+
+    its = args.tta_iterations
+    runs = {
+        "ptyxr ePIE": tta_ptyxr(g, frames, probes, objects, its, args.engine, args.fft_backend, 1.0, 0.0),
+        "ptyxr mPIE": tta_ptyxr(
+            g, frames, probes, objects, its, args.engine, args.fft_backend, MPIE_REGULARIZATION, MPIE_MOMENTUM
+        ),
+    }
+    target = float(np.mean(runs["ptyxr ePIE"][-1][1]))
+    print(
+        f"(d) time to accuracy: object error target {target:.4f} = ptyxr ePIE's mean over energies after {its} "
+        f"iterations (mPIE: a = {MPIE_REGULARIZATION}, eta = {MPIE_MOMENTUM})"
+    )
+
+    def first(curve, level):
+        for i, (t, err) in enumerate(curve):
+            if float(np.mean(err)) <= level:
+                return i + 1, t
+        return None, None
+
+    base_it, base_t = first(runs["ptyxr ePIE"], target)
+    for name, curve in runs.items():
+        it, t = first(curve, target)
+        best = min(float(np.mean(err)) for _, err in curve)
+        if it is None:
+            print(f"    {name}: not reached in {its} iterations (best {best:.4f})")
+        else:
+            print(
+                f"    {name}: {it} iterations, {t:.2f} s (all {frames.shape[0]} energies), "
+                f"{base_t / t:.2f}x the baseline's speed; best error {best:.4f}"
+            )
+    if args.no_ptylab:
+        return
+    m = min(args.ptylab_energies, frames.shape[0])
+    res = tta_ptylab(energy, dx, py, px, frames, probes, objects, g, its, args.tta_chunk, m)
+    if isinstance(res, str):
+        print(f"    PtyLab mPIE: skipped ({res})")
+        return
+    # the same target on PtyLab's energies: ePIE's mean error there; our time per energy = total / n_energy
+    sub_target = float(np.mean(runs["ptyxr ePIE"][-1][1][:m]))
+    base_sub = next(((i + 1, t) for i, (t, err) in enumerate(runs["ptyxr ePIE"]) if np.mean(err[:m]) <= sub_target))
+    per_energy_base = base_sub[1] / frames.shape[0]
+    times, reached = [], True
+    for curve in res:
+        hit = next(((t, done) for t, err, done in curve if err <= sub_target), None)
+        reached &= hit is not None
+        times.append(hit[0] if hit else curve[-1][0])
+    finals = [round(curve[-1][1], 4) for curve in res]
+    if reached:
+        t_pl = float(np.mean(times))
+        print(
+            f"    PtyLab mPIE (energies 0..{m - 1}, target {sub_target:.4f}): {t_pl:.2f} s per energy vs ptyxr ePIE "
+            f"{per_energy_base:.3f} s per energy -> {per_energy_base / t_pl:.3f}x the baseline's speed "
+            f"(chunks of {args.tta_chunk} iterations); final errors {finals}"
+        )
+    else:
+        print(
+            f"    PtyLab mPIE: target {sub_target:.4f} not reached in {its} iterations on every energy "
+            f"(final errors {finals}; {np.mean(times):.2f} s per energy spent)"
+        )
 
 
 def posthoc_error(exit_wave, propagate, frames) -> float:
@@ -200,14 +374,18 @@ def main(argv=None):
     ap.add_argument("--fft-backend", default="auto", choices=epie.FFT_BACKENDS)
     ap.add_argument("--ptylab-energies", type=int, default=2, help="energies run through PtyLab (one at a time)")
     ap.add_argument("--no-ptylab", action="store_true")
+    ap.add_argument("--tta-iterations", type=int, default=60, help="(d): ePIE iterations that set the target")
+    ap.add_argument("--tta-chunk", type=int, default=5, help="(d): PtyLab iterations between error evaluations")
+    ap.add_argument("--no-tta", action="store_true", help="skip (d)")
     args = ap.parse_args(argv)
     if args.reduced:
         args.energies, args.positions, args.n, args.iterations = 8, 64, 64, 5
+        args.tta_iterations, args.ptylab_energies = 30, 1
     ne, npos, n = args.energies, args.positions, args.n
     print(
         f"data: {ne} energies x {npos} positions x {n}^2 frames, {args.iterations} iterations, {epie.WORKERS} threads"
     )
-    energy, dx, py, px, g, frames, probes = make_data(ne, npos, n)
+    energy, dx, py, px, g, frames, probes, objects = make_data(ne, npos, n)
     t_iter, err, t_fused, t_scipy, solver, obj, probe = bench_ptyxr(
         g, frames, probes, args.iterations, args.engine, args.fft_backend
     )
@@ -253,6 +431,8 @@ def main(argv=None):
                 f"    PtyLab final error, our metric after last iteration: {np.round(ours, 5).tolist()} "
                 f"(its own metric: {np.round(errs, 4).tolist()})"
             )
+    if not args.no_tta:
+        time_to_accuracy(args, energy, dx, py, px, g, frames, probes, objects)
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     held = sum(a.nbytes for a in (solver.amplitudes, solver.buf, obj, probe)) / 2**20
     print(

@@ -454,6 +454,8 @@ def reconstruct_arguments(ds: Any, **kwargs: Any) -> None:
         choice("interpolation", int(kwargs["interpolation"]), (1, 3), where)
     if "probe_modes" in kwargs:
         integer("probe_modes", kwargs["probe_modes"], where, minimum=1, maximum=MAX_PROBE_MODES)
+    if "algorithm" in kwargs:  # its step options are checked by ptyxr.reconstruct.momentum.resolve
+        choice("algorithm", kwargs["algorithm"], ("epie", "mpie"), where)
     for name in _RECONSTRUCT_BOOLS:
         if name in kwargs:
             boolean(name, kwargs[name], where)

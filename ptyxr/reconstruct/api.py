@@ -41,6 +41,7 @@ from ptyxr.reconstruct import epie as _epie
 from ptyxr.reconstruct import flux as _flux
 from ptyxr.reconstruct import groups as _groups
 from ptyxr.reconstruct import modes as _modes
+from ptyxr.reconstruct import momentum as _momentum
 from ptyxr.reconstruct import positions as _pos
 from ptyxr.reconstruct.detector import dead_pixel_mask
 from ptyxr.reconstruct.grid import Grid, common_grid, resample_frames
@@ -80,6 +81,11 @@ from ptyxr.schema import (
 
 STAGE = "reconstruct"
 ALGORITHM = "ePIE (Maiden & Rodenburg 2009), energy-batched on one common grid, KKR constraint (Hirose et al. 2017)"
+#: Provenance description of ``algorithm="mpie"``.
+ALGORITHM_MPIE = (
+    "mPIE (Maiden, Johnson & Li 2017: rPIE object step + object momentum), energy-batched on one common grid, "
+    "KKR constraint (Hirose et al. 2017)"
+)
 #: Largest object grid side accepted [pixels]; beyond it positions are almost surely in the wrong units.
 MAX_GRID_SIDE = 16384
 #: KKR needs a spectrum: at least this many energies.
@@ -287,6 +293,9 @@ def _reconstruct_one(
     position_options: dict[str, Any] | None = None,
     probe_modes: int = 1,
     memory_limit: int | None = None,
+    algorithm: str = "epie",
+    object_regularization: float = 1.0,
+    momentum: float = 0.0,
     label: str = "",
 ) -> tuple[xr.Dataset, dict[str, Any]]:
     """Reconstruct one particle; returns the §1b variables and run facts for provenance."""
@@ -375,6 +384,7 @@ def _reconstruct_one(
         "pin_scale": bool(pin_scale),
         "native_grids": bool(native),
         **_flux.settings(flux is not None, refine_flux),
+        "algorithm": [algorithm, float(object_regularization), float(momentum)],
     }
     refiner = None
     if position_correction:  # continuous position estimates per (energy, scan) on each energy's grid
@@ -399,10 +409,21 @@ def _reconstruct_one(
         if flux_refiner is not None:
             flux_refiner.restore(state["extra"])
 
+    if groups is not None and algorithm != "epie":
+        raise ValueError(
+            f"{STAGE}: memory_limit needs {len(groups)} energy groups here, and algorithm='mpie' does not run out of "
+            "core yet; raise memory_limit (or leave it None) or use algorithm='epie'."
+        )
+    if probe_modes > 1 and algorithm != "epie":
+        raise ValueError(f"{STAGE}: probe_modes > 1 runs with algorithm='epie' only (mPIE's step is single-mode).")
+
     def make_solver(amps: np.ndarray, g: slice = slice(None)) -> Any:
         if probe_modes > 1:
             return _modes.ModeEPIE(amps, work.offsets[g], norm[g], probe_modes, alpha, beta, engine, fft_backend)
-        return _epie.BatchedEPIE(amps, work.offsets[g], norm[g], alpha, beta, engine=engine, fft_backend=fft_backend)
+        return _epie.BatchedEPIE(
+            amps, work.offsets[g], norm[g], alpha, beta, engine=engine, fft_backend=fft_backend,
+            regularization=object_regularization,
+        )  # fmt: skip
 
     solver = make_solver(amplitudes) if groups is None else None
     kkr_project = None
@@ -410,6 +431,13 @@ def _reconstruct_one(
         from ptyxr.reconstruct.kkr import kkr_project
     has_data = grid.active.any(axis=0)
     field = work.field(n)
+    # mPIE runs up to the first KKR projection; the KKR phase then takes ePIE steps (a = 1, η = 0):
+    # mPIE's larger steps left a noisier amplitude at the end (s11-mpie design note)
+    mpie_end = _momentum.mpie_end(algorithm, schedule, iterations)
+    mom = _momentum.ObjectMomentum(obj.shape, field, momentum) if momentum > 0 and start < mpie_end else None
+    if mom is not None and resume_from is not None:
+        extra_state = state["extra"]
+        mom.velocity[...] = extra_state[_momentum.VELOCITY + "_real"] + 1j * extra_state[_momentum.VELOCITY + "_imag"]
     # the covered field of the initial probes: where |O| is well determined (scale pinning)
     pin_region = coverage_map(_modes.total(probe), work.offsets, work.active, work.shape, coverage_threshold)
     if refiner is not None and start > 0:  # resumed: the refined patch offsets
@@ -432,14 +460,24 @@ def _reconstruct_one(
         (n_scan, n, n),
     )  # fmt: skip
     for it, g, order, solver, complete in run:
+        if algorithm != "epie" and it >= mpie_end:
+            solver.reg, mom = 1.0, None
         probe_now = bool(update_probe) and it >= probe_update_start
+        if mom is not None:
+            mom.before(obj)
         errors[g, it] = solver.iteration(obj[g], probe[g], order, probe_now)
+        if mom is not None:
+            mom.after(obj)
         if probe_now and probe_modes > 1:
             _modes.orthogonalise(probe[g])
         if probe_now and recentre_probe:
-            _modes.recentre(obj[g], probe[g], field=field[g])
+            shifts = _modes.recentre(obj[g], probe[g], field=field[g])
+            if mom is not None:
+                mom.shift(shifts)
         if probe_now and pin_scale:
-            _epie.pin_scale(obj[g], probe[g], pin_region, field[g])
+            factors = _epie.pin_scale(obj[g], probe[g], pin_region, field[g])
+            if mom is not None:
+                mom.scale(factors)
         done = it + 1
         if not complete:  # other energies have not reached iteration `done` yet
             continue
@@ -465,6 +503,8 @@ def _reconstruct_one(
                 obj = (obj * np.exp(1j * _to_native(dphi, grids, grid, work.shape))).astype(np.complex64)
             else:
                 obj = new_c
+            if mom is not None:
+                mom.reset()
         if progress:
             bar.set_postfix(error=f"{float(np.nanmean(errors[:, it])):.3g}")
         if checkpoint is not None and (done % max(int(checkpoint_every), 1) == 0 or done == iterations):
@@ -472,6 +512,7 @@ def _reconstruct_one(
             extra = {
                 **(refiner.state() if refiner is not None else {}),
                 **(flux_refiner.checkpoint_state() if flux_refiner is not None else {}),
+                **(_momentum_state(mom.velocity) if mom is not None else {}),
             } or None
             _ckpt.write_checkpoint(checkpoint, energy, work, obj, probe, errors, done, rng, saved, extra)
     bar.close()
@@ -518,6 +559,12 @@ def _reconstruct_one(
         **(refiner.facts() if refiner is not None else {}),
     }
     return out, facts
+
+
+def _momentum_state(velocity: np.ndarray) -> dict[str, tuple[tuple[str, ...], np.ndarray]]:
+    """mPIE's object velocity as checkpoint ``extra`` arrays (real and imaginary parts)."""
+    dims = (ENERGY, Y, X)
+    return {_momentum.VELOCITY + "_real": (dims, velocity.real), _momentum.VELOCITY + "_imag": (dims, velocity.imag)}
 
 
 def _native_to_common_index(g: Grid, common: Grid, axis: int) -> np.ndarray:
@@ -646,6 +693,9 @@ def reconstruct(
     position_correction_every: int = _pos.EVERY,
     position_max_shift: float = _pos.MAX_SHIFT,
     memory_limit: int | float | str | None = None,
+    algorithm: str = "epie",
+    object_regularization: float | None = None,
+    momentum: float | None = None,
 ) -> xr.Dataset:
     """Reconstruct object and probe at every energy on one common grid (ePIE + KKR).
 
@@ -795,6 +845,18 @@ def reconstruct(
         in memory. With a ``particle`` dim the limit holds per particle, and particles run
         concurrently (one per dask thread/worker). The provenance records the group sizes
         (``energy_groups``).
+    algorithm : {"epie", "mpie"}
+        ``"epie"``: energy-batched ePIE (the results of every earlier version, bit for bit).
+        ``"mpie"``: Maiden, Johnson & Li's mPIE (Optica 4, 736 (2017)) — rPIE's regularised
+        object step plus momentum on the object between iterations
+        (:mod:`ptyxr.reconstruct.momentum`); it reaches ePIE's object error in fewer
+        iterations (measured: docs/design-notes/s11-mpie.md).
+    object_regularization : float, optional
+        mPIE only: rPIE's a in (0, 1] — object step α·P*/((1 − a)|P|² + a·max|P|²); 1 = ePIE's
+        step. Default :data:`ptyxr.reconstruct.momentum.MPIE_REGULARIZATION`.
+    momentum : float, optional
+        mPIE only: friction η in [0, 0.99] of the object momentum applied after each iteration
+        (0 = rPIE). Default :data:`ptyxr.reconstruct.momentum.MPIE_MOMENTUM`.
 
     Returns
     -------
@@ -814,6 +876,7 @@ def reconstruct(
     asks for energy groups.
     """
     _checks.reconstruct_arguments(ds, **{k: v for k, v in locals().items() if k != "ds"})
+    object_regularization, momentum = _momentum.resolve(algorithm, object_regularization, momentum)
     _validate(ds)
     n = ds.sizes[DET_Y]
     energy = np.asarray(ds[ENERGY].values, dtype=np.float64)
@@ -879,6 +942,9 @@ def reconstruct(
         if position_correction
         else None,
         memory_limit=_groups.parse_memory_limit(memory_limit),
+        algorithm=algorithm,
+        object_regularization=object_regularization,
+        momentum=momentum,
     )
 
     if PARTICLE in ds[INTENSITY].dims:
@@ -901,8 +967,9 @@ def reconstruct(
     out = ds if keep_raw else ds.drop_vars([INTENSITY])
     out = out.assign({name: new[name] for name in new.data_vars})
     parameters = {
-        "algorithm": ALGORITHM,
-        **{k: v for k, v in options.items() if k != "progress"},
+        **{k: v for k, v in options.items() if k not in ("progress", "algorithm")},
+        "algorithm": ALGORITHM if algorithm == "epie" else ALGORITHM_MPIE,
+        "algorithm_name": algorithm,
         "kkr_requested": bool(kkr),
         "checkpoint": None if checkpoint is None else str(checkpoint),
         "resume_from": None if resume_from is None else str(resume_from),

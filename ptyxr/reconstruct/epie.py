@@ -18,6 +18,11 @@ Per step and energy (Δψ = ψ′ − ψ, O_k the object patch, both updates fro
     O_k ← O_k + α P*  /max|P|²   Δψ
     P   ← P   + β O_k*/max|O_k|² Δψ
 
+With ``regularization`` a < 1 the object step is rPIE's (Maiden, Johnson & Li, Optica 4,
+736 (2017)), per pixel: O_k ← O_k + α P*/((1 − a)|P|² + a·max|P|²) Δψ — up to 1/a larger
+where the probe is weak; a = 1 runs ePIE's arithmetic unchanged (bit for bit). mPIE's
+momentum acts between iterations (:mod:`ptyxr.reconstruct.momentum`).
+
 Two engines compute the same step: ``"numba"`` (fused, parallel over energies, three
 passes over memory per step besides the FFTs) and ``"numpy"`` (plain array ops, the
 reference). FFT backends: ``"scipy"`` (scipy.fft with workers) and ``"pyfftw"`` (FFTW).
@@ -202,13 +207,21 @@ def _np_modulus(buf, amp, err):
     buf[zero] = amp[zero]
 
 
-def _np_update(obj, probe, buf, offsets, c_obj, c_probe, update_probe, pmax2):
+def _np_update(obj, probe, buf, offsets, c_obj, c_probe, update_probe, pmax2, reg=1.0, apm=None):
+    # reg < 1 (rPIE): c_obj is the numerator α/N² and the object step is per pixel,
+    # c_obj/((1 − reg)|P|² + apm) with apm = reg·max|P|²
     n = probe.shape[-1]
+    oma = np.float32(1.0 - reg)
     for e in range(probe.shape[0]):
         oy, ox = offsets[e]
         patch = obj[e, oy : oy + n, ox : ox + n]
         old = patch.copy()
-        patch += np.complex64(c_obj[e]) * np.conj(probe[e]) * buf[e]
+        if reg < 1.0:
+            p = probe[e]
+            step = np.float32(c_obj[e]) / (oma * (p.real * p.real + p.imag * p.imag) + np.float32(apm[e]))
+            patch += step * (np.conj(p) * buf[e])
+        else:
+            patch += np.complex64(c_obj[e]) * np.conj(probe[e]) * buf[e]
         if update_probe:
             probe[e] += np.complex64(c_probe[e]) * np.conj(old) * buf[e]
             pmax2[e] = np.max(probe[e].real ** 2 + probe[e].imag ** 2)
@@ -269,8 +282,10 @@ if _numba is not None:
                     _fftw_execute(plan_back, ptr, ptr)
 
     @_numba.njit(**_KERNEL_OPTIONS)
-    def _nb_update(obj, probe, buf, offsets, c_obj, c_probe, update_probe, pmax2):  # pragma: no cover
+    def _nb_update(obj, probe, buf, offsets, c_obj, c_probe, update_probe, pmax2, reg, apm):  # pragma: no cover
         n_e, n = probe.shape[0], probe.shape[1]
+        rpie = reg < 1.0
+        oma = np.float32(1.0 - reg)
         for e in _numba.prange(n_e):
             oy, ox = offsets[e, 0], offsets[e, 1]
             co, cp = c_obj[e], c_probe[e]
@@ -280,7 +295,11 @@ if _numba is not None:
                     o = obj[e, oy + i, ox + j]
                     p = probe[e, i, j]
                     d = buf[e, i, j]
-                    obj[e, oy + i, ox + j] = o + co * (p.conjugate() * d)
+                    if rpie:  # per-pixel step (see _np_update)
+                        c = co / (oma * (p.real * p.real + p.imag * p.imag) + apm[e])
+                        obj[e, oy + i, ox + j] = o + c * (p.conjugate() * d)
+                    else:
+                        obj[e, oy + i, ox + j] = o + co * (p.conjugate() * d)
                     if update_probe:
                         pn = p + cp * (o.conjugate() * d)
                         probe[e, i, j] = pn
@@ -373,7 +392,7 @@ if _numba is not None:
 
     @_numba.njit(**_FUSED_OPTIONS)
     def _nb_fused_iteration(
-        obj, probe, buf, amps, offsets, order, alpha, beta, update_probe, err, plan_f, plan_b
+        obj, probe, buf, amps, offsets, order, alpha, beta, update_probe, err, plan_f, plan_b, reg=1.0
     ):  # pragma: no cover - compiled
         # obj/probe/buf are float32 views (re, im interleaved) so LLVM vectorises the complex
         # arithmetic; max reductions go through a per-column accumulator (a scalar max
@@ -385,9 +404,14 @@ if _numba is not None:
         scale = 1.0 / (np.float64(n) * np.float64(n))
         zero = np.float32(0.0)
         one = np.float32(1.0)
+        # rPIE (reg < 1): per-pixel object step num/((1 − reg)|P|² + reg·max|P|²); reg = 1 is ePIE
+        rpie = reg < 1.0
+        oma = np.float32(1.0 - reg)
+        num = np.float32(alpha * scale)
         for e in _numba.prange(n_e):
             ptr = base + e * frame
             acc = np.zeros(n, dtype=np.float32)
+            cj = np.zeros(n, dtype=np.float32)  # rPIE: the object step of each pixel of a row
             eacc = np.zeros(n, dtype=np.float32)  # per-column error accumulator
             # max|P|² of the current probe (the object step size), then kept up to date
             for i in range(n):
@@ -446,11 +470,35 @@ if _numba is not None:
                 # O_k += co·conj(P)·Δψ ; P += cp·conj(O_k)·Δψ (both from old values)
                 if update_probe:
                     acc[:] = zero
+                apm = np.float32(reg * max(np.float64(pm), 1e-30))
                 for i in range(n):
                     orow = obj[e, oy + i, ox : ox + n2]
                     prow = probe[e, i]
                     brow = buf[e, i]
-                    if update_probe:
+                    if rpie:
+                        for j in range(n):
+                            p_r, p_i = prow[2 * j], prow[2 * j + 1]
+                            cj[j] = num / (oma * (p_r * p_r + p_i * p_i) + apm)
+                        if update_probe:
+                            for j in range(n):
+                                o_r, o_i = orow[2 * j], orow[2 * j + 1]
+                                p_r, p_i = prow[2 * j], prow[2 * j + 1]
+                                d_r, d_i = brow[2 * j], brow[2 * j + 1]
+                                orow[2 * j] = o_r + cj[j] * (p_r * d_r + p_i * d_i)
+                                orow[2 * j + 1] = o_i + cj[j] * (p_r * d_i - p_i * d_r)
+                                q_r = p_r + cp * (o_r * d_r + o_i * d_i)
+                                q_i = p_i + cp * (o_r * d_i - o_i * d_r)
+                                prow[2 * j] = q_r
+                                prow[2 * j + 1] = q_i
+                                a = q_r * q_r + q_i * q_i
+                                acc[j] = a if a > acc[j] else acc[j]
+                        else:
+                            for j in range(n):
+                                p_r, p_i = prow[2 * j], prow[2 * j + 1]
+                                d_r, d_i = brow[2 * j], brow[2 * j + 1]
+                                orow[2 * j] = orow[2 * j] + cj[j] * (p_r * d_r + p_i * d_i)
+                                orow[2 * j + 1] = orow[2 * j + 1] + cj[j] * (p_r * d_i - p_i * d_r)
+                    elif update_probe:
                         for j in range(n):
                             o_r, o_i = orow[2 * j], orow[2 * j + 1]
                             p_r, p_i = prow[2 * j], prow[2 * j + 1]
@@ -498,6 +546,10 @@ class BatchedEPIE:
         Σ I over valid pixels and positions (Fourier-error denominator).
     alpha, beta : float
         Object and probe step sizes.
+    regularization : float
+        rPIE's object-step weight a in (0, 1] (Maiden, Johnson & Li 2017): the object step is
+        α·P*/((1 − a)|P|² + a·max|P|²) per pixel; a = 1 is ePIE's α·P*/max|P|² exactly (the
+        same arithmetic as before, bit for bit).
     engine : {"auto", "numba", "numpy"}
         Kernel implementation.
     fft_backend : {"auto", "pyfftw", "scipy"}
@@ -516,6 +568,7 @@ class BatchedEPIE:
         engine: str = "auto",
         fft_backend: str = "auto",
         workers: int = WORKERS,
+        regularization: float = 1.0,
     ) -> None:
         if engine == "auto":
             engine = "numba" if _numba is not None else "numpy"
@@ -526,6 +579,9 @@ class BatchedEPIE:
         self.offsets = np.ascontiguousarray(offsets, dtype=np.int64)
         self.norm = np.asarray(norm, dtype=np.float64)
         self.alpha, self.beta = float(alpha), float(beta)
+        self.reg = float(regularization)
+        if not 0.0 < self.reg <= 1.0:
+            raise ValueError(f"regularization must lie in (0, 1] (1 = ePIE), got {regularization!r}")
         n_e, _, n, _ = amplitudes.shape
         self.n = n
         self.buf = _aligned_empty((n_e, n, n), np.complex64)
@@ -550,7 +606,7 @@ class BatchedEPIE:
         f32 = np.float32
         _nb_fused_iteration(
             obj.view(f32), probe.view(f32), self.buf.view(f32), self.amplitudes, self.offsets, order,
-            self.alpha, self.beta, bool(update_probe), self.err, self._plans[0], self._plans[1],
+            self.alpha, self.beta, bool(update_probe), self.err, self._plans[0], self._plans[1], self.reg,
         )  # fmt: skip
 
     def step(self, obj: np.ndarray, probe: np.ndarray, k: int, update_probe: bool) -> None:
@@ -565,9 +621,14 @@ class BatchedEPIE:
         self.fft.backward()
         # 1/N² turns the unnormalised inverse into Δψ; tiny floor avoids 0/0 on empty patches
         scale = 1.0 / float(self.n) ** 2
-        c_obj = (self.alpha * scale / np.maximum(self.pmax2, 1e-30)).astype(np.float32)
         c_probe = (self.beta * scale / np.maximum(self.omax2, 1e-30)).astype(np.float32)
-        self._upd(obj, probe, self.buf, offs, c_obj, c_probe, bool(update_probe), self.pmax2)
+        if self.reg < 1.0:  # rPIE: the numerator; the kernels divide per pixel (as the fused one)
+            c_obj = np.full(len(offs), self.alpha * scale, dtype=np.float32)
+            apm = (self.reg * np.maximum(self.pmax2.astype(np.float64), 1e-30)).astype(np.float32)
+        else:
+            c_obj = (self.alpha * scale / np.maximum(self.pmax2, 1e-30)).astype(np.float32)
+            apm = np.zeros(len(offs), dtype=np.float32)
+        self._upd(obj, probe, self.buf, offs, c_obj, c_probe, bool(update_probe), self.pmax2, self.reg, apm)
 
     def iteration(self, obj: np.ndarray, probe: np.ndarray, order: np.ndarray, update_probe: bool) -> np.ndarray:
         """One ePIE iteration over scan indices ``order``; returns the Fourier error per energy.

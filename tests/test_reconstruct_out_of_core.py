@@ -189,3 +189,26 @@ def test_four_gb_scan_reconstructs_under_the_rss_bound_and_its_twin_matches(tmp_
     assert report["disk_bytes"] >= 4e9 and big["frames_bytes"] >= 4e9
     assert len(big["energy_groups"]) >= 2 and big["intensity_lazy"]
     assert big["peak_rss"] <= 1.5e9 + big["object_probe_bytes"], big
+
+
+def test_grouped_run_equals_the_in_memory_run_with_probe_modes_and_monitor(tiny):
+    # the options merged after the energy groups: the mode solver per group and the monitor
+    # normalisation applied block by block must give the in-memory numbers exactly
+    rng = np.random.default_rng(0)
+    monitor = 1e6 * (1 + 0.05 * rng.standard_normal((tiny.sizes[s.ENERGY], tiny.sizes[s.SCAN])))
+    data = tiny.assign({s.MONITOR: ((s.ENERGY, s.SCAN), monitor, {"units": "counts", "long_name": "monitor"})})
+    options = dict(progress=False, seed=3, iterations=6, kkr=True, kkr_start=3, kkr_every=3, probe_modes=2)
+    in_memory = reconstruct(data, **options)
+    grouped = reconstruct(data, **options, memory_limit=limit_for(data, 3))
+    assert len(provenance.parameters(grouped, "reconstruct")["energy_groups"]) >= 3
+    assert provenance.parameters(grouped, "reconstruct")["monitor_used"]
+    assert_same_run(grouped, in_memory)
+    np.testing.assert_array_equal(grouped[s.RELATIVE_FLUX].values, in_memory[s.RELATIVE_FLUX].values)
+
+
+@pytest.mark.parametrize(
+    "options", [dict(refine_flux=True), dict(position_correction=True), dict(algorithm="mpie")], ids=str
+)
+def test_options_that_do_not_run_out_of_core_are_refused_clearly(tiny, options):
+    with pytest.raises(ValueError, match="out of core"):
+        reconstruct(tiny, iterations=2, progress=False, memory_limit=limit_for(tiny, 3), **options)

@@ -44,6 +44,7 @@ DETECTOR_PIXEL_RANGE_M = (1e-7, 1e-2)
 #: Most mutually incoherent probe modes ``reconstruct(probe_modes=K)`` accepts.
 MAX_PROBE_MODES = 8
 
+
 def _where(where: str) -> str:
     return f"{where}: " if where else ""
 

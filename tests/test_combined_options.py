@@ -155,3 +155,83 @@ def test_monitor_with_modes_and_positions(realistic_tiny):
     assert ptyxr.provenance.parameters(out, "reconstruct")["monitor_used"]
     assert S.RELATIVE_FLUX in out and S.POSITION_CORRECTION_Y in out
     assert np.isfinite(out[S.OBJECT].values).all()
+
+
+# ------------------------------------------------------------- the default chain, all realism at once
+@pytest.fixture(scope="module")
+def all_realism_foreign():
+    """The plain foreign geometry (tests/test_foreign_accuracy.py) with every issue-12 realism at once:
+    1 px rms position errors (``placement="exact"``: each frame sees its true sub-pixel position),
+    three probe modes 0.75/0.17/0.08, 5 % flux jitter + 10 % decay, with a monitor."""
+    import test_foreign_accuracy as foreign
+
+    sim = pytest.importorskip("ptyxr.simulate")
+    realism = {k: v for case in sim.REALISM.values() for k, v in case.items()}
+    return sim.demo_dataset(foreign.PLAIN_FOREIGN, seed=0, placement="exact", progress=False, **realism)
+
+
+def _chain_row(raw, truth, monkeypatch, **options):
+    """tests/test_foreign_accuracy.py's default chain and figures, ``reconstruct`` given ``options``."""
+    import test_foreign_accuracy as foreign
+
+    def chain(raw):
+        return (
+            raw.ptyxr.reconstruct(progress=False, **options)
+            .ptyxr.align(progress=False)
+            .ptyxr.spectra()
+            .ptyxr.fit_xanes(progress=False)
+            .ptyxr.chemical_state()
+        )
+
+    monkeypatch.setattr(foreign, "_default_chain", chain)
+    row = foreign._accuracy(raw, truth)
+    failures = []
+    for check in (foreign._assert_object_and_alignment, foreign._assert_edges, foreign._assert_stable):
+        try:
+            check(row)
+        except AssertionError as err:  # report every group, not only the first to fail
+            failures.append(f"{check.__name__}: {err}")
+    return row, failures
+
+
+@pytest.fixture(scope="module")
+def all_realism_row(all_realism_foreign):
+    """The default chain with ``position_correction=True, probe_modes=3`` (and the monitor) on it."""
+    raw, truth = all_realism_foreign
+    with pytest.MonkeyPatch.context() as monkeypatch:
+        return _chain_row(raw, truth, monkeypatch, position_correction=True, probe_modes=3)
+
+
+@pytest.mark.slow
+def test_all_realism_default_chain_chemical_state(all_realism_row):
+    """Issue 12: all three realisms at once, the default chain with ``position_correction=True,
+    probe_modes=3`` and the monitor: tests/test_foreign_accuracy.py's edge-energy / N_V / e⁻ per V
+    bounds and its stability bounds hold, and so does the phase.
+
+    Measured (docs/design-notes/s11-combined.md): single-domain edge RMSE 0.31 eV, all valid
+    0.49 eV, bias −0.14 eV, median vs ideal 0.23 eV, N_V 4.6 %, e⁻/V 4.3 %, Fourier final/min
+    1.02, probe/frames 1.02; φ NRMSE 0.028. Without the options the same chain gives 0.57 eV
+    single-domain, 28 valid pixels, Fourier final/min 1.07 (fails). ≈ 5 min on a loaded core.
+    """
+    row, _ = all_realism_row
+    import test_foreign_accuracy as foreign
+
+    foreign._assert_edges(row)
+    foreign._assert_stable(row)
+    assert row["phase_nrmse"] < 0.04, row["phase_nrmse"]
+    assert row["phase_nrmse_worst_energy"] < 0.06, row["phase_nrmse_worst_energy"]
+
+
+@pytest.mark.slow
+@pytest.mark.xfail(
+    strict=True,
+    reason="all three realisms at once: absorption NRMSE 0.106 (bound 0.10) and align drift error 0.27 px "
+    "(bound 0.2; 0.15 px of it is each energy's mean position error, which is indistinguishable from drift); "
+    "docs/design-notes/s11-combined.md",
+)
+def test_all_realism_default_chain_object_and_alignment(all_realism_row):
+    """The object and alignment bounds of tests/test_foreign_accuracy.py, which this case does not meet yet."""
+    row, _ = all_realism_row
+    import test_foreign_accuracy as foreign
+
+    foreign._assert_object_and_alignment(row)

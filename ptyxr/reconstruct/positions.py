@@ -19,6 +19,14 @@ normal matrix is the Gauss–Newton one of the amplitude model instead of Σ|g_i
 would under-estimate δ because the modulus projection only recovers the part of the shift
 that changes |Fψ|. Batched FFTs over (energies × a chunk of scan points).
 
+Mixed-state probe (``probe_modes=K``, :mod:`ptyxr.reconstruct.modes`): the modelled
+amplitude is the incoherent sum ``A = √(Σ_m |F ψ_m|²)``, ψ_m = P_m·O_k, so
+``J_i = Σ_m Re[conj(F ψ_m)·F g_mi] / A`` with g_mi = P_m·∂_iO_k and the residual a − A:
+the right-hand side is the sum over modes of each mode's gradient with its own
+``ΔF_m = F ψ_m (a/A − 1)`` from the modulus constraint on the incoherent sum. The modes are
+Fourier transformed one at a time (same memory per block as one coherent probe). K = 1
+(a 3-D probe) is the coherent step above, unchanged.
+
 Sub-pixel positions on integer patches. The engine places patches at integer offsets
 o_k = round(r_k) of the continuous estimate r_k (in the energy's own pixels). A pass
 evaluates the exit wave *at r_k*: P(r)·O(r + o_k + f) with f = r_k − o_k is
@@ -236,8 +244,8 @@ class PositionRefiner:
         ----------
         obj : ndarray, shape (n_energy, ny, nx), complex64
             Current objects (work grid).
-        probe : ndarray, shape (n_energy, N, N), complex64
-            Current probes.
+        probe : ndarray, shape (n_energy, N, N) or (n_energy, K, N, N), complex64
+            Current probes, or probe modes (the incoherent-sum model).
         amplitudes : ndarray, shape (n_energy, n_scan, N, N), float32
             Kernel-layout amplitudes (N·√I, FFT order, −1 = invalid).
         offsets : ndarray, shape (n_energy, n_scan, 2), int

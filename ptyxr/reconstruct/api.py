@@ -804,7 +804,8 @@ def reconstruct(
     refine_flux : bool
         Refine each frame's relative flux (beam-current drift without a monitor, or what a
         monitor misses): after every iteration the Poisson maximum-likelihood scale
-        ΣI/Σ|F(P·O)|² of every frame on its valid detector pixels updates the flux (mean 1
+        ΣI/Σ|F(P·O)|² of every frame on its valid detector pixels (with ``probe_modes`` > 1
+        the model counts are the incoherent sum over the modes) updates the flux (mean 1
         per energy, over-relaxed by 1.5), and the frame's target amplitudes are rescaled
         (:mod:`ptyxr.reconstruct.flux`). Output ``relative_flux`` (energy, scan);
         checkpointed, so a resumed run stays exact. A flux change that is smooth over the
@@ -817,7 +818,8 @@ def reconstruct(
         Refine every probe position at every energy (:mod:`ptyxr.reconstruct.positions`):
         a Gauss–Newton shift estimate per frame from the current object and probe, damped,
         with each energy's mean correction removed (the sample drift stays in the object for
-        ``align``). Adds ``position_correction_y``/``_x`` (energy, scan) [m] = refined −
+        ``align``; with ``probe_modes`` > 1 the model is the incoherent sum over the modes).
+        Adds ``position_correction_y``/``_x`` (energy, scan) [m] = refined −
         recorded to the output and pads the object grid by ``position_max_shift`` + 1 pixels.
         Off (default) reproduces the results without it bit for bit. Simulator, 1 px rms
         position errors: docs/design-notes/s11-positions.md.

@@ -189,12 +189,16 @@ def frame_scales(
 ) -> np.ndarray:
     """Per-frame ratio of measured to modelled counts on valid pixels, r = Σ I / Σ |F(P·O_k)|².
 
+    With a mixed-state probe (n_energy, K, N, N) the model counts are the incoherent sum
+    ``Σ_m Σ|F(P_m·O_k)|²``.
+
     Parameters
     ----------
     amplitudes : ndarray, (n_energy, n_scan, N, N) float32
         The solver's targets: N·√I in FFT order, −1 at invalid pixels.
     obj, probe : ndarray, complex64
-        Current object (n_energy, H, W) and probe (n_energy, N, N).
+        Current object (n_energy, H, W) and probe (n_energy, N, N), or probe modes
+        (n_energy, K, N, N) (:mod:`ptyxr.reconstruct.modes`).
     offsets : ndarray, (n_energy, n_scan, 2) int
         Top-left object pixel of each patch.
     active : ndarray of bool, (n_energy, n_scan)
@@ -210,6 +214,7 @@ def frame_scales(
         NaN where inactive or the model holds no counts on the valid pixels.
     """
     n_e, n_scan, n, _ = amplitudes.shape
+    modal = probe.ndim == 4  # mixed-state probe (n_energy, K, N, N): the incoherent sum over modes
     if measured is None or complete is None:
         measured, complete = measured_counts(amplitudes)
     model = np.full((n_e, n_scan), np.nan)
@@ -217,7 +222,11 @@ def frame_scales(
         idx = np.flatnonzero(active[e])
         for start in range(0, idx.size, CHUNK):
             k = idx[start : start + CHUNK]
-            waves = np.stack([obj[e, oy : oy + n, ox : ox + n] for oy, ox in offsets[e, k]]) * probe[e]
+            patches = np.stack([obj[e, oy : oy + n, ox : ox + n] for oy, ox in offsets[e, k]])
+            if modal:
+                _mode_counts(patches, probe[e], amplitudes[e, k], complete[e, k], model[e], k)
+                continue
+            waves = patches * probe[e]
             whole = complete[e, k]
             if whole.any():  # Parseval: Σ|F|² = N²·Σ|ψ|² for the unnormalised FFT (amplitudes = N√I)
                 w = waves[whole]
@@ -229,6 +238,27 @@ def frame_scales(
                 model[e, k[~whole]] = np.sum(power, axis=(-2, -1), dtype=np.float64)
     with np.errstate(invalid="ignore", divide="ignore"):
         return np.where(active & (model > 0), measured / model, np.nan)
+
+
+def _mode_counts(
+    patches: np.ndarray, modes: np.ndarray, amplitudes: np.ndarray, whole: np.ndarray, model: np.ndarray, k: np.ndarray
+) -> None:
+    """Model counts Σ_m Σ|F(P_m·O_k)|² of one energy's frames ``k`` on their valid pixels, into ``model[k]``.
+
+    ``patches`` (n_k, N, N) are the object windows, ``modes`` (K, N, N) the probe modes,
+    ``amplitudes`` (n_k, N, N) the frames' targets (−1 invalid), ``whole`` the frames without
+    invalid pixels (Parseval, no FFT). The modes are mutually incoherent: their powers add.
+    """
+    n = patches.shape[-1]
+    waves = patches[:, None] * modes[None]  # (n_k, K, N, N)
+    if whole.any():
+        w = waves[whole]
+        model[k[whole]] = float(n) ** 2 * np.sum(w.real**2 + w.imag**2, axis=(-3, -2, -1), dtype=np.float64)
+    if not whole.all():
+        far = sfft.fft2(waves[~whole], workers=-1)
+        valid = (amplitudes[~whole] >= 0)[:, None]
+        power = np.where(valid, far.real**2 + far.imag**2, 0.0)
+        model[k[~whole]] = np.sum(power, axis=(-3, -2, -1), dtype=np.float64)
 
 
 class FluxRefiner:

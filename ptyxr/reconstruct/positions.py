@@ -19,6 +19,14 @@ normal matrix is the Gauss–Newton one of the amplitude model instead of Σ|g_i
 would under-estimate δ because the modulus projection only recovers the part of the shift
 that changes |Fψ|. Batched FFTs over (energies × a chunk of scan points).
 
+Mixed-state probe (``probe_modes=K``, :mod:`ptyxr.reconstruct.modes`): the modelled
+amplitude is the incoherent sum ``A = √(Σ_m |F ψ_m|²)``, ψ_m = P_m·O_k, so
+``J_i = Σ_m Re[conj(F ψ_m)·F g_mi] / A`` with g_mi = P_m·∂_iO_k and the residual a − A:
+the right-hand side is the sum over modes of each mode's gradient with its own
+``ΔF_m = F ψ_m (a/A − 1)`` from the modulus constraint on the incoherent sum. The modes are
+Fourier transformed one at a time (same memory per block as one coherent probe). K = 1
+(a 3-D probe) is the coherent step above, unchanged.
+
 Sub-pixel positions on integer patches. The engine places patches at integer offsets
 o_k = round(r_k) of the continuous estimate r_k (in the energy's own pixels). A pass
 evaluates the exit wave *at r_k*: P(r)·O(r + o_k + f) with f = r_k − o_k is
@@ -236,8 +244,8 @@ class PositionRefiner:
         ----------
         obj : ndarray, shape (n_energy, ny, nx), complex64
             Current objects (work grid).
-        probe : ndarray, shape (n_energy, N, N), complex64
-            Current probes.
+        probe : ndarray, shape (n_energy, N, N) or (n_energy, K, N, N), complex64
+            Current probes, or probe modes (the incoherent-sum model).
         amplitudes : ndarray, shape (n_energy, n_scan, N, N), float32
             Kernel-layout amplitudes (N·√I, FFT order, −1 = invalid).
         offsets : ndarray, shape (n_energy, n_scan, 2), int
@@ -292,7 +300,11 @@ def measure_shifts(
     """Residual shift δ (n_energy, n_scan, 2) [pixels] of every frame relative to its patch.
 
     One Gauss–Newton step of the amplitude misfit (module docstring); 0 at padding scan
-    points and where the 2×2 normal matrix is singular.
+    points and where the 2×2 normal matrix is singular. With probe modes (``probe`` of shape
+    (n_energy, K, N, N)) the model amplitude is the incoherent sum ``A = √(Σ_m |F ψ_m|²)``
+    and ``J_i = Σ_m Re[conj(F ψ_m)·F g_mi] / A`` (so each mode's residual is its own
+    ``ΔF_m = F ψ_m (a/A − 1)``, the mixed-state modulus constraint); one mode is exactly
+    the coherent step.
     """
     if workers is None:
         from ptyxr.reconstruct.epie import WORKERS
@@ -300,6 +312,7 @@ def measure_shifts(
         workers = WORKERS
     n_e, n_scan = active.shape
     n = probe.shape[-1]
+    modal = probe.ndim == 4  # mixed-state probe (n_energy, K, N, N)
     dy, dx = _derivatives(obj, workers)
     # (3, n_energy, ny, nx): object and its derivatives, gathered together as N×N windows
     stack = np.stack([obj.astype(np.complex64), dy, dx])
@@ -313,25 +326,32 @@ def measure_shifts(
     for s0 in range(0, n_scan, chunk):
         sl = slice(s0, min(s0 + chunk, n_scan))
         waves = windows[:, e_idx, offsets[:, sl, 0], offsets[:, sl, 1]]  # (3, n_energy, chunk, N, N)
-        if fraction is None:
-            waves *= probe[None, :, None]
-        else:
+        ramp = None
+        if fraction is not None:
             # exit wave at offset + fraction: P(r)·O(r + o + f) is P(r − f)·O(r + o) moved by f,
             # which leaves |Fψ| unchanged, so the probe moves by the sub-pixel part instead
             ramp_y = np.exp(-2j * np.pi * fraction[:, sl, 0, None] * freq).astype(np.complex64)
             ramp_x = np.exp(-2j * np.pi * fraction[:, sl, 1, None] * freq).astype(np.complex64)
             ramp = ramp_y[..., :, None] * ramp_x[..., None, :]  # separable: two 1-D ramps per frame
-            waves *= sfft.ifft2(probe_spec[:, None] * ramp, workers=workers, overwrite_x=True)[None]
-        spec = sfft.fft2(waves, workers=workers, overwrite_x=True)
-        f, fy, fx = spec[0], spec[1], spec[2]
         amp = amplitudes[:, sl]
-        mag = np.abs(f)
+        if modal:
+            mag, cross_y, cross_x = _mode_sums(waves, probe, probe_spec if ramp is not None else None, ramp, workers)
+        else:
+            if ramp is None:
+                waves *= probe[None, :, None]
+            else:
+                waves *= sfft.ifft2(probe_spec[:, None] * ramp, workers=workers, overwrite_x=True)[None]
+            spec = sfft.fft2(waves, workers=workers, overwrite_x=True)
+            f, fy, fx = spec[0], spec[1], spec[2]
+            mag = np.abs(f)
+            cross_y = f.real * fy.real + f.imag * fy.imag
+            cross_x = f.real * fx.real + f.imag * fx.imag
         # 1/|Fψ| on valid pixels with signal, 0 elsewhere: J_i = Re[conj(Fψ)·F g_i]/|Fψ|
         inv = np.zeros_like(mag)
         np.divide(1.0, mag, out=inv, where=(amp >= 0) & (mag > 0))
         resid = amp - mag  # a − |Fψ|, weighted by 0 where invalid through J
-        jy = (f.real * fy.real + f.imag * fy.imag) * inv
-        jx = (f.real * fx.real + f.imag * fx.imag) * inv
+        jy = cross_y * inv
+        jx = cross_x * inv
         axes = (-2, -1)
         a_yy = np.sum(jy * jy, axis=axes, dtype=np.float64)
         a_xx = np.sum(jx * jx, axis=axes, dtype=np.float64)
@@ -346,3 +366,44 @@ def measure_shifts(
         out[:, sl, 0] = np.where(ok, (a_xx * b_y - a_yx * b_x) / safe, 0.0)
         out[:, sl, 1] = np.where(ok, (a_yy * b_x - a_yx * b_y) / safe, 0.0)
     return out
+
+
+def _mode_sums(
+    windows: np.ndarray, probe: np.ndarray, probe_spec: np.ndarray | None, ramp: np.ndarray | None, workers: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Incoherent-sum amplitude and Jacobian numerators of a block of frames, one mode at a time.
+
+    Parameters
+    ----------
+    windows : ndarray, shape (3, n_energy, chunk, N, N)
+        Object windows and their y/x derivatives at each frame's patch (not modified).
+    probe : ndarray, shape (n_energy, K, N, N)
+        Probe modes.
+    probe_spec, ramp : ndarray, optional
+        FFT of ``probe`` and each frame's sub-pixel shift ramp (n_energy, chunk, N, N): the
+        modes are moved by the frame's sub-pixel part, as the coherent probe is.
+
+    Returns
+    -------
+    amplitude : ndarray, shape (n_energy, chunk, N, N)
+        ``√(Σ_m |F(P_m·O_k)|²)``.
+    cross_y, cross_x : ndarray, shape (n_energy, chunk, N, N)
+        ``Σ_m Re[conj(F(P_m·O_k))·F(P_m·∂O_k)]`` per axis (divided by the amplitude they
+        give the Gauss–Newton Jacobian of the amplitude model).
+    """
+    power = cross_y = cross_x = None
+    for m in range(probe.shape[1]):
+        if ramp is None:
+            mode = probe[:, m][None, :, None]
+        else:
+            mode = sfft.ifft2(probe_spec[:, m][:, None] * ramp, workers=workers, overwrite_x=True)[None]
+        spec = sfft.fft2(windows * mode, workers=workers, overwrite_x=True)
+        f, fy, fx = spec[0], spec[1], spec[2]
+        terms = (f.real**2 + f.imag**2, f.real * fy.real + f.imag * fy.imag, f.real * fx.real + f.imag * fx.imag)
+        if power is None:
+            power, cross_y, cross_x = terms
+        else:
+            power += terms[0]
+            cross_y += terms[1]
+            cross_x += terms[2]
+    return np.sqrt(power), cross_y, cross_x

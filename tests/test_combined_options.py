@@ -1,0 +1,237 @@
+"""Issue 12's options together: flux and position refinement with a mixed-state probe.
+
+``reconstruct(refine_flux=True)`` and ``reconstruct(position_correction=True)`` estimate
+from the model of the frames; with ``probe_modes=K`` that model is the incoherent sum
+``I = Σ_m |F(P_m·O_k)|²``. The estimators are checked on frames made exactly by that model
+(the exact answer is known), and the three options run together through checkpoint/resume.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import ptyxr
+from ptyxr import schema as S
+from ptyxr.optics import far_field
+from ptyxr.reconstruct import epie, flux, modes, positions, reconstruct
+from ptyxr.reconstruct.positions import measure_shifts
+
+
+def _smooth_object(shape: tuple[int, int], rng: np.random.Generator) -> np.ndarray:
+    """A band-limited random complex object around 1 (as tests/test_positions.py)."""
+    spec = np.fft.fft2(rng.standard_normal(shape) + 1j * rng.standard_normal(shape))
+    ky, kx = np.meshgrid(np.fft.fftfreq(shape[0]), np.fft.fftfreq(shape[1]), indexing="ij")
+    spec *= np.exp(-((ky**2 + kx**2) / (2 * 0.06**2)))
+    dev = np.fft.ifft2(spec)
+    dev *= 0.3 / np.abs(dev).max()
+    return 1 + dev
+
+
+def _three_modes(n: int) -> np.ndarray:
+    """(1, 3, N, N) orthogonal modes with power 0.75/0.17/0.08 of a focused Gaussian probe."""
+    yy, xx = np.meshgrid(np.arange(n) - n // 2, np.arange(n) - n // 2, indexing="ij")
+    base = (1e3 * np.exp(-(yy**2 + xx**2) / (2 * 4.0**2)) * np.exp(0.02j * (yy**2 + xx**2))).astype(np.complex64)
+    stack = modes.initial_modes(base[None], 3)
+    power = np.sum(np.abs(stack) ** 2, axis=(-2, -1))
+    want = np.array([0.75, 0.17, 0.08]) * power.sum()
+    return (stack * np.sqrt(want / power)[..., None, None]).astype(np.complex64)
+
+
+def test_frame_scales_with_modes_use_the_incoherent_sum():
+    """Frames f_k·Σ_m|F(P_m·O_k)|² (some with masked pixels): the estimate is f_k; the first mode
+    alone (what a coherent estimator would model) misses by the other modes' share (25 %)."""
+    rng = np.random.default_rng(7)
+    n, n_scan = 16, 6
+    probe = _three_modes(n)
+    obj = np.exp(0.3j * rng.standard_normal((1, 24, 24)) - 0.1 * rng.random((1, 24, 24))).astype(np.complex64)
+    offsets = rng.integers(0, 24 - n, size=(1, n_scan, 2))
+    truth = 1 + 0.2 * rng.standard_normal((1, n_scan))
+    amplitudes = np.empty((1, n_scan, n, n), dtype=np.float32)
+    for k, (oy, ox) in enumerate(offsets[0]):
+        far = np.fft.fft2(probe[0].astype(np.complex128) * obj[0, oy : oy + n, ox : ox + n])
+        amplitudes[0, k] = np.sqrt(truth[0, k] * np.sum(np.abs(far) ** 2, axis=0))
+    amplitudes[:, 3:, 5, :] = -1  # frames 0-2 complete (Parseval), the others masked (FFT)
+    active = np.ones((1, n_scan), dtype=bool)
+    got = flux.frame_scales(amplitudes, obj, probe, offsets, active)
+    np.testing.assert_allclose(got, truth, rtol=1e-5)
+    first = flux.frame_scales(amplitudes, obj, probe[:, 0], offsets, active)
+    assert np.all(first / truth > 1.2)
+
+
+def test_measure_shifts_with_modes():
+    """Noise-free mixed-state frames at offset + s: the mode-aware Gauss–Newton step recovers s
+    (as tests/test_positions.py's coherent test: ≤ 0.05 px linearised, ≤ 0.005 px at the truth);
+    one mode with all the power gives the coherent estimate."""
+    rng = np.random.default_rng(3)
+    n, n_scan = 32, 9
+    obj = _smooth_object((96, 96), rng)
+    probe = _three_modes(n)
+    offsets = np.stack(np.meshgrid([20, 32, 44], [20, 32, 44], indexing="ij"), -1).reshape(1, n_scan, 2)
+    true = rng.uniform(-0.4, 0.4, (1, n_scan, 2))
+    frames = np.zeros((1, n_scan, n, n))
+    for k in range(n_scan):
+        moved = epie.fourier_shift(obj - 1, (-true[0, k, 0], -true[0, k, 1])) + 1
+        oy, ox = offsets[0, k]
+        for m in range(3):
+            frames[0, k] += np.abs(far_field(probe[0, m] * moved[oy : oy + n, ox : ox + n])) ** 2
+    amplitudes = epie.prepare_amplitudes(frames)
+    active = np.ones((1, n_scan), bool)
+    obj32 = obj.astype(np.complex64)[None]
+    linear = measure_shifts(obj32, probe, amplitudes, offsets, active)
+    assert np.max(np.abs(linear - true)) < 0.05, np.abs(linear - true).max()
+    at_truth = measure_shifts(obj32, probe, amplitudes, offsets, active, fraction=true)
+    assert np.max(np.abs(at_truth)) < 0.005, np.abs(at_truth).max()
+    # the coherent estimator on the same frames (first mode only) is biased: the incoherent sum matters
+    coherent = measure_shifts(obj32, probe[:, 0], amplitudes, offsets, active, fraction=true)
+    assert np.max(np.abs(coherent)) > 5 * np.max(np.abs(at_truth))
+    # one mode carrying everything (the others zero) is the coherent step
+    single = np.zeros_like(probe)
+    single[:, 0] = probe[:, 0]
+    np.testing.assert_allclose(
+        measure_shifts(obj32, single, amplitudes, offsets, active, fraction=true),
+        measure_shifts(obj32, probe[:, 0], amplitudes, offsets, active, fraction=true),
+        rtol=1e-4,
+        atol=1e-6,
+    )
+
+
+# ------------------------------------------------------------------ all three in one run
+@pytest.fixture(scope="module")
+def realistic_tiny():
+    """tiny preset with every issue-12 realism (position errors, 3 modes, flux jitter + decay), 4 energies."""
+    sim = pytest.importorskip("ptyxr.simulate")
+    realism = {k: v for case in sim.REALISM.values() for k, v in case.items()}
+    raw, _ = sim.demo_dataset("tiny", seed=1, placement="exact", progress=False, **realism)
+    assert S.MONITOR in raw
+    return raw.isel({S.ENERGY: [0, 5, 10, 15]})
+
+
+def test_all_options_resume_after_a_crash_is_exact(realistic_tiny, tmp_path, monkeypatch):
+    """refine_flux + position_correction + probe_modes=3 (object restarts after 12 and 24 of 60,
+    position passes every 5 from 18): a run killed at 33 resumes from its checkpoint at 30 and
+    equals the uninterrupted run bit for bit."""
+    raw = realistic_tiny.drop_vars(S.MONITOR)
+    kw = dict(
+        iterations=60,
+        kkr=False,
+        progress=False,
+        seed=2,
+        checkpoint_every=10,
+        refine_flux=True,
+        position_correction=True,
+        probe_modes=3,
+    )
+    assert flux.restarts(60) == [12, 24] and positions.default_start(60) == 18
+    full = reconstruct(raw, **kw)
+    facts = ptyxr.provenance.parameters(full, "reconstruct")
+    assert facts["position_correction_passes"] == 9 and facts["flux_object_restarts"] == [12, 24]
+    assert full[S.PROBE].sizes[S.PROBE_MODE] == 3
+    for name in (S.OBJECT, S.PROBE, S.RELATIVE_FLUX):
+        assert np.isfinite(full[name].values).all()
+    ck = tmp_path / "state.nc"
+    refine = positions.PositionRefiner.refine
+
+    def crash(self, obj, probe, amplitudes, offsets):
+        if self.passes == 3:  # the pass after iteration 33
+            raise RuntimeError("killed")
+        return refine(self, obj, probe, amplitudes, offsets)
+
+    monkeypatch.setattr(positions.PositionRefiner, "refine", crash)
+    with pytest.raises(RuntimeError, match="killed"):
+        reconstruct(raw, **kw, checkpoint=ck)
+    monkeypatch.setattr(positions.PositionRefiner, "refine", refine)
+    resumed = reconstruct(raw, **kw, resume_from=ck)
+    assert ptyxr.provenance.parameters(resumed, "reconstruct")["resumed_at"] == 30
+    names = (S.OBJECT, S.PROBE, S.FOURIER_ERROR, S.RELATIVE_FLUX, S.PROBE_MODE_FRACTION)
+    for name in (*names, S.POSITION_CORRECTION_Y, S.POSITION_CORRECTION_X):
+        np.testing.assert_array_equal(resumed[name].values, full[name].values)
+
+
+def test_monitor_with_modes_and_positions(realistic_tiny):
+    """use_monitor (default) with the other two options: the monitor's flux is reported and the
+    refinement runs on the normalised frames."""
+    out = reconstruct(realistic_tiny, iterations=20, kkr=False, progress=False, position_correction=True, probe_modes=3)
+    assert ptyxr.provenance.parameters(out, "reconstruct")["monitor_used"]
+    assert S.RELATIVE_FLUX in out and S.POSITION_CORRECTION_Y in out
+    assert np.isfinite(out[S.OBJECT].values).all()
+
+
+# ------------------------------------------------------------- the default chain, all realism at once
+@pytest.fixture(scope="module")
+def all_realism_foreign():
+    """The plain foreign geometry (tests/test_foreign_accuracy.py) with every issue-12 realism at once:
+    1 px rms position errors (``placement="exact"``: each frame sees its true sub-pixel position),
+    three probe modes 0.75/0.17/0.08, 5 % flux jitter + 10 % decay, with a monitor."""
+    import test_foreign_accuracy as foreign
+
+    sim = pytest.importorskip("ptyxr.simulate")
+    realism = {k: v for case in sim.REALISM.values() for k, v in case.items()}
+    return sim.demo_dataset(foreign.PLAIN_FOREIGN, seed=0, placement="exact", progress=False, **realism)
+
+
+def _chain_row(raw, truth, monkeypatch, **options):
+    """tests/test_foreign_accuracy.py's default chain and figures, ``reconstruct`` given ``options``."""
+    import test_foreign_accuracy as foreign
+
+    def chain(raw):
+        return (
+            raw.ptyxr.reconstruct(progress=False, **options)
+            .ptyxr.align(progress=False)
+            .ptyxr.spectra()
+            .ptyxr.fit_xanes(progress=False)
+            .ptyxr.chemical_state()
+        )
+
+    monkeypatch.setattr(foreign, "_default_chain", chain)
+    row = foreign._accuracy(raw, truth)
+    failures = []
+    for check in (foreign._assert_object_and_alignment, foreign._assert_edges, foreign._assert_stable):
+        try:
+            check(row)
+        except AssertionError as err:  # report every group, not only the first to fail
+            failures.append(f"{check.__name__}: {err}")
+    return row, failures
+
+
+@pytest.fixture(scope="module")
+def all_realism_row(all_realism_foreign):
+    """The default chain with ``position_correction=True, probe_modes=3`` (and the monitor) on it."""
+    raw, truth = all_realism_foreign
+    with pytest.MonkeyPatch.context() as monkeypatch:
+        return _chain_row(raw, truth, monkeypatch, position_correction=True, probe_modes=3)
+
+
+@pytest.mark.slow
+def test_all_realism_default_chain_chemical_state(all_realism_row):
+    """Issue 12: all three realisms at once, the default chain with ``position_correction=True,
+    probe_modes=3`` and the monitor: tests/test_foreign_accuracy.py's edge-energy / N_V / e⁻ per V
+    bounds and its stability bounds hold, and so does the phase.
+
+    Measured (docs/design-notes/s11-combined.md): single-domain edge RMSE 0.31 eV, all valid
+    0.49 eV, bias −0.14 eV, median vs ideal 0.23 eV, N_V 4.6 %, e⁻/V 4.3 %, Fourier final/min
+    1.02, probe/frames 1.02; φ NRMSE 0.028. Without the options the same chain gives 0.57 eV
+    single-domain, 28 valid pixels, Fourier final/min 1.07 (fails). ≈ 5 min on a loaded core.
+    """
+    row, _ = all_realism_row
+    import test_foreign_accuracy as foreign
+
+    foreign._assert_edges(row)
+    foreign._assert_stable(row)
+    assert row["phase_nrmse"] < 0.04, row["phase_nrmse"]
+    assert row["phase_nrmse_worst_energy"] < 0.06, row["phase_nrmse_worst_energy"]
+
+
+@pytest.mark.slow
+@pytest.mark.xfail(
+    strict=True,
+    reason="all three realisms at once: absorption NRMSE 0.106 (bound 0.10) and align drift error 0.27 px "
+    "(bound 0.2; 0.15 px of it is each energy's mean position error, which is indistinguishable from drift); "
+    "docs/design-notes/s11-combined.md",
+)
+def test_all_realism_default_chain_object_and_alignment(all_realism_row):
+    """The object and alignment bounds of tests/test_foreign_accuracy.py, which this case does not meet yet."""
+    row, _ = all_realism_row
+    import test_foreign_accuracy as foreign
+
+    foreign._assert_object_and_alignment(row)

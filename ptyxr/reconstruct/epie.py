@@ -36,6 +36,7 @@ numpy engine with scipy.fft is used and gives the same results to float toleranc
 from __future__ import annotations
 
 import os
+import threading
 from collections.abc import Callable
 
 import numpy as np
@@ -320,9 +321,18 @@ if _numba is not None:
 _FFTW_FLAGS = {"FFTW_MEASURE": 0, "FFTW_DESTROY_INPUT": 1, "FFTW_UNALIGNED": 2, "FFTW_ESTIMATE": 64}
 PLANNER = os.environ.get("PTYXR_FFTW_PLANNER", "FFTW_ESTIMATE")
 _FFTW = None  # (ctypes library, {(n, unaligned): (forward plan, backward plan)}) once loaded
+# FFTW's planner is not thread-safe (only plan execution is), and ctypes releases the GIL: particles
+# reconstructed in parallel threads (dask) planned at once and could crash the process
+_FFTW_LOCK = threading.RLock()
 
 
 def _load_fftw():
+    """pyFFTW's single-precision FFTW as a ctypes library (None if unavailable); thread-safe."""
+    with _FFTW_LOCK:
+        return _load_fftw_locked()
+
+
+def _load_fftw_locked():
     """pyFFTW's single-precision FFTW as a ctypes library (None if unavailable)."""
     global _FFTW
     if _FFTW is not None or _pyfftw is None or _numba is None:
@@ -354,6 +364,12 @@ def _load_fftw():
 
 
 def _fftw_plans(buf: np.ndarray) -> tuple[int, int]:
+    """Single-threaded in-place forward/backward plans valid for every frame of ``buf`` (thread-safe)."""
+    with _FFTW_LOCK:
+        return _fftw_plans_locked(buf)
+
+
+def _fftw_plans_locked(buf: np.ndarray) -> tuple[int, int]:
     """Single-threaded in-place forward/backward plans valid for every frame of ``buf``."""
     lib, plans, path = _FFTW
     n = buf.shape[-1]

@@ -10,22 +10,13 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from test_positions import _smooth_object  # tests/ is on sys.path (conftest)
 
 import ptyxr
 from ptyxr import schema as S
 from ptyxr.optics import far_field
 from ptyxr.reconstruct import epie, flux, modes, positions, reconstruct
 from ptyxr.reconstruct.positions import measure_shifts
-
-
-def _smooth_object(shape: tuple[int, int], rng: np.random.Generator) -> np.ndarray:
-    """A band-limited random complex object around 1 (as tests/test_positions.py)."""
-    spec = np.fft.fft2(rng.standard_normal(shape) + 1j * rng.standard_normal(shape))
-    ky, kx = np.meshgrid(np.fft.fftfreq(shape[0]), np.fft.fftfreq(shape[1]), indexing="ij")
-    spec *= np.exp(-((ky**2 + kx**2) / (2 * 0.06**2)))
-    dev = np.fft.ifft2(spec)
-    dev *= 0.3 / np.abs(dev).max()
-    return 1 + dev
 
 
 def _three_modes(n: int) -> np.ndarray:

@@ -15,7 +15,7 @@
     python benchmarks/bench_reconstruct_out_of_core.py                     # 4.3 GB in /work/tmp-ooc
     python benchmarks/bench_reconstruct_out_of_core.py --repeats 20 --folder /tmp/ooc
 
-Deletes the files afterwards unless ``--keep``. Not a test (tests/test_reconstruct_out_of_core.py
+Deletes the files afterwards unless ``--keep``. Not a test (tests/reconstruct/test_groups.py
 runs it as a slow test).
 """
 

@@ -14,7 +14,9 @@ import tempfile
 import time
 from pathlib import Path
 
-NOTEBOOK_DIR = Path(__file__).resolve().parents[1] / "notebooks"
+from repo_paths import NOTEBOOKS
+
+NOTEBOOK_DIR = NOTEBOOKS
 #: the numbered tutorials (other notebooks there, e.g. an app served in the browser test,
 #: are tested where they are used)
 TUTORIALS = (

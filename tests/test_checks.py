@@ -6,9 +6,7 @@ work; unit slips by 10³ must be named with the likely fix.
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
-
+import fixtures_chain as fc  # tests/ is on sys.path (pytest's "prepend" import mode)
 import numpy as np
 import pytest
 import xarray as xr
@@ -16,9 +14,6 @@ import xarray as xr
 import ptyxr
 from ptyxr import checks
 from ptyxr.schema import ENERGY, PARTICLE, PROBE_GUESS, SchemaError
-
-sys.path.insert(0, str(Path(__file__).parent))
-import fixtures_chain as fc  # noqa: E402
 
 
 @pytest.fixture(scope="module")

@@ -17,8 +17,8 @@ import sys
 from pathlib import Path
 
 import pytest
+from repo_paths import ROOT
 
-ROOT = Path(__file__).resolve().parents[1]
 DESIGN = ROOT / "docs" / "design.md"
 
 #: "DESIGN §1a", "DESIGN §2b", "DESIGN.md §1", "`DESIGN.md` §1", "docs/design.md §1e" …

@@ -23,8 +23,7 @@ import ast
 from pathlib import Path
 
 import pytest
-
-PACKAGE = Path(__file__).resolve().parents[1] / "ptyxr"
+from repo_paths import PACKAGE
 
 FOUNDATION = (
     "ptyxr._version",

@@ -13,11 +13,9 @@ import ast
 import re
 import sys
 import tomllib
-from pathlib import Path
 
 import pytest
-
-ROOT = Path(__file__).resolve().parents[1]
+from repo_paths import ROOT
 
 #: import name → distribution name where they differ
 DISTRIBUTION = {

@@ -11,10 +11,9 @@ from pathlib import Path
 
 import pytest
 import xarray as xr
+from repo_paths import ROOT
 
 import ptyxr
-
-ROOT = Path(__file__).resolve().parents[1]
 
 
 @pytest.mark.parametrize(

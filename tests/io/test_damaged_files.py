@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import os
-import sys
 from pathlib import Path
 
+import fixtures_chain as fc  # tests/ is on sys.path (pytest's "prepend" import mode)
 import numpy as np
 import pytest
 import xarray as xr
@@ -13,9 +13,6 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from ptyxr.io.netcdf import CHECKSUM_ATTR, open_dataset, to_netcdf
-
-sys.path.insert(0, str(Path(__file__).parent))
-import fixtures_chain as fc  # noqa: E402
 
 #: hypothesis examples per property (PTYXR_FUZZ_EXAMPLES for longer runs; 250 checked by hand, see
 #: docs/reliability.md); each example writes and reads a 0.2 MB file (~10 ms).

@@ -22,12 +22,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from repo_paths import NOTEBOOKS, ROOT  # tests/ is on sys.path (pytest's "prepend" import mode)
 
 from ptyxr import schema as s
 
 CHROMIUM = Path("/usr/bin/chromium")
-ROOT = Path(__file__).resolve().parents[1]
-NOTEBOOK = ROOT / "notebooks" / "explorer-app.ipynb"
+NOTEBOOK = NOTEBOOKS / "explorer-app.ipynb"
 CHROMIUM_ARGS = [
     "--headless",
     "--no-sandbox",

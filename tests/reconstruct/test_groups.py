@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 import xarray as xr
 from dask.callbacks import Callback
+from repo_paths import ROOT  # tests/ is on sys.path (pytest's "prepend" import mode)
 
 from ptyxr import provenance, simulate
 from ptyxr import schema as s
@@ -173,7 +174,7 @@ def test_four_gb_scan_reconstructs_under_the_rss_bound_and_its_twin_matches(tmp_
     import shutil
     from pathlib import Path
 
-    bench_path = Path(__file__).resolve().parents[1] / "benchmarks" / "bench_reconstruct_out_of_core.py"
+    bench_path = ROOT / "benchmarks" / "bench_reconstruct_out_of_core.py"
     spec = importlib.util.spec_from_file_location("bench_reconstruct_out_of_core", bench_path)
     bench = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(bench)

@@ -1,4 +1,8 @@
-"""Kernel-level checks of ptyxr.reconstruct.epie that the stage tests do not reach."""
+"""Kernel-level checks of ptyxr.reconstruct.epie that the stage tests do not reach.
+
+The solver itself (batched vs. independent energies, the two engines, the Fourier error,
+``recentre``, ``pin_scale``) is checked in tests/reconstruct/test_reconstruct.py.
+"""
 
 from __future__ import annotations
 
@@ -34,3 +38,63 @@ def test_fftw_planning_from_parallel_threads_gives_one_plan_per_size():
     assert len(results) == len(bufs) and all(all(p) for p in results)
     # one plan pair per (size, alignment) key, not one per thread
     assert len(set(results)) == len({key for key in epie._FFTW[1] if key[0] == n}) <= 2
+
+
+# ----------------------------------------------------------- public helpers of the kernels
+def test_prepare_amplitudes_is_n_sqrt_i_in_fft_order_with_invalid_marked():
+    rng = np.random.default_rng(0)
+    n = 8
+    intensity = rng.uniform(0, 100, (2, 3, n, n)).astype(np.float32)
+    intensity[0, 1, 4, 4] = np.nan  # the zero-frequency pixel of one frame is invalid
+    amps = epie.prepare_amplitudes(intensity)
+    assert amps.dtype == np.float32 and amps.shape == intensity.shape
+    # zero frequency (N//2, N//2) moves to (0, 0); invalid → −1
+    assert amps[0, 1, 0, 0] == -1.0
+    ref = n * np.sqrt(np.fft.ifftshift(intensity.astype(np.float64), axes=(-2, -1)))
+    ok = np.isfinite(ref)
+    np.testing.assert_allclose(amps[ok], ref[ok], rtol=1e-6)
+    assert (amps[~ok] == -1).all() and (~ok).sum() == 1
+    # into a given buffer, without another copy
+    out = np.empty(intensity.shape, np.float32)
+    assert epie.prepare_amplitudes(intensity, out=out) is out
+    np.testing.assert_array_equal(out, amps)
+
+
+def test_fourier_norm_sums_valid_counts_per_energy():
+    rng = np.random.default_rng(1)
+    intensity = rng.uniform(0, 10, (2, 4, 3, 6, 6))  # (particle, energy, scan, N, N)
+    intensity[1, 2, 0, :, 3] = np.nan
+    norm = epie.fourier_norm(intensity)
+    assert norm.shape == (2, 4)
+    for p in range(2):
+        for e in range(4):
+            block = intensity[p, e]
+            assert np.isclose(norm[p, e], block[np.isfinite(block)].sum(), rtol=1e-12)
+
+
+def test_max_abs2_and_centre_of_mass():
+    n = 16
+    probe = np.zeros((2, n, n), np.complex64)
+    probe[0, 5, 9] = 3 + 4j  # |P|² = 25 at (5, 9)
+    yy, xx = np.mgrid[:n, :n]
+    probe[1] = np.exp(-((yy - 7.3) ** 2 + (xx - 8.6) ** 2) / 8) * np.exp(1j * xx)  # symmetric about (7.3, 8.6)
+    np.testing.assert_allclose(epie.max_abs2(probe), [25.0, np.abs(probe[1]).max() ** 2], rtol=1e-6)
+    assert epie.max_abs2(probe).dtype == np.float32
+    com = epie.centre_of_mass(probe)
+    np.testing.assert_allclose(com[0], [5, 9], atol=1e-12)
+    np.testing.assert_allclose(com[1], [7.3, 8.6], atol=1e-4)  # the Gaussian's tails are cut at ~3σ
+
+
+def test_fourier_shift_is_roll_for_whole_pixels_and_exact_for_band_limited_content():
+    rng = np.random.default_rng(2)
+    a = (rng.normal(size=(12, 10)) + 1j * rng.normal(size=(12, 10))).astype(np.complex64)
+    np.testing.assert_allclose(epie.fourier_shift(a, (3.0, -2.0)), np.roll(a, (3, -2), axis=(0, 1)), atol=1e-5)
+    assert epie.fourier_shift(a, (0.5, 0.5)).dtype == np.complex64
+    # a sampled plane wave is band-limited: moving by (dy, dx) multiplies by exp(−ik·shift)
+    ny, nx = 16, 20
+    yy, xx = np.mgrid[:ny, :nx]
+    k = 2 * np.pi * np.array([3 / ny, -2 / nx])
+    wave = np.exp(1j * (k[0] * yy + k[1] * xx))
+    shift = (0.37, -1.61)
+    expected = np.exp(1j * (k[0] * (yy - shift[0]) + k[1] * (xx - shift[1])))
+    np.testing.assert_allclose(epie.fourier_shift(wave, shift), expected, atol=1e-12)

@@ -251,32 +251,37 @@ def energy_ev(name: str, values: Any, where: str = "") -> np.ndarray:
     )
 
 
-def distance_m(name: str, value: Any, where: str = "") -> float:
-    """A sample–detector distance in metres (0.05–20 m), hinting mm/cm slips."""
+def _plausible_metres(
+    name: str, value: Any, where: str, bounds: tuple[float, float], what: str, hint: Callable[[float], str]
+) -> float:
+    """A positive length in metres inside ``bounds``; outside, a SchemaError naming ``what`` and ``hint(value)``."""
     out = real(name, value, where, positive=True, unit="m")
-    lo, hi = DISTANCE_RANGE_M
+    lo, hi = bounds
     if lo <= out <= hi:
         return out
-    hint = ""
+    raise SchemaError(f"{_where(where)}{name} = {out:g} m is not a plausible {what} ({lo:g}–{hi:g} m).{hint(out)}")
+
+
+def _distance_hint(out: float) -> str:
     if 50 <= out <= 20_000:
-        hint = f" It looks like mm: give {out / 1000:g} m."
-    elif hi < out < 50:
-        hint = f" If it is in cm, give {out / 100:g} m."
-    raise SchemaError(
-        f"{_where(where)}{name} = {out:g} m is not a plausible detector distance ({lo:g}–{hi:g} m).{hint}"
-    )
+        return f" It looks like mm: give {out / 1000:g} m."
+    if DISTANCE_RANGE_M[1] < out < 50:
+        return f" If it is in cm, give {out / 100:g} m."
+    return ""
+
+
+def distance_m(name: str, value: Any, where: str = "") -> float:
+    """A sample–detector distance in metres (0.05–20 m), hinting mm/cm slips."""
+    return _plausible_metres(name, value, where, DISTANCE_RANGE_M, "detector distance", _distance_hint)
 
 
 def detector_pixel_m(name: str, value: Any, where: str = "") -> float:
     """A detector pixel size in metres (0.1 µm – 10 mm), hinting µm slips."""
-    out = real(name, value, where, positive=True, unit="m")
-    lo, hi = DETECTOR_PIXEL_RANGE_M
-    if lo <= out <= hi:
-        return out
-    hint = f" It looks like µm: give {out * 1e-6:g} m." if 0.1 <= out <= 10_000 else ""
-    raise SchemaError(
-        f"{_where(where)}{name} = {out:g} m is not a plausible detector pixel size ({lo:g}–{hi:g} m).{hint}"
-    )
+
+    def hint(out: float) -> str:
+        return f" It looks like µm: give {out * 1e-6:g} m." if 0.1 <= out <= 10_000 else ""
+
+    return _plausible_metres(name, value, where, DETECTOR_PIXEL_RANGE_M, "detector pixel size", hint)
 
 
 def scan_extent(

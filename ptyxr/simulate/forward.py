@@ -77,24 +77,15 @@ def raster_positions(
 ) -> tuple[np.ndarray, np.ndarray]:
     """Raster positions covering an extent plus margin, with per-energy random jitter.
 
+    ``scan_positions("raster", …)`` without ``grid``: nodes of pitch ``step`` centred on the
+    extent, as many as fit in extent + 2·margin.
+
     Returns
     -------
     position_y, position_x : ndarray (n_energies, n_scan)
         Recorded probe-centre positions [m] (jitter included: it is known).
     """
-    axes = []
-    for lo, hi in (extent_y, extent_x):
-        span = hi - lo + 2.0 * margin
-        n = int(np.floor(span / step + 1e-9)) + 1
-        centre = 0.5 * (lo + hi)
-        axes.append(centre + (np.arange(n) - (n - 1) / 2.0) * step)
-    gy, gx = np.meshgrid(*axes, indexing="ij")
-    gy, gx = gy.ravel(), gx.ravel()
-    shape = (n_energies, gy.size)
-    return (
-        gy[None] + jitter * step * rng.standard_normal(shape),
-        gx[None] + jitter * step * rng.standard_normal(shape),
-    )
+    return scan_positions("raster", extent_y, extent_x, step, margin, jitter, n_energies, rng)
 
 
 #: Scan patterns of :func:`scan_positions`.
@@ -174,10 +165,9 @@ def scan_positions(
     Parameters
     ----------
     pattern : {"raster", "spiral", "hex"}
-        "raster": rectangular grid of pitch ``step`` (:func:`raster_positions` when
-        ``grid`` is None); "spiral": Fermat spiral with one point per step² of area;
-        "hex": hexagonal lattice with nearest-neighbour distance ``step``. Spiral and hex
-        fill the extent ± ``margin`` (or the span of ``grid``).
+        "raster": rectangular grid of pitch ``step``; "spiral": Fermat spiral with one
+        point per step² of area; "hex": hexagonal lattice with nearest-neighbour distance
+        ``step``. Each fills the extent ± ``margin`` (or the span of ``grid``).
     grid : (int, int), optional
         Raster counts (n_y, n_x) centred on the extent (the span is (n − 1)·step).
 
@@ -186,8 +176,6 @@ def scan_positions(
     position_y, position_x : ndarray (n_energies, n_scan)
         Recorded probe-centre positions [m].
     """
-    if pattern == "raster" and grid is None:
-        return raster_positions(extent_y, extent_x, step, margin, jitter, n_energies, rng)
     gy, gx = _pattern_nodes(pattern, extent_y, extent_x, step, margin, grid)
     shape = (n_energies, gy.size)
     return (

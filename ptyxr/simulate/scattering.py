@@ -162,15 +162,11 @@ def vanadium_f2(
     """
     energy = np.asarray(energy, dtype=float)
     p = domain.eq1_parameters(delta_f2)
-    if shape == EQ1_SHAPE:
-        step = _lineshapes.step(energy, p["b2"], p["b3"])
+    step = edge_step(energy, p["b2"], p["b3"], shape.edge)  # eq. (1): erf → xanes.lineshapes.step
+    if shape.white_line == "lorentzian":
         white_line = lorentzian(energy, p["c21"], p["c22"], p["c23"])
     else:
-        step = edge_step(energy, p["b2"], p["b3"], shape.edge)
-        if shape.white_line == "lorentzian":
-            white_line = lorentzian(energy, p["c21"], p["c22"], p["c23"])
-        else:
-            white_line = split_lorentzian(energy, p["c21"], p["c22"], p["c23"], shape.asymmetry)
+        white_line = split_lorentzian(energy, p["c21"], p["c22"], p["c23"], shape.asymmetry)
     return (
         background_f2(energy, table)
         + p["b1"] * step * _post_edge_decay(energy, table)

@@ -48,6 +48,24 @@ def eq1(energy, a, b1, b2, b3, c11, c12, c13, c21, c22, c23):
     )
 
 
+def chemistry_maps(b1, b2, c11, c13, vanadium_density, electron_density) -> dict:
+    """chemical_state's maps (DESIGN §1e) by the paper's formulas, written out here.
+
+    Edge energy b2, edge jump b1, pre-edge intensity π·c11·c13 and its ratio to b1, and the
+    given N_V and N_e with their ratio; keys in ``schema.CHEMICAL_STATE_OUTPUTS`` order.
+    """
+    pre_edge = np.pi * c11 * c13
+    return {
+        s.EDGE_ENERGY: b2,
+        s.EDGE_JUMP: b1,
+        s.PRE_EDGE_INTENSITY: pre_edge,
+        s.PRE_EDGE_RATIO: pre_edge / b1,
+        s.VANADIUM_DENSITY: vanadium_density,
+        s.ELECTRON_DENSITY: electron_density,
+        s.ELECTRONS_PER_VANADIUM: electron_density / vanadium_density,
+    }
+
+
 def _material(shape):
     yy, xx = np.mgrid[: shape[0], : shape[1]]
     cy, cx = (shape[0] - 1) / 2, (shape[1] - 1) / 2
@@ -109,16 +127,7 @@ def particle_dataset(name: str = "P1", condition: str = "as-prepared", seed: int
     lam = physics.wavelength(np.where(valid, b2, 5480.0))
     n_v = b1 / (physics.CLASSICAL_ELECTRON_RADIUS * lam * physics.PAPER_DELTA_F2_V)
     n_e = -phase[0] / (physics.CLASSICAL_ELECTRON_RADIUS * physics.wavelength(ENERGIES[0]))
-    pe = np.pi * params["c11"] * params["c13"]
-    maps = {
-        s.EDGE_ENERGY: b2,
-        s.EDGE_JUMP: b1,
-        s.PRE_EDGE_INTENSITY: pe,
-        s.PRE_EDGE_RATIO: pe / b1,
-        s.VANADIUM_DENSITY: n_v,
-        s.ELECTRON_DENSITY: np.where(valid, n_e, np.nan),
-        s.ELECTRONS_PER_VANADIUM: np.where(valid, n_e, np.nan) / n_v,
-    }
+    maps = chemistry_maps(b1, b2, params["c11"], params["c13"], n_v, np.where(valid, n_e, np.nan))
     for key, value in maps.items():
         ds[key] = s.variable(key, value)
     ds["true_type"] = xr.DataArray(

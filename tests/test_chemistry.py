@@ -1,5 +1,6 @@
 """chemical_state (DESIGN §1e): formulas against independently computed physics, paper standards."""
 
+import fixtures_chain as fc  # tests/ is on sys.path (pytest's "prepend" import mode)
 import numpy as np
 import pytest
 import scipy.constants as sc
@@ -12,15 +13,7 @@ from ptyxr.chemistry import chemical_state, theoretical_electrons_per_vanadium
 from ptyxr.simulate.energies import paper_energy_grid
 
 A, B1, B2, B3, C11, C12, C13, C21, C22, C23 = s.FIT_PARAMETERS
-CHEMISTRY_VARIABLES = (
-    s.EDGE_ENERGY,
-    s.EDGE_JUMP,
-    s.PRE_EDGE_INTENSITY,
-    s.PRE_EDGE_RATIO,
-    s.VANADIUM_DENSITY,
-    s.ELECTRON_DENSITY,
-    s.ELECTRONS_PER_VANADIUM,
-)
+CHEMISTRY_VARIABLES = s.CHEMICAL_STATE_OUTPUTS
 
 # Independent constants straight from CODATA (scipy), not from ptyxr.physics.
 R_E = sc.physical_constants["classical electron radius"][0]
@@ -76,17 +69,9 @@ def test_formulas_match_independent_physics(random_fit):
     out = chemical_state(ds, edge_jump_correction=False)  # the paper's formulas as printed
     valid = ds[s.FIT_VALID].values
     b1, b2 = ds[B1].values, ds[B2].values
-    pe = np.pi * ds[C11].values * ds[C13].values
     n_v = b1 / (R_E * lam(b2) * 3.53)  # paper eq. (2), λ at the pixel's edge, Δf″_V = 3.53 (paper)
-    expected = {
-        s.EDGE_ENERGY: b2,
-        s.EDGE_JUMP: b1,
-        s.PRE_EDGE_INTENSITY: pe,
-        s.PRE_EDGE_RATIO: pe / b1,
-        s.VANADIUM_DENSITY: n_v,
-        s.ELECTRON_DENSITY: n_e,  # the phase was built from n_e at the lowest energy
-        s.ELECTRONS_PER_VANADIUM: n_e / n_v,
-    }
+    # the phase was built from n_e at the lowest energy
+    expected = fc.chemistry_maps(b1, b2, ds[C11].values, ds[C13].values, n_v, n_e)
     for name, value in expected.items():
         got = out[name].values
         assert np.all(np.isnan(got[~valid])), name

@@ -52,13 +52,15 @@ def _read_or_oserror(path: Path, original: xr.Dataset) -> str:
 # derandomize: the same flips on every run and machine. A few flips in HDF5's own metadata make
 # the netCDF4/HDF5 C library spin forever in open (no Python code can interrupt it; see
 # docs/reliability.md); a random draw of new flips in CI could hit one and hang the suite.
-@settings(
-    max_examples=EXAMPLES,
+FUZZ_SETTINGS = dict(
     deadline=None,
     derandomize=True,
     database=None,
     suppress_health_check=[HealthCheck.function_scoped_fixture],
 )
+
+
+@settings(max_examples=EXAMPLES, **FUZZ_SETTINGS)
 @given(data=st.data())
 def test_byte_corruption_is_detected_or_harmless(stored, tmp_path, data):
     ds, good = stored
@@ -71,13 +73,7 @@ def test_byte_corruption_is_detected_or_harmless(stored, tmp_path, data):
     _read_or_oserror(path, ds)
 
 
-@settings(
-    max_examples=max(EXAMPLES // 3, 10),
-    deadline=None,
-    derandomize=True,
-    database=None,
-    suppress_health_check=[HealthCheck.function_scoped_fixture],
-)
+@settings(max_examples=max(EXAMPLES // 3, 10), **FUZZ_SETTINGS)
 @given(data=st.data())
 def test_truncation_raises_oserror(stored, tmp_path, data):
     ds, good = stored

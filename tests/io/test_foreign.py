@@ -7,6 +7,7 @@ against the truth.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 import h5py
@@ -53,41 +54,47 @@ def _pixel(truth: xr.Dataset) -> float:
 
 
 # -------------------------------------------------------------- the layouts, written here
-def write_ptyr(truth: xr.Dataset, folder: Path) -> list[Path]:
-    """PtyPy: one .ptyr per energy, content/obj/S00G00/{data,_psize,_origin}, content/probe, pars energy [keV]."""
+def _file_per_energy(folder: Path, names: str, truth: xr.Dataset, write: Callable) -> list[Path]:
+    """One HDF5 file per energy, ``folder/names.format(i)``, filled by ``write(file, i, energy [eV])``."""
     folder.mkdir(exist_ok=True)
-    dx = _pixel(truth)
     paths = []
     for i, e in enumerate(truth[s.ENERGY].values):
-        path = folder / f"recon_{i:02d}.ptyr"
+        path = folder / names.format(i)
         with h5py.File(path, "w") as f:
-            st = f.create_group("content/obj/S00G00")
-            st["data"] = truth[s.OBJECT].values[i][None]  # (layers, ny, nx)
-            st["_psize"] = np.array([dx, dx])
-            st["_origin"] = np.array([truth[s.Y].values[0], truth[s.X].values[0]])
-            f.create_group("content/probe/S00G00")["data"] = truth[s.PROBE].values[i][None]
-            f.create_group("content/pars/scans/scan00/data")["energy"] = e / 1e3
+            write(f, i, e)
         paths.append(path)
     return paths
+
+
+def write_ptyr(truth: xr.Dataset, folder: Path) -> list[Path]:
+    """PtyPy: one .ptyr per energy, content/obj/S00G00/{data,_psize,_origin}, content/probe, pars energy [keV]."""
+    dx = _pixel(truth)
+
+    def write(f: h5py.File, i: int, e: float) -> None:
+        st = f.create_group("content/obj/S00G00")
+        st["data"] = truth[s.OBJECT].values[i][None]  # (layers, ny, nx)
+        st["_psize"] = np.array([dx, dx])
+        st["_origin"] = np.array([truth[s.Y].values[0], truth[s.X].values[0]])
+        f.create_group("content/probe/S00G00")["data"] = truth[s.PROBE].values[i][None]
+        f.create_group("content/pars/scans/scan00/data")["energy"] = e / 1e3
+
+    return _file_per_energy(folder, "recon_{:02d}.ptyr", truth, write)
 
 
 def write_pynx(truth: xr.Dataset, folder: Path) -> list[Path]:
     """PyNX: one CXI result per energy, entry_1/object/data (modes, ny, nx), pixel sizes, energy [J], entry_last."""
-    folder.mkdir(exist_ok=True)
     dx = _pixel(truth)
-    paths = []
-    for i, e in enumerate(truth[s.ENERGY].values):
-        path = folder / f"pynx_{i:02d}.cxi"
-        with h5py.File(path, "w") as f:
-            f["cxi_version"] = 150
-            g = f.create_group("entry_1")
-            g.create_group("object")["data"] = truth[s.OBJECT].values[i][None]
-            g["object/x_pixel_size"] = g["object/y_pixel_size"] = dx
-            g.create_group("probe")["data"] = truth[s.PROBE].values[i][None]
-            g.create_group("instrument_1/source_1")["energy"] = e * const.e
-            f["entry_last"] = h5py.SoftLink("/entry_1")
-        paths.append(path)
-    return paths
+
+    def write(f: h5py.File, i: int, e: float) -> None:
+        f["cxi_version"] = 150
+        g = f.create_group("entry_1")
+        g.create_group("object")["data"] = truth[s.OBJECT].values[i][None]
+        g["object/x_pixel_size"] = g["object/y_pixel_size"] = dx
+        g.create_group("probe")["data"] = truth[s.PROBE].values[i][None]
+        g.create_group("instrument_1/source_1")["energy"] = e * const.e
+        f["entry_last"] = h5py.SoftLink("/entry_1")
+
+    return _file_per_energy(folder, "pynx_{:02d}.cxi", truth, write)
 
 
 def native_objects(truth: xr.Dataset) -> tuple[list[np.ndarray], np.ndarray]:

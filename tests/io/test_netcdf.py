@@ -120,15 +120,7 @@ def make_fit(rng: np.random.Generator) -> xr.Dataset:
 def make_chemical_state(rng: np.random.Generator) -> xr.Dataset:
     ds = make_fit(rng)
     new = {}
-    for name in (
-        s.EDGE_ENERGY,
-        s.EDGE_JUMP,
-        s.PRE_EDGE_INTENSITY,
-        s.PRE_EDGE_RATIO,
-        s.VANADIUM_DENSITY,
-        s.ELECTRON_DENSITY,
-        s.ELECTRONS_PER_VANADIUM,
-    ):
+    for name in s.CHEMICAL_STATE_OUTPUTS:
         v = rng.random((NY, NX))
         v[0, 0] = np.nan
         new[name] = s.variable(name, v)

@@ -99,12 +99,18 @@ def make_spectra(rng: np.random.Generator) -> xr.Dataset:
     return provenance.record(ds, "spectra", {"background": None, "material_sigma": 3.0})
 
 
+def _map_with_nan(rng: np.random.Generator) -> np.ndarray:
+    """A random (y, x) map with one NaN pixel, as every map after the fit has."""
+    v = rng.random((NY, NX))
+    v[0, 0] = np.nan
+    return v
+
+
 def make_fit(rng: np.random.Generator) -> xr.Dataset:
     ds = make_spectra(rng)
     new = {}
     for p in s.FIT_PARAMETERS:
-        v = rng.random((NY, NX))
-        v[0, 0] = np.nan
+        v = _map_with_nan(rng)
         new[p] = s.variable(p, v)
         new[p + s.STDERR_SUFFIX] = s.variable(p + s.STDERR_SUFFIX, v / 10)
     new[s.REDCHI] = s.variable(s.REDCHI, rng.random((NY, NX)))
@@ -121,9 +127,7 @@ def make_chemical_state(rng: np.random.Generator) -> xr.Dataset:
     ds = make_fit(rng)
     new = {}
     for name in s.CHEMICAL_STATE_OUTPUTS:
-        v = rng.random((NY, NX))
-        v[0, 0] = np.nan
-        new[name] = s.variable(name, v)
+        new[name] = s.variable(name, _map_with_nan(rng))
     out = ds.assign(new)
     out.attrs.update({"delta_f2_V": 3.53, "f1_table": "paper", "reference_energy": 5420.0})
     return provenance.record(out, "chemical_state", {"table": "paper", "reference_energy": None})

@@ -1,4 +1,4 @@
-"""CXI / HDF5 reader and writer, scan_from_arrays and the packaged real data (ptyxr.io)."""
+"""CXI / HDF5 reader and writer (ptyxr.io.cxi, cxi_layout, cxi_write): hand-written files, the packaged scan."""
 
 from __future__ import annotations
 
@@ -17,8 +17,7 @@ from hypothesis import strategies as st
 
 import ptyxr
 from ptyxr import schema as s
-from ptyxr.io import arrays, cxi, cxi_example_path, open_scan, real_data, scan_from_arrays, siemens_star, write_cxi
-from ptyxr.optics import far_field, real_space_pixel_size
+from ptyxr.io import cxi, cxi_example_path, open_scan, scan_from_arrays, write_cxi
 from ptyxr.physics import wavelength
 from ptyxr.schema import SchemaError
 
@@ -407,104 +406,6 @@ def test_broken_files_raise_only_schema_or_os_errors(mutations, layout, entry_nu
             assert "x.cxi" in str(err)
         else:
             s.validate_raw(out)  # whatever loads is a valid §1a Dataset
-
-
-# ------------------------------------------------------------------------------ arrays
-def test_scan_from_arrays_docstring_example():
-    result = doctest.testmod(arrays, optionflags=doctest.ELLIPSIS)
-    assert result.attempted >= 4 and result.failed == 0
-
-
-def test_scan_from_arrays_single_energy_and_units():
-    rng = np.random.default_rng(0)
-    frames = rng.random((6, N, N)).astype(np.float32)  # (scan, N, N): one energy
-    py, px = rng.normal(size=6), rng.normal(size=6)
-    raw = scan_from_arrays(frames, py, px, 5420.0, 1.5, 75e-6, positions_in="um")
-    assert raw[s.INTENSITY].dims == (s.ENERGY, s.SCAN, s.DET_Y, s.DET_X) and raw.sizes[s.ENERGY] == 1
-    np.testing.assert_allclose(raw[s.POSITION_Y][0], py * 1e-6)
-    assert raw[s.ENERGY].dtype == np.float64 and raw[s.INTENSITY].dtype == np.float32
-    assert s.check_attrs(raw) == []
-
-
-def test_scan_from_arrays_pixels_use_each_energys_pixel_size():
-    energies = np.array([5420.0, 5540.0])
-    frames = np.ones((2, 3, N, N), np.float32)
-    py = np.array([1.0, 2.0, 3.0])  # same pixel positions at both energies
-    raw = scan_from_arrays(frames, py, py, energies, 1.5, 75e-6, positions_in="pixels")
-    # independent: dx = hc/E · z / (N p)
-    dx = const.h * const.c / (energies * const.e) * 1.5 / (N * 75e-6)
-    np.testing.assert_allclose(raw[s.POSITION_X], py[None, :] * dx[:, None], rtol=1e-12)
-
-
-@pytest.mark.parametrize(
-    "kwargs, message",
-    [
-        ({"intensity": np.ones((2, 3, N, N + 1))}, "square"),
-        ({"intensity": np.ones((3, N))}, "shape"),
-        ({"energy": [5540.0, 5420.0]}, "increasing"),
-        ({"energy": [5420.0, 5420.0]}, "increasing"),
-        ({"energy": [5420.0]}, "energies"),
-        ({"intensity": -np.ones((2, 3, N, N))}, "negative"),
-        ({"intensity": np.full((2, 3, N, N), np.inf)}, "inf"),
-        ({"intensity": np.full((2, 3, N, N), "x")}, "numeric"),
-        ({"detector_distance": 0.0}, "positive"),
-        ({"detector_pixel_size": "a"}, "number"),
-        ({"position_y": np.zeros((2, 4))}, "shape"),
-        ({"position_y": np.array([[0.0, np.nan, 0.0]] * 2)}, "NaN positions"),
-        ({"detector_mask": np.ones((N, 3), bool)}, "detector_mask"),
-        ({"probe_guess": np.ones((3, N, N))}, "probe_guess"),
-        ({"positions_in": "inch"}, "positions_in"),
-    ],
-)
-def test_scan_from_arrays_errors(kwargs, message):
-    args = {
-        "intensity": np.ones((2, 3, N, N)),
-        "position_y": np.zeros(3),
-        "position_x": np.zeros(3),
-        "energy": [5420.0, 5540.0],
-        "detector_distance": 1.5,
-        "detector_pixel_size": 75e-6,
-    }
-    args.update(kwargs)
-    with pytest.raises(SchemaError, match=message):
-        scan_from_arrays(**args)
-
-
-# ------------------------------------------------------------------------------ packaged real data
-def _corr(a: np.ndarray, b: np.ndarray) -> float:
-    a, b = a - a.mean(), b - b.mean()
-    return float((a * b).sum() / np.sqrt((a * a).sum() * (b * b).sum()))
-
-
-def test_siemens_star():
-    raw = siemens_star()
-    s.validate_raw(raw)
-    assert raw.sizes == {s.ENERGY: 1, s.SCAN: 516, s.DET_Y: 128, s.DET_X: 128, s.PROBE_Y: 128, s.PROBE_X: 128}
-    data, scan, _ = real_data._siemens_star_arrays()
-    dx = real_space_pixel_size(
-        raw[s.ENERGY].values[0], raw.attrs[s.ATTR_DETECTOR_DISTANCE], raw.attrs[s.ATTR_DETECTOR_PIXEL_SIZE], 128
-    )
-    assert dx == pytest.approx(real_data.SIEMENS_STAR_PIXEL, rel=1e-12)
-    # positions: file's (y, x) pixel corner + N//2, times the nominal 10 nm pixel
-    np.testing.assert_allclose(raw[s.POSITION_Y][0], (scan[0, :, 0] + 64) * 10e-9, rtol=1e-6)
-    np.testing.assert_allclose(raw[s.POSITION_X][0], (scan[0, :, 1] + 64) * 10e-9, rtol=1e-6)
-    # layout check independent of the loader's choices: the far field of the supplied probe
-    # (ptyxr's convention) must resemble the mean pattern. The shifted data do (r ≈ 0.83),
-    # the file's unshifted order does not (r ≈ −0.13).
-    probe_far = np.abs(far_field(raw[s.PROBE_GUESS].values[0])) ** 2
-    assert _corr(raw[s.INTENSITY][0].mean(s.SCAN).values, probe_far) > 0.7
-    assert _corr(data[0].mean(0), probe_far) < 0.2
-    # probe scaled to the data: Σ|P|² = mean frame total (orthonormal FFT keeps the norm)
-    total = float(np.sum(np.abs(raw[s.PROBE_GUESS].values) ** 2))
-    assert total == pytest.approx(float(raw[s.INTENSITY].sum((s.DET_Y, s.DET_X)).mean()), rel=1e-4)
-
-
-def test_packaged_files_and_licences_present():
-    folder = cxi_example_path().parent
-    for name in ("LICENSE-PETRAIII.txt", "LICENSE-siemens-star.txt", real_data.SIEMENS_STAR_FILE):
-        assert (folder / name).is_file(), name
-    with pytest.raises(FileNotFoundError):
-        real_data.data_path("nope.bin")
 
 
 def test_cxi_docstring_example():

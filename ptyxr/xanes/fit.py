@@ -304,8 +304,8 @@ def fit_xanes(
         so ≈ noise² for a noise-limited fit), ``success``, ``noise`` (attr ``method``)
         ``b2_uncertainty`` [eV] (√(b2_stderr² + model error²): the b2 shift that an
         arctan admixture of 0.1 in the edge step and a white-line half-width asymmetry of
-        0.1 would cause, :mod:`ptyxr.xanes.uncertainty`; the error to compare |b2 − truth|
-        with on spectra eq. (1) does not describe exactly),
+        0.1 would cause, :mod:`ptyxr.xanes.uncertainty`; b2's error bar on spectra that
+        eq. (1) does not describe exactly),
         ``fit_valid`` = material (if known) & (b1 ≥ noise) & (b1 > MIN_RELATIVE_EDGE·max|μt|) & success
         & (b1 ≥ ``min_edge_significance`` × b1_stderr) & (b2_stderr < ``max_edge_stderr``), and
         ``pre_edge_valid`` = fit_valid & the pre-edge width not collapsed onto its lower

@@ -102,8 +102,8 @@ class BatchResult:
         b2 shift [eV] that eq. (1)'s likely model errors cause
         (:func:`ptyxr.xanes.uncertainty.edge_model_error`).
     edge_uncertainty : ndarray (P,) or None
-        √(stderr_b2² + edge_model_error²) [eV]: the error to compare |b2 − truth| with
-        on spectra that eq. (1) does not describe exactly.
+        √(stderr_b2² + edge_model_error²) [eV]: b2's error bar on spectra that eq. (1)
+        does not describe exactly.
     """
 
     params: np.ndarray

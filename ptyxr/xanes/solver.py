@@ -1362,6 +1362,7 @@ def fit_batch(
         )
     cat = {key: (np.concatenate(v) if v[0] is not None else None) for key, v in out.items()}
     determined = _determined(cat["params"], cat["lower"], cat["upper"])
-    model = _uncertainty.edge_model_error(energy, cat["params"], determined, w)
+    # the fit's points: NaN values were left out of each spectrum's fit
+    model = _uncertainty.edge_model_error(energy, cat["params"], determined, np.where(np.isfinite(y), w, 0.0))
     edge = _uncertainty.edge_uncertainty(cat["stderr"][:, _B2], model)
     return BatchResult(**cat, cpu_time=cpu_time, edge_model_error=model, edge_uncertainty=edge)

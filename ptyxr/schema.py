@@ -81,6 +81,7 @@ NOISE = "noise"
 FIT_VALID = "fit_valid"
 PRE_EDGE_VALID = "pre_edge_valid"
 ABSORPTION_FIT = "absorption_fit"
+EDGE_UNCERTAINTY = "b2_uncertainty"  # b2 stderr ⊕ eq. (1) model error (ptyxr.xanes.uncertainty)
 
 # ------------------------------------------------ spatial resolution (ptyxr.resolution)
 PRTF = "prtf"
@@ -284,6 +285,13 @@ SPECS: dict[str, VariableSpec] = _specs(
         "bool",
     ),
     VariableSpec(ABSORPTION_FIT, (ENERGY, Y, X), DIMENSIONLESS, "fitted absorption mu t", "float64"),
+    VariableSpec(
+        EDGE_UNCERTAINTY,
+        (Y, X),
+        EV,
+        "uncertainty of the edge energy b2: standard error combined with eq. (1) model error",
+        "float64",
+    ),
     # spatial resolution (ptyxr.resolution)
     VariableSpec(SPATIAL_FREQUENCY, (SPATIAL_FREQUENCY,), "m-1", "spatial frequency |q| (ring centre)", "float64"),
     VariableSpec(

@@ -49,6 +49,7 @@ KERNELS = (
     "ptyxr.xanes.model",
     "ptyxr.xanes.solver",
     "ptyxr.xanes._kernels",
+    "ptyxr.xanes.uncertainty",
     "ptyxr.domains.kernels",
     "ptyxr.fourier_rings",
 )

@@ -12,6 +12,7 @@ from ptyxr import schema
 from ptyxr.schema import (
     ABSORPTION,
     ABSORPTION_FIT,
+    EDGE_UNCERTAINTY,
     ENERGY,
     FIT_PARAMETERS,
     FIT_VALID,
@@ -28,6 +29,7 @@ from ptyxr.schema import (
 from ptyxr.stage import stage
 from ptyxr.xanes import model as _model
 from ptyxr.xanes import solver as _solver
+from ptyxr.xanes import uncertainty as _uncertainty
 
 STAGE = "fit_xanes"
 METHODS = ("batch", "lmfit")
@@ -47,7 +49,7 @@ EDGE_SIGNIFICANCE = 3.0
 #: drops are mostly thin-rim pixels whose edges reconstruction artefacts bias high by 2–5 eV
 #: while their stderr says ~0.8 eV, and bistable mixed pixels (docs/paper-preset.md).
 LOCATED_EDGE_STDERR = 0.5
-_N_OUT = 2 * len(FIT_PARAMETERS) + 2  # parameters, stderr, redchi, success
+_N_OUT = 2 * len(FIT_PARAMETERS) + 3  # parameters, stderr, redchi, success, b2 uncertainty
 #: lmfit's minimiser for the reference fits: ``least_squares`` (trust-region reflective) keeps
 #: bounds exactly, as the batch solver does. lmfit's default ``leastsq`` maps bounded
 #: parameters through sin/sqrt transforms whose gradient vanishes at a bound, so it stalls
@@ -151,14 +153,23 @@ def _fit_lmfit_rows(
 def _fit_kernel(
     y: np.ndarray, energy: np.ndarray, method: str, pre_edge_limit: float | None, progress: bool, workers: int | None
 ) -> tuple[np.ndarray, ...]:
-    """apply_ufunc kernel: spectra (..., n_E) → 22 arrays (...) (params, stderr, redchi, success)."""
+    """apply_ufunc kernel: spectra (..., n_E) → 23 arrays (...) (params, stderr, redchi, success, b2 uncertainty)."""
     lead = y.shape[:-1]
     rows = np.asarray(y, dtype=float).reshape(-1, energy.size)
+    n_par = len(FIT_PARAMETERS)
     if method == "batch":
         res = _solver.fit_batch(energy, rows, pre_edge_limit=pre_edge_limit, progress=progress, workers=workers)
         packed = _pack(res.params, res.stderr, res.redchi, res.success)
+        edge = res.edge_uncertainty
     else:
         packed = _fit_lmfit_rows(energy, rows, pre_edge_limit, progress=progress)
+        params = packed[:, :n_par]
+        _, lower, upper = _model.initial_estimates(energy, rows, pre_edge_limit)
+        with np.errstate(invalid="ignore"):  # NaN rows (skipped spectra) compare False
+            determined = _solver._determined(params, lower, upper)
+        model = _uncertainty.edge_model_error(energy, params, determined, np.isfinite(rows).astype(float))
+        edge = _uncertainty.edge_uncertainty(packed[:, n_par + 2], model)
+    packed = np.concatenate([packed, edge[:, None]], axis=1)
     return tuple(packed[:, k].reshape(lead) for k in range(_N_OUT))
 
 
@@ -291,6 +302,10 @@ def fit_xanes(
         ``<name>_stderr`` (σ² = redchi·diag((JᵀJ)⁻¹); NaN where undetermined, e.g. centre
         and width of a zero-height Lorentzian), ``redchi`` (Σr²/(N − 10), unweighted,
         so ≈ noise² for a noise-limited fit), ``success``, ``noise`` (attr ``method``)
+        ``b2_uncertainty`` [eV] (√(b2_stderr² + model error²): the b2 shift that an
+        arctan admixture of 0.1 in the edge step and a white-line half-width asymmetry of
+        0.1 would cause, :mod:`ptyxr.xanes.uncertainty`; b2's error bar on spectra that
+        eq. (1) does not describe exactly),
         ``fit_valid`` = material (if known) & (b1 ≥ noise) & (b1 > MIN_RELATIVE_EDGE·max|μt|) & success
         & (b1 ≥ ``min_edge_significance`` × b1_stderr) & (b2_stderr < ``max_edge_stderr``), and
         ``pre_edge_valid`` = fit_valid & the pre-edge width not collapsed onto its lower
@@ -340,6 +355,7 @@ def fit_xanes(
         new[name + STDERR_SUFFIX] = schema.with_attrs(outputs[n_par + k], name + STDERR_SUFFIX)
     new[REDCHI] = schema.with_attrs(outputs[2 * n_par], REDCHI)
     new[SUCCESS] = schema.with_attrs(outputs[2 * n_par + 1] > 0.5, SUCCESS)
+    new[EDGE_UNCERTAINTY] = schema.with_attrs(outputs[2 * n_par + 2], EDGE_UNCERTAINTY)
 
     pre = absorption.isel({ENERGY: np.flatnonzero(energy < pre_edge_limit)})
     sigma = xr.apply_ufunc(

@@ -38,6 +38,7 @@ import numpy as np
 from scipy.special import erf
 
 from ptyxr.xanes import _kernels
+from ptyxr.xanes import uncertainty as _uncertainty
 from ptyxr.xanes.starts import EDGE_RANGE, PARAMETERS, WIDTH_BOUNDS, initial_estimates
 
 N_PARAMETERS = len(PARAMETERS)
@@ -97,6 +98,12 @@ class BatchResult:
         Full covariance (NaN rows/cols for undetermined parameters) if requested.
     cpu_time : float
         CPU time spent fitting, summed over the worker threads/processes [s].
+    edge_model_error : ndarray (P,) or None
+        b2 shift [eV] that eq. (1)'s likely model errors cause
+        (:func:`ptyxr.xanes.uncertainty.edge_model_error`).
+    edge_uncertainty : ndarray (P,) or None
+        √(stderr_b2² + edge_model_error²) [eV]: b2's error bar on spectra that eq. (1)
+        does not describe exactly.
     """
 
     params: np.ndarray
@@ -109,6 +116,8 @@ class BatchResult:
     upper: np.ndarray
     covariance: np.ndarray | None = None
     cpu_time: float = float("nan")
+    edge_model_error: np.ndarray | None = None
+    edge_uncertainty: np.ndarray | None = None
 
 
 # ------------------------------------------------------------ small batched linear algebra
@@ -1348,6 +1357,12 @@ def fit_batch(
             empty,
             empty,
             np.zeros((0, N_PARAMETERS, N_PARAMETERS)) if return_covariance else None,
+            edge_model_error=np.zeros(0),
+            edge_uncertainty=np.zeros(0),
         )
     cat = {key: (np.concatenate(v) if v[0] is not None else None) for key, v in out.items()}
-    return BatchResult(**cat, cpu_time=cpu_time)
+    determined = _determined(cat["params"], cat["lower"], cat["upper"])
+    # the fit's points: NaN values were left out of each spectrum's fit
+    model = _uncertainty.edge_model_error(energy, cat["params"], determined, np.where(np.isfinite(y), w, 0.0))
+    edge = _uncertainty.edge_uncertainty(cat["stderr"][:, _B2], model)
+    return BatchResult(**cat, cpu_time=cpu_time, edge_model_error=model, edge_uncertainty=edge)

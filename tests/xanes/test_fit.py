@@ -75,12 +75,16 @@ def test_outputs_follow_the_contract(fitted):
         schema.NOISE,
         schema.FIT_VALID,
         schema.PRE_EDGE_VALID,
+        schema.EDGE_UNCERTAINTY,
     ):
         assert out[name].dims == ("y", "x"), name
         assert out[name].attrs == schema.attrs_of(name, **({} if name != schema.NOISE else out[name].attrs))
     for name in schema.FIT_PARAMETERS:
         assert out[name + "_stderr"].attrs["units"] == schema.spec(name).units
     assert out[schema.SUCCESS].dtype == bool and out[schema.FIT_VALID].dtype == bool
+    # the edge uncertainty is the stderr combined with a model error ≥ 0 (NaN where b2 is undetermined)
+    unc, err = out[schema.EDGE_UNCERTAINTY].values, out["b2_stderr"].values
+    assert np.array_equal(np.isfinite(unc), np.isfinite(err)) and np.all(unc[np.isfinite(err)] >= err[np.isfinite(err)])
     assert not (out[schema.PRE_EDGE_VALID] & ~out[schema.FIT_VALID]).any()
     assert out[schema.NOISE].attrs["method"] == "paper"
     assert schema.check_attrs(out) == []
@@ -175,6 +179,11 @@ def test_leading_particle_dim_and_lmfit_method_agree():
     # the acceptance tolerance of batch vs lmfit (DESIGN §2b)
     np.testing.assert_allclose(batch["b2"].values[ok], ref["b2"].values[ok], atol=0.05)
     np.testing.assert_allclose(batch["b1"].values[ok], ref["b1"].values[ok], rtol=0.01)
+    # the model-error part is propagated from the parameters: same fits, same uncertainty
+    # (to the stderr's own batch/lmfit agreement: both stderr differ by ~1e-3 relative)
+    unc_b, unc_l = batch[schema.EDGE_UNCERTAINTY].values[ok], ref[schema.EDGE_UNCERTAINTY].values[ok]
+    err_b, err_l = batch["b2_stderr"].values[ok], ref["b2_stderr"].values[ok]
+    np.testing.assert_allclose(unc_b - err_b, unc_l - err_l, rtol=0.1, atol=0.01)
 
 
 def test_same_input_gives_bit_identical_output(fitted):

@@ -1,0 +1,134 @@
+"""Edge-energy (b2) uncertainty that includes eq. (1)'s model error (issue 11 point 4).
+
+The standard error of b2 (curvature √(redchi·[(JᵀJ)⁻¹]_b2b2), widened by the χ² profile:
+:func:`ptyxr.xanes.solver.widen_edge_stderr`) measures noise. When the true spectrum is
+not eq. (1) — an edge broadened by a Lorentzian (arctan step) rather than a Gaussian (erf),
+a white line with a steeper low-energy side than high-energy side — the least-squares b2
+moves by a model error that does not shrink with the noise and that the residuals do not
+show (eq. (1) absorbs the difference into a shifted erf and a moved Lorentzian). At high
+SNR it exceeds 5 standard errors on a few pixels per thousand
+(docs/design-notes/s12-fituncert.md).
+
+:func:`edge_model_error` estimates that shift per pixel by linear propagation: a small
+model error δ(E) moves the least-squares parameters by (JᵀJ)⁻¹Jᵀδ, so b2 moves by
+g·δ with g the b2 row of (JᵀJ)⁻¹Jᵀ at the fit. Two model-error directions are propagated:
+
+- edge shape: δ = η·b1·[S_arctan(z) − S_erf(z)], z = (E − b2)/b3, an admixture η of a
+  Lorentzian-broadened (arctan) step, S_arctan = ½ + arctan(z)/π, S_erf = ½(1 + erf z);
+- white-line asymmetry: the white-line Lorentzian with half-widths c23·(1 ∓ α) below /
+  above c22, to first order δ = α·c23·sign(E − c22)·∂L/∂c23.
+
+``edge_uncertainty`` = √(stderr² + (η·g·δ_shape)² + (α·g·δ_asym)²), η = :data:`EDGE_SHAPE_ERROR`,
+α = :data:`WHITE_LINE_ASYMMETRY_ERROR`, chosen by measurement on foreign-model spectra.
+Per pixel it costs one 10×10 solve at the optimum: no refit.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from scipy.special import erf
+
+#: η: the arctan-step admixture whose b2 shift enters the edge uncertainty (measured: s12-fituncert).
+EDGE_SHAPE_ERROR = 0.1
+#: α: the relative white-line half-width asymmetry whose b2 shift enters the edge uncertainty.
+WHITE_LINE_ASYMMETRY_ERROR = 0.1
+#: Pixels per vectorised chunk (memory: ≈ 100 × n_E floats per pixel).
+_CHUNK = 4096
+
+_B1, _B2, _B3, _C21, _C22, _C23 = 1, 2, 3, 7, 8, 9
+
+
+def _jacobian(energy: np.ndarray, p: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """∂μt/∂params (P, 10, n_E) of eq. (1) and the two model-error directions (P, n_E) each."""
+    e = energy[None, :]
+    a, b1, b2, b3, c11, c12, c13, c21, c22, c23 = (p[:, k, None] for k in range(10))
+    z = (e - b2) / b3
+    gauss = np.exp(-z * z) / np.sqrt(np.pi)
+    u1, u2 = (e - c12) / c13, (e - c22) / c23
+    l1, l2 = 1.0 / (1.0 + u1 * u1), 1.0 / (1.0 + u2 * u2)
+    step = 0.5 * (1.0 + erf(z))
+    d_c23 = c21 * 2.0 * u2 * u2 / c23 * l2 * l2
+    jac = np.stack(
+        [
+            np.ones_like(z),
+            step,
+            -b1 * gauss / b3,
+            -b1 * gauss * z / b3,
+            l1,
+            c11 * 2.0 * u1 / c13 * l1 * l1,
+            c11 * 2.0 * u1 * u1 / c13 * l1 * l1,
+            l2,
+            c21 * 2.0 * u2 / c23 * l2 * l2,
+            d_c23,
+        ],
+        axis=1,
+    )
+    shape = b1 * (0.5 + np.arctan(z) / np.pi - step)
+    asym = d_c23 * c23 * np.sign(e - c22)
+    return jac, shape, asym
+
+
+def edge_model_error(
+    energy: np.ndarray,
+    params: np.ndarray,
+    determined: np.ndarray,
+    weights: np.ndarray | None = None,
+    edge_shape: float = EDGE_SHAPE_ERROR,
+    asymmetry: float = WHITE_LINE_ASYMMETRY_ERROR,
+) -> np.ndarray:
+    """b2 shift [eV] that eq. (1)'s likely model errors cause, by linear propagation at the fit.
+
+    Parameters
+    ----------
+    energy : ndarray (n_E,)
+        Photon energies [eV].
+    params : ndarray (P, 10)
+        Fitted eq. (1) parameters (paper order).
+    determined : ndarray (P, 10) bool
+        Parameters free at the fit (the solver's: not on a bound, owner height > 0); the
+        others are held, as in the covariance.
+    weights : ndarray (P, n_E) or (n_E,), optional
+        Least-squares weights of the fit (NaN spectra points: weight 0).
+    edge_shape : float
+        η, admixture of an arctan (Lorentzian-broadened) step.
+    asymmetry : float
+        α, relative asymmetry of the white line's half-widths.
+
+    Returns
+    -------
+    ndarray (P,)
+        √((η·Δb2_shape)² + (α·Δb2_asym)²) [eV]; NaN where b2 is undetermined.
+    """
+    energy = np.asarray(energy, dtype=float)
+    params = np.asarray(params, dtype=float)
+    n_pix = params.shape[0]
+    out = np.full(n_pix, np.nan)
+    w_all = None if weights is None else np.broadcast_to(np.asarray(weights, float), (n_pix, energy.size))
+    use_all = np.asarray(determined, bool)
+    ok = np.isfinite(params).all(axis=1) & use_all[:, _B2] & (params[:, _B3] > 0) & (params[:, _C23] > 0)
+    idx = np.flatnonzero(ok)
+    eye = np.eye(10)
+    for first in range(0, idx.size, _CHUNK):
+        sel = idx[first : first + _CHUNK]
+        jac, shape, asym = _jacobian(energy, params[sel])
+        if w_all is not None:
+            w = np.where(np.isfinite(w_all[sel]), w_all[sel], 0.0)
+            jac, shape, asym = jac * w[:, None, :], shape * w, asym * w
+        use = use_all[sel]  # (P, 10)
+        keep = use[:, :, None] & use[:, None, :]
+        jtj = np.where(keep, np.einsum("pkn,pln->pkl", jac, jac), eye)
+        rhs = np.einsum("pkn,pmn->pkm", jac, np.stack([shape, asym], axis=1))  # (P, 10, 2)
+        rhs = np.where(use[:, :, None], rhs, 0.0)
+        try:
+            sol = np.linalg.solve(jtj, rhs)
+        except np.linalg.LinAlgError:  # a singular pixel: least-squares solution instead
+            sol = np.linalg.pinv(jtj) @ rhs
+        shift = sol[:, _B2, :].T  # (2, P): Δb2 per unit η and α
+        out[sel] = np.hypot(edge_shape * shift[0], asymmetry * shift[1])
+    return out
+
+
+def edge_uncertainty(stderr_b2: np.ndarray, model_error: np.ndarray) -> np.ndarray:
+    """√(stderr² + model error²) [eV]; NaN where the stderr is NaN (undetermined b2)."""
+    model = np.where(np.isfinite(model_error), model_error, 0.0)
+    return np.sqrt(np.asarray(stderr_b2, float) ** 2 + model**2)

@@ -41,6 +41,7 @@ KERNELS = (
     "ptyxr.physics",
     "ptyxr.optics",
     "ptyxr.reconstruct.epie",
+    "ptyxr.reconstruct.epie_numba",
     "ptyxr.reconstruct.grid",
     "ptyxr.reconstruct.probe",
     "ptyxr.reconstruct.kkr",

@@ -40,7 +40,17 @@ from ptyxr.reconstruct import groups as _groups
 from ptyxr.reconstruct import momentum as _momentum
 from ptyxr.reconstruct import positions as _pos
 from ptyxr.reconstruct.detector import dead_pixel_mask
-from ptyxr.reconstruct.options import KKR_EVERY_FRACTION, KKR_MIN_ENERGIES, KKR_START_FRACTION, kkr_schedule
+from ptyxr.reconstruct.options import (
+    KKR_EVERY_FRACTION,
+    KKR_MIN_ENERGIES,
+    KKR_START_FRACTION,
+    FluxOptions,
+    KKROptions,
+    PositionOptions,
+    ProbeOptions,
+    RunOptions,
+    kkr_schedule,
+)
 from ptyxr.reconstruct.particle import reconstruct_particle as _reconstruct_one
 from ptyxr.reconstruct.validate import MAX_GRID_SIDE
 from ptyxr.reconstruct.validate import validate_scan as _validate
@@ -342,37 +352,41 @@ def reconstruct(
             UserWarning,
             stacklevel=2,
         )
-    options = dict(
+    options = RunOptions(
         iterations=int(iterations),
+        pixel_size=float(pixel_size),
         alpha=float(alpha),
         beta=float(beta),
-        kkr=kkr_used,
-        kkr_start=None if kkr_start is None else int(kkr_start),
-        kkr_every=None if kkr_every is None else int(kkr_every),
-        kkr_weight=float(kkr_weight),
-        update_probe=bool(update_probe),
-        probe_update_start=int(probe_update_start),
-        pixel_size=float(pixel_size),
         coverage_threshold=float(coverage_threshold),
         seed=int(seed),
+        kkr=KKROptions(
+            enabled=kkr_used,
+            start=None if kkr_start is None else int(kkr_start),
+            every=None if kkr_every is None else int(kkr_every),
+            weight=float(kkr_weight),
+            element=kkr_element,
+            table=kkr_table,
+        ),
+        probe=ProbeOptions(
+            modes=int(probe_modes),
+            update=bool(update_probe),
+            update_start=int(probe_update_start),
+            recentre=bool(recentre_probe),
+        ),
+        flux=FluxOptions(use_monitor=bool(use_monitor), refine=bool(refine_flux)),
+        positions=PositionOptions(
+            enabled=bool(position_correction),
+            start=position_correction_start,
+            every=int(position_correction_every),
+            max_shift=float(position_max_shift),
+        ),
         progress=bool(progress),
         checkpoint_every=int(checkpoint_every),
         engine=engine,
         fft_backend=fft_backend,
         interpolation=int(interpolation),
         native_grids=bool(native_grids),
-        recentre_probe=bool(recentre_probe),
         pin_scale=bool(pin_scale),
-        probe_modes=int(probe_modes),
-        kkr_options={"element": kkr_element, "table": kkr_table},
-        use_monitor=bool(use_monitor),
-        refine_flux=bool(refine_flux),
-        position_correction=bool(position_correction),
-        position_options=_pos.options(
-            int(iterations), position_correction_start, int(position_correction_every), float(position_max_shift)
-        )
-        if position_correction
-        else None,
         memory_limit=_groups.parse_memory_limit(memory_limit),
         algorithm=algorithm,
         object_regularization=object_regularization,
@@ -394,12 +408,12 @@ def reconstruct(
         facts = results[0][1]
     else:
         new, facts = _reconstruct_one(
-            ds, checkpoint=_particle_path(checkpoint, None), resume_from=_particle_path(resume_from, None), **options
+            ds, options, checkpoint=_particle_path(checkpoint, None), resume_from=_particle_path(resume_from, None)
         )
     out = ds if keep_raw else ds.drop_vars([INTENSITY])
     out = out.assign({name: new[name] for name in new.data_vars})
     parameters = {
-        **{k: v for k, v in options.items() if k not in ("progress", "algorithm")},
+        **options.record(),
         "algorithm": ALGORITHM if algorithm == "epie" else ALGORITHM_MPIE,
         "algorithm_name": algorithm,
         "kkr_requested": bool(kkr),
@@ -432,7 +446,7 @@ def _mask_dead_pixels(ds: xr.Dataset) -> tuple[xr.Dataset, int]:
 
 
 def _map_particles(
-    ds: xr.Dataset, options: dict[str, Any], checkpoint: Any, resume_from: Any, client: Any
+    ds: xr.Dataset, options: RunOptions, checkpoint: Any, resume_from: Any, client: Any
 ) -> list[tuple[xr.Dataset, dict[str, Any]]]:
     """Reconstruct each particle separately, in parallel through dask (threads or ``client``)."""
     import dask
@@ -448,10 +462,10 @@ def _map_particles(
         tasks.append(
             dask.delayed(_reconstruct_one, pure=False)(
                 sub,
+                options,
                 checkpoint=_particle_path(checkpoint, name),
                 resume_from=_particle_path(resume_from, name),
                 label=name,
-                **options,
             )
         )
     if client is not None:

@@ -34,7 +34,7 @@ from ptyxr.reconstruct.grid import (
     to_common,
     to_native,
 )
-from ptyxr.reconstruct.options import kkr_schedule
+from ptyxr.reconstruct.options import RunOptions
 from ptyxr.reconstruct.probe import coverage_map, guess_probes, setup_probes
 from ptyxr.registration import stack_shifts
 from ptyxr.schema import (
@@ -75,52 +75,29 @@ def _frames(ds: xr.Dataset, e: int) -> np.ndarray:
 
 def reconstruct_particle(
     ds: xr.Dataset,
+    options: RunOptions,
     *,
-    iterations: int,
-    alpha: float,
-    beta: float,
-    kkr: bool,
-    kkr_start: int | None,
-    kkr_every: int | None,
-    kkr_weight: float,
-    update_probe: bool,
-    probe_update_start: int,
-    pixel_size: float,
-    coverage_threshold: float,
-    seed: int,
-    progress: bool,
-    checkpoint: Path | None,
-    checkpoint_every: int,
-    resume_from: Path | None,
-    engine: str,
-    fft_backend: str,
-    interpolation: int,
-    recentre_probe: bool,
-    pin_scale: bool,
-    kkr_options: dict[str, Any],
-    native_grids: bool = True,
-    use_monitor: bool = False,
-    refine_flux: bool = False,
-    position_correction: bool = False,
-    position_options: dict[str, Any] | None = None,
-    probe_modes: int = 1,
-    memory_limit: int | None = None,
-    algorithm: str = "epie",
-    object_regularization: float = 1.0,
-    momentum: float = 0.0,
+    checkpoint: Path | None = None,
+    resume_from: Path | None = None,
     label: str = "",
 ) -> tuple[xr.Dataset, dict[str, Any]]:
-    """Reconstruct one particle; returns the §1b variables and run facts for provenance."""
+    """Reconstruct one particle; returns the §1b variables and run facts for provenance.
+
+    ``options`` is the run's :class:`~ptyxr.reconstruct.options.RunOptions` as ``reconstruct``
+    resolved it; ``checkpoint``/``resume_from`` are this particle's paths and ``label`` names
+    it in the progress bar.
+    """
+    position_settings = options.positions.settings(options.iterations)
     energy = np.asarray(ds[ENERGY].values, dtype=np.float64)
     n_e, n_scan, n = ds.sizes[ENERGY], ds.sizes[SCAN], ds.sizes[DET_Y]
     z, p = float(ds.attrs[ATTR_DETECTOR_DISTANCE]), float(ds.attrs[ATTR_DETECTOR_PIXEL_SIZE])
     dx_native = np.atleast_1d(real_space_pixel_size(energy, z, p, n))
-    scale = dx_native / pixel_size
+    scale = dx_native / options.pixel_size
     py, px = np.asarray(ds[POSITION_Y].values, float), np.asarray(ds[POSITION_X].values, float)
-    grid = common_grid(py, px, pixel_size, n)
-    margin = _pos.margin_pixels(position_options["max_shift"]) if position_correction else 0
+    grid = common_grid(py, px, options.pixel_size, n)
+    margin = options.positions.margin
     grid = _pos.pad_grid(grid, margin)  # room for refined positions (no-op without refinement)
-    native = bool(native_grids) and not np.allclose(scale, 1.0, rtol=0, atol=1e-9)
+    native = bool(options.native_grids) and not np.allclose(scale, 1.0, rtol=0, atol=1e-9)
     if native:
         # each energy on its own native pixel dx(E): the frames are used as measured (no
         # detector resampling: its interpolation error at a pupil's sharp far-field edge is far
@@ -129,7 +106,7 @@ def reconstruct_particle(
             _pos.pad_grid(common_grid(py[e : e + 1], px[e : e + 1], float(dx_native[e]), n), margin) for e in range(n_e)
         ]
         work = Grid(
-            pixel_size,
+            options.pixel_size,
             0,
             0,
             (max(g.shape[0] for g in grids), max(g.shape[1] for g in grids)),
@@ -140,16 +117,18 @@ def reconstruct_particle(
         grids, work = None, grid
 
     # measured data → (common) detector sampling → kernel layout (one energy at a time: bounded memory)
-    flux = _flux.monitor_flux(ds, grid.active) if use_monitor and MONITOR in ds else None  # (n_e, n_scan) [1]
-    groups = _groups.energy_groups(n_e, n_scan, n, memory_limit, _groups.read_reserve(ds))
-    if groups is not None and (refine_flux or position_correction):
+    flux = (
+        _flux.monitor_flux(ds, grid.active) if options.flux.use_monitor and MONITOR in ds else None
+    )  # (n_e, n_scan) [1]
+    groups = _groups.energy_groups(n_e, n_scan, n, options.memory_limit, _groups.read_reserve(ds))
+    if groups is not None and (options.flux.refine or options.positions.enabled):
         raise ValueError(
             f"{STAGE}: memory_limit needs {groups and len(groups)} energy groups here, and refine_flux / "
             "position_correction do not run out of core yet; raise memory_limit (or leave it None) or switch them off."
         )
     if groups is not None:  # out of core: per-energy sums now, each group's amplitudes inside the loop
         amplitudes = None
-        norm, photons = _groups.frame_sums(ds, grid.active, None if native else scale, interpolation, flux=flux)
+        norm, photons = _groups.frame_sums(ds, grid.active, None if native else scale, options.interpolation, flux=flux)
     else:
         amplitudes = np.empty((n_e, n_scan, n, n), dtype=np.float32)
         norm = np.zeros(n_e)
@@ -160,7 +139,7 @@ def reconstruct_particle(
             if flux is not None:
                 raw = _flux.normalise_frames(raw, flux[e])  # every frame as if it had its energy's mean flux
             photons[e] = np.mean(np.nansum(raw[grid.active[e]], axis=(-2, -1)))
-            frames = resample_frames(raw, 1.0 if native else float(scale[e]), order=interpolation)
+            frames = resample_frames(raw, 1.0 if native else float(scale[e]), order=options.interpolation)
             norm[e] = _epie.fourier_norm(frames)
             _epie.prepare_amplitudes(frames, out=amplitudes[e])
 
@@ -176,40 +155,44 @@ def reconstruct_particle(
                 ]
             )
         else:
-            probe = setup_probes(energy, n, pixel_size, fwhm, defocus, photons)
-    if probe_modes > 1:  # (n_energy, K, N, N): mixed-state probe (ptyxr.reconstruct.modes)
-        probe = _modes.initial_modes(probe, probe_modes)
+            probe = setup_probes(energy, n, options.pixel_size, fwhm, defocus, photons)
+    if options.probe.modes > 1:  # (n_energy, K, N, N): mixed-state probe (ptyxr.reconstruct.modes)
+        probe = _modes.initial_modes(probe, options.probe.modes)
     obj = np.ones((n_e, *work.shape), dtype=np.complex64)
-    errors = np.full((n_e, iterations), np.nan, dtype=np.float32)
-    rng = np.random.default_rng(seed)
+    errors = np.full((n_e, options.iterations), np.nan, dtype=np.float32)
+    rng = np.random.default_rng(options.seed)
     start = 0
     kkr_shifts = None  # (n_energy, 2) [pixels], fixed at the first KKR projection
-    schedule = kkr_schedule(iterations, kkr_start, kkr_every) if kkr else []
+    schedule = options.kkr.schedule(options.iterations)
     state_params = {
-        "seed": int(seed),
-        "pixel_size": float(pixel_size),
+        "seed": int(options.seed),
+        "pixel_size": float(options.pixel_size),
         "shape": list(grid.shape),
         "origin": [grid.origin_y, grid.origin_x],
         "n": int(n),
-        "alpha": float(alpha),
-        "beta": float(beta),
-        "pin_scale": bool(pin_scale),
+        "alpha": float(options.alpha),
+        "beta": float(options.beta),
+        "pin_scale": bool(options.pin_scale),
         "native_grids": bool(native),
-        **_flux.settings(flux is not None, refine_flux),
-        "algorithm": [algorithm, float(object_regularization), float(momentum)],
+        **_flux.settings(flux is not None, options.flux.refine),
+        "algorithm": [options.algorithm, float(options.object_regularization), float(options.momentum)],
     }
     refiner = None
-    if position_correction:  # continuous position estimates per (energy, scan) on each energy's grid
-        refiner = _pos.make_refiner(py, px, grids or [grid] * n_e, work, n, position_options)
+    if options.positions.enabled:  # continuous position estimates per (energy, scan) on each energy's grid
+        refiner = _pos.make_refiner(py, px, grids or [grid] * n_e, work, n, position_settings)
         state_params["position_correction"] = refiner.settings()
-    if probe_modes > 1:
-        state_params["probe_modes"] = int(probe_modes)
+    if options.probe.modes > 1:
+        state_params["probe_modes"] = int(options.probe.modes)
     if checkpoint is not None or resume_from is not None:  # everything else that determines the result
-        state_params.update(_ckpt.settings(ds, locals()))
-    flux_refiner = _flux.FluxRefiner(amplitudes, work.offsets, grid.active, iterations, flux) if refine_flux else None
+        state_params.update(_ckpt.settings(ds, options.record()))
+    flux_refiner = (
+        _flux.FluxRefiner(amplitudes, work.offsets, grid.active, options.iterations, flux)
+        if options.flux.refine
+        else None
+    )
     if resume_from is not None:
         state = _ckpt.read_checkpoint(resume_from)
-        start = _ckpt.check_resume(state, state_params, energy, iterations, resume_from)
+        start = _ckpt.check_resume(state, state_params, energy, options.iterations, resume_from)
         _modes.check_resumed(state["probe"], probe, resume_from)
         obj, probe = state["object"], state["probe"]
         errors[:, :start] = state["errors"][:, :start]
@@ -221,20 +204,29 @@ def reconstruct_particle(
         if flux_refiner is not None:
             flux_refiner.restore(state["extra"])
 
-    if groups is not None and algorithm != "epie":
+    if groups is not None and options.algorithm != "epie":
         raise ValueError(
             f"{STAGE}: memory_limit needs {len(groups)} energy groups here, and algorithm='mpie' does not run out of "
             "core yet; raise memory_limit (or leave it None) or use algorithm='epie'."
         )
-    if probe_modes > 1 and algorithm != "epie":
+    if options.probe.modes > 1 and options.algorithm != "epie":
         raise ValueError(f"{STAGE}: probe_modes > 1 runs with algorithm='epie' only (mPIE's step is single-mode).")
 
     def make_solver(amps: np.ndarray, g: slice = slice(None)) -> Any:
-        if probe_modes > 1:
-            return _modes.ModeEPIE(amps, work.offsets[g], norm[g], probe_modes, alpha, beta, engine, fft_backend)
+        if options.probe.modes > 1:
+            return _modes.ModeEPIE(
+                amps,
+                work.offsets[g],
+                norm[g],
+                options.probe.modes,
+                options.alpha,
+                options.beta,
+                options.engine,
+                options.fft_backend,
+            )
         return _epie.BatchedEPIE(
-            amps, work.offsets[g], norm[g], alpha, beta, engine=engine, fft_backend=fft_backend,
-            regularization=object_regularization,
+            amps, work.offsets[g], norm[g], options.alpha, options.beta, engine=options.engine,
+            fft_backend=options.fft_backend, regularization=options.object_regularization,
         )  # fmt: skip
 
     solver = make_solver(amplitudes) if groups is None else None
@@ -245,48 +237,56 @@ def reconstruct_particle(
     field = work.field(n)
     # mPIE runs up to the first KKR projection; the KKR phase then takes ePIE steps (a = 1, η = 0):
     # mPIE's larger steps left a noisier amplitude at the end (s11-mpie design note)
-    mpie_end = _momentum.mpie_end(algorithm, schedule, iterations)
-    mom = _momentum.ObjectMomentum(obj.shape, field, momentum) if momentum > 0 and start < mpie_end else None
+    mpie_end = _momentum.mpie_end(options.algorithm, schedule, options.iterations)
+    mom = (
+        _momentum.ObjectMomentum(obj.shape, field, options.momentum)
+        if options.momentum > 0 and start < mpie_end
+        else None
+    )
     if mom is not None and resume_from is not None:
         extra_state = state["extra"]
         mom.velocity[...] = extra_state[_momentum.VELOCITY + "_real"] + 1j * extra_state[_momentum.VELOCITY + "_imag"]
     # the covered field of the initial probes: where |O| is well determined (scale pinning)
-    pin_region = coverage_map(_modes.total(probe), work.offsets, work.active, work.shape, coverage_threshold)
+    pin_region = coverage_map(_modes.total(probe), work.offsets, work.active, work.shape, options.coverage_threshold)
     if refiner is not None and start > 0:  # resumed: the refined patch offsets
         solver.offsets[...] = work.offsets[...] = refiner.offsets()
         field = work.field(n)
     bar = progress_bar(
-        range(start, iterations),
-        enabled=progress,
+        range(start, options.iterations),
+        enabled=options.progress,
         desc=f"ePIE {label}".strip(),
-        total=iterations,
+        total=options.iterations,
         initial=start,
         unit="it",
     )
     # out of core the energy groups take turns between KKR/checkpoint iterations (ptyxr.reconstruct.groups)
     run = _groups.GroupedRun(
-        bar, rng, has_data, start, iterations,
-        _groups.segment_ends(start, iterations, schedule, checkpoint_every if checkpoint is not None else None),
+        bar, rng, has_data, start, options.iterations,
+        _groups.segment_ends(
+            start, options.iterations, schedule, options.checkpoint_every if checkpoint is not None else None
+        ),
         groups, solver, make_solver,
-        lambda g, out: _groups.load_amplitudes(ds, g, grid.active, None if native else scale, interpolation, out, flux),
+        lambda g, out: _groups.load_amplitudes(
+            ds, g, grid.active, None if native else scale, options.interpolation, out, flux
+        ),
         (n_scan, n, n),
     )  # fmt: skip
     for it, g, order, solver, complete in run:
-        if algorithm != "epie" and it >= mpie_end:
+        if options.algorithm != "epie" and it >= mpie_end:
             solver.reg, mom = 1.0, None
-        probe_now = bool(update_probe) and it >= probe_update_start
+        probe_now = options.probe.updates_at(it)
         if mom is not None:
             mom.before(obj)
         errors[g, it] = solver.iteration(obj[g], probe[g], order, probe_now)
         if mom is not None:
             mom.after(obj)
-        if probe_now and probe_modes > 1:
+        if probe_now and options.probe.modes > 1:
             _modes.orthogonalise(probe[g])
-        if probe_now and recentre_probe:
+        if probe_now and options.probe.recentre:
             shifts = _modes.recentre(obj[g], probe[g], field=field[g])
             if mom is not None:
                 mom.shift(shifts)
-        if probe_now and pin_scale:
+        if probe_now and options.pin_scale:
             factors = _epie.pin_scale(obj[g], probe[g], pin_region, field[g])
             if mom is not None:
                 mom.scale(factors)
@@ -301,13 +301,15 @@ def reconstruct_particle(
         if kkr_project is not None and done in schedule:
             obj_c = to_common(obj, grids, grid) if native else obj
             probe_c = probes_to_common(_modes.total(probe), scale) if native else _modes.total(probe)
-            region = coverage_map(probe_c, grid.offsets, grid.active, grid.shape, coverage_threshold)
+            region = coverage_map(probe_c, grid.offsets, grid.active, grid.shape, options.coverage_threshold)
             if kkr_shifts is None:
                 # once, on the ePIE object before any KKR imprint, with align's registration:
                 # registering KKR-imprinted phase fed each imprint back into the next shifts
                 kkr_shifts = stack_shifts(obj_c, region)
             field_c = grid.field(n) if native else field
-            new_c = registered_kkr(kkr_project, obj_c, energy, region, field_c, kkr_weight, kkr_options, kkr_shifts)
+            new_c = registered_kkr(
+                kkr_project, obj_c, energy, region, field_c, options.kkr.weight, options.kkr.projection(), kkr_shifts
+            )
             if native:
                 # only the KKR phase correction travels back to the native grids (a smooth map);
                 # the amplitudes are never resampled during the iterations
@@ -317,9 +319,9 @@ def reconstruct_particle(
                 obj = new_c
             if mom is not None:
                 mom.reset()
-        if progress:
+        if options.progress:
             bar.set_postfix(error=f"{float(np.nanmean(errors[:, it])):.3g}")
-        if checkpoint is not None and (done % max(int(checkpoint_every), 1) == 0 or done == iterations):
+        if checkpoint is not None and (done % max(int(options.checkpoint_every), 1) == 0 or done == options.iterations):
             saved = {**state_params, "kkr_shifts": None if kkr_shifts is None else kkr_shifts.tolist()}
             extra = {
                 **(refiner.state() if refiner is not None else {}),
@@ -332,21 +334,21 @@ def reconstruct_particle(
     if native:
         obj = to_common(obj, grids, grid, OBJECT_RESAMPLING_ORDER)
         obj[~grid.field(n)] = 1  # outside an energy's own field nothing was measured (interpolation spreads ≤ 1 px)
-        probe = _modes.to_common(probe, scale) if probe_modes > 1 else probes_to_common(probe, scale)
-    coverage = coverage_map(_modes.total(probe), grid.offsets, grid.active, grid.shape, coverage_threshold)
+        probe = _modes.to_common(probe, scale) if options.probe.modes > 1 else probes_to_common(probe, scale)
+    coverage = coverage_map(_modes.total(probe), grid.offsets, grid.active, grid.shape, options.coverage_threshold)
     coords = {
-        Y: length_coord(Y, grid.y, pixel_size),
-        X: length_coord(X, grid.x, pixel_size),
-        ITERATION: variable(ITERATION, np.arange(1, iterations + 1, dtype=np.int64)),
+        Y: length_coord(Y, grid.y, options.pixel_size),
+        X: length_coord(X, grid.x, options.pixel_size),
+        ITERATION: variable(ITERATION, np.arange(1, options.iterations + 1, dtype=np.int64)),
     }
     out = xr.Dataset(
         {
-            OBJECT: variable(OBJECT, obj, pixel_size=pixel_size),
-            PROBE: variable(PROBE, probe, pixel_size=pixel_size),
+            OBJECT: variable(OBJECT, obj, pixel_size=options.pixel_size),
+            PROBE: variable(PROBE, probe, pixel_size=options.pixel_size),
             FOURIER_ERROR: variable(FOURIER_ERROR, errors),
             COVERAGE: variable(COVERAGE, coverage),
             **(refiner.outputs() if refiner is not None else {}),
-            **(_modes.probe_outputs(probe, pixel_size) if probe_modes > 1 else {}),
+            **(_modes.probe_outputs(probe, options.pixel_size) if options.probe.modes > 1 else {}),
         },
         coords=coords,
     )
@@ -362,7 +364,7 @@ def reconstruct_particle(
         "kkr_iterations": schedule,
         "kkr_shifts": None if kkr_shifts is None else np.round(kkr_shifts, 4).tolist(),
         "resumed_at": start if resume_from is not None else None,
-        "monitor_used": bool(use_monitor and MONITOR in ds),
+        "monitor_used": bool(options.flux.use_monitor and MONITOR in ds),
         **(
             {}
             if flux_refiner is None

@@ -32,8 +32,6 @@ from typing import Any
 import numpy as np
 import xarray as xr
 
-from ptyxr import checks as _checks
-from ptyxr import provenance
 from ptyxr.optics import real_space_pixel_size
 from ptyxr.reconstruct import flux as _flux
 from ptyxr.reconstruct import groups as _groups
@@ -52,8 +50,7 @@ from ptyxr.reconstruct.options import (
     kkr_schedule,
 )
 from ptyxr.reconstruct.particle import reconstruct_particle as _reconstruct_one
-from ptyxr.reconstruct.validate import MAX_GRID_SIDE
-from ptyxr.reconstruct.validate import validate_scan as _validate
+from ptyxr.reconstruct.validate import MAX_GRID_SIDE, validate_input
 from ptyxr.schema import (
     ATTR_DETECTOR_DISTANCE,
     ATTR_DETECTOR_PIXEL_SIZE,
@@ -67,6 +64,7 @@ from ptyxr.schema import (
     PARTICLE,
     variable,
 )
+from ptyxr.stage import Recorded, stage
 
 STAGE = "reconstruct"
 ALGORITHM = "ePIE (Maiden & Rodenburg 2009), energy-batched on one common grid, KKR constraint (Hirose et al. 2017)"
@@ -75,6 +73,20 @@ ALGORITHM_MPIE = (
     "mPIE (Maiden, Johnson & Li 2017: rPIE object step + object momentum), energy-batched on one common grid, "
     "KKR constraint (Hirose et al. 2017)"
 )
+#: Arguments left out of the provenance record: they do not change the result (``progress``,
+#: ``client``) or are recorded resolved, grouped as earlier versions did (``kkr_options``,
+#: ``position_options``: :meth:`ptyxr.reconstruct.options.RunOptions.record`).
+NOT_RECORDED = (
+    "progress",
+    "client",
+    "kkr_element",
+    "kkr_table",
+    "position_correction_start",
+    "position_correction_every",
+    "position_max_shift",
+)
+#: The one validation path of the input (kept under its old name for the CLI's pre-flight check).
+_validate = validate_input
 
 __all__ = [
     "KKR_EVERY_FRACTION",
@@ -95,6 +107,7 @@ def _particle_path(path: str | os.PathLike | None, name: str | None) -> Path | N
 
 
 # ------------------------------------------------------------------------ the stage
+@stage(STAGE, validate=validate_input, exclude=NOT_RECORDED)
 def reconstruct(
     ds: xr.Dataset,
     iterations: int = 800,
@@ -136,7 +149,7 @@ def reconstruct(
     algorithm: str = "epie",
     object_regularization: float | None = None,
     momentum: float | None = None,
-) -> xr.Dataset:
+) -> Recorded:
     """Reconstruct object and probe at every energy on one common grid (ePIE + KKR).
 
     Parameters
@@ -317,9 +330,7 @@ def reconstruct(
     is loaded into memory (the reconstruction is global in the frames) unless ``memory_limit``
     asks for energy groups.
     """
-    _checks.reconstruct_arguments(ds, **{k: v for k, v in locals().items() if k != "ds"})
     object_regularization, momentum = _momentum.resolve(algorithm, object_regularization, momentum)
-    _validate(ds)
     n = ds.sizes[DET_Y]
     energy = np.asarray(ds[ENERGY].values, dtype=np.float64)
     if pixel_size is None:
@@ -343,14 +354,14 @@ def reconstruct(
             f"{STAGE}: kkr_start={kkr_start} > iterations={iterations}: KKR is applied once, after the final "
             "iteration. Leave kkr_start=None to start KKR at 5/8 of the iterations (the paper's 500 of 800).",
             UserWarning,
-            stacklevel=2,
+            stacklevel=3,  # the caller of the @stage wrapper
         )
     if position_correction and position_correction_start is not None and int(position_correction_start) > iterations:
         warnings.warn(
             f"{STAGE}: position_correction_start={position_correction_start} > iterations={iterations}: no "
             "position refinement pass runs. Leave it None to start at 30 % of the iterations.",
             UserWarning,
-            stacklevel=2,
+            stacklevel=3,  # the caller of the @stage wrapper
         )
     options = RunOptions(
         iterations=int(iterations),
@@ -424,7 +435,7 @@ def reconstruct(
         "dead_pixels_masked": int(dead_pixels),
         **facts,
     }
-    return provenance.record(out, STAGE, parameters)
+    return Recorded(out, parameters)
 
 
 def _mask_dead_pixels(ds: xr.Dataset) -> tuple[xr.Dataset, int]:

@@ -262,7 +262,7 @@ if _numba is not None:
         for e in _numba.prange(n_e):
             ptr = base + e * frame
             acc = np.zeros(n, dtype=np.float32)
-            cj = np.zeros(n, dtype=np.float32)  # rPIE: the object step of each pixel of a row
+            cj = np.zeros(n, dtype=np.float32)  # the object step of each pixel of a row
             eacc = np.zeros(n, dtype=np.float32)  # per-column error accumulator
             # max|P|² of the current probe (the object step size), then kept up to date
             for i in range(n):
@@ -318,10 +318,13 @@ if _numba is not None:
                 # same float64 → float32 step sizes as BatchedEPIE.step
                 co = np.float32(alpha * scale / max(np.float64(pm), 1e-30))
                 cp = np.float32(beta * scale / max(np.float64(om), 1e-30))
-                # O_k += co·conj(P)·Δψ ; P += cp·conj(O_k)·Δψ (both from old values)
+                # O_k += c·conj(P)·Δψ ; P += cp·conj(O_k)·Δψ (both from old values); the object step c
+                # per pixel of a row: ePIE's co everywhere, rPIE's own per pixel (computed per row)
                 if update_probe:
                     acc[:] = zero
                 apm = np.float32(reg * max(np.float64(pm), 1e-30))
+                if not rpie:
+                    cj[:] = co
                 for i in range(n):
                     orow = obj[e, oy + i, ox : ox + n2]
                     prow = probe[e, i]
@@ -330,32 +333,13 @@ if _numba is not None:
                         for j in range(n):
                             p_r, p_i = prow[2 * j], prow[2 * j + 1]
                             cj[j] = num / (oma * (p_r * p_r + p_i * p_i) + apm)
-                        if update_probe:
-                            for j in range(n):
-                                o_r, o_i = orow[2 * j], orow[2 * j + 1]
-                                p_r, p_i = prow[2 * j], prow[2 * j + 1]
-                                d_r, d_i = brow[2 * j], brow[2 * j + 1]
-                                orow[2 * j] = o_r + cj[j] * (p_r * d_r + p_i * d_i)
-                                orow[2 * j + 1] = o_i + cj[j] * (p_r * d_i - p_i * d_r)
-                                q_r = p_r + cp * (o_r * d_r + o_i * d_i)
-                                q_i = p_i + cp * (o_r * d_i - o_i * d_r)
-                                prow[2 * j] = q_r
-                                prow[2 * j + 1] = q_i
-                                a = q_r * q_r + q_i * q_i
-                                acc[j] = a if a > acc[j] else acc[j]
-                        else:
-                            for j in range(n):
-                                p_r, p_i = prow[2 * j], prow[2 * j + 1]
-                                d_r, d_i = brow[2 * j], brow[2 * j + 1]
-                                orow[2 * j] = orow[2 * j] + cj[j] * (p_r * d_r + p_i * d_i)
-                                orow[2 * j + 1] = orow[2 * j + 1] + cj[j] * (p_r * d_i - p_i * d_r)
-                    elif update_probe:
+                    if update_probe:
                         for j in range(n):
                             o_r, o_i = orow[2 * j], orow[2 * j + 1]
                             p_r, p_i = prow[2 * j], prow[2 * j + 1]
                             d_r, d_i = brow[2 * j], brow[2 * j + 1]
-                            orow[2 * j] = o_r + co * (p_r * d_r + p_i * d_i)
-                            orow[2 * j + 1] = o_i + co * (p_r * d_i - p_i * d_r)
+                            orow[2 * j] = o_r + cj[j] * (p_r * d_r + p_i * d_i)
+                            orow[2 * j + 1] = o_i + cj[j] * (p_r * d_i - p_i * d_r)
                             q_r = p_r + cp * (o_r * d_r + o_i * d_i)
                             q_i = p_i + cp * (o_r * d_i - o_i * d_r)
                             prow[2 * j] = q_r
@@ -366,8 +350,8 @@ if _numba is not None:
                         for j in range(n):
                             p_r, p_i = prow[2 * j], prow[2 * j + 1]
                             d_r, d_i = brow[2 * j], brow[2 * j + 1]
-                            orow[2 * j] = orow[2 * j] + co * (p_r * d_r + p_i * d_i)
-                            orow[2 * j + 1] = orow[2 * j + 1] + co * (p_r * d_i - p_i * d_r)
+                            orow[2 * j] = orow[2 * j] + cj[j] * (p_r * d_r + p_i * d_i)
+                            orow[2 * j + 1] = orow[2 * j + 1] + cj[j] * (p_r * d_i - p_i * d_r)
                 if update_probe:
                     pm = zero
                     for j in range(n):

@@ -645,6 +645,8 @@ ARGUMENTS: dict[str, dict[str, Callable[[str, Any, str], Any]]] = {
         "probe_fwhm": _optional(_real_between(positive=True, unit="m")),
         "probe_defocus": _optional(_real_between(unit="m")),
     },
+    # checked as a whole by reconstruct_arguments (its checks depend on each other and on the data)
+    "reconstruct": {},
 }
 
 
@@ -653,6 +655,9 @@ def arguments(function: str, values: Mapping[str, Any]) -> None:
     for name, check in ARGUMENTS[function].items():
         if name in values:
             check(name, values[name], function)
+    if function == "reconstruct":
+        data = next(iter(values.values()), None)  # the data argument comes first
+        reconstruct_arguments(data, **{k: v for k, v in list(values.items())[1:]})
     if function == "fit_xanes" and "material" in values and "ds" in values:
         _mask_like("material", values["material"], function, values["ds"])
     if function == "scan_from_arrays" and "energy" in values:

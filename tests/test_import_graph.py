@@ -40,6 +40,7 @@ KERNELS = (
     "ptyxr.physics",
     "ptyxr.optics",
     "ptyxr.reconstruct.epie",
+    "ptyxr.reconstruct.epie_numba",
     "ptyxr.reconstruct.grid",
     "ptyxr.reconstruct.probe",
     "ptyxr.reconstruct.kkr",
@@ -55,7 +56,7 @@ KERNELS = (
 )
 STAGES = (
     "ptyxr.spectra",
-    "ptyxr.reconstruct",  # the package (re-exports api) and api, checkpoint
+    "ptyxr.reconstruct",  # the package (re-exports api), api, options, validate, particle, checkpoint
     "ptyxr.xanes",  # the package (reference spectra) and fit
     "ptyxr.chemistry",
     "ptyxr.domains",

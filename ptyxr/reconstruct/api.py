@@ -32,52 +32,39 @@ from typing import Any
 import numpy as np
 import xarray as xr
 
-from ptyxr import checks as _checks
-from ptyxr import provenance
 from ptyxr.optics import real_space_pixel_size
-from ptyxr.progress import progress_bar
-from ptyxr.reconstruct import checkpoint as _ckpt
-from ptyxr.reconstruct import epie as _epie
 from ptyxr.reconstruct import flux as _flux
 from ptyxr.reconstruct import groups as _groups
-from ptyxr.reconstruct import modes as _modes
 from ptyxr.reconstruct import momentum as _momentum
 from ptyxr.reconstruct import positions as _pos
 from ptyxr.reconstruct.detector import dead_pixel_mask
-from ptyxr.reconstruct.grid import Grid, common_grid, resample_frames
-from ptyxr.reconstruct.probe import coverage_map, guess_probes, setup_probes
-from ptyxr.registration import stack_shifts
+from ptyxr.reconstruct.options import (
+    KKR_EVERY_FRACTION,
+    KKR_MIN_ENERGIES,
+    KKR_START_FRACTION,
+    FluxOptions,
+    KKROptions,
+    PositionOptions,
+    ProbeOptions,
+    RunOptions,
+    kkr_schedule,
+)
+from ptyxr.reconstruct.particle import reconstruct_particle as _reconstruct_one
+from ptyxr.reconstruct.validate import MAX_GRID_SIDE, validate_input
 from ptyxr.schema import (
     ATTR_DETECTOR_DISTANCE,
     ATTR_DETECTOR_PIXEL_SIZE,
-    ATTR_PROBE_DEFOCUS,
-    ATTR_PROBE_FWHM,
     COVERAGE,
     DET_X,
     DET_Y,
     DETECTOR_MASK,
     ENERGY,
-    FOURIER_ERROR,
     INTENSITY,
-    ITERATION,
-    MONITOR,
     OBJECT,
     PARTICLE,
-    POSITION_X,
-    POSITION_Y,
-    PROBE,
-    PROBE_GUESS,
-    PROBE_X,
-    PROBE_Y,
-    RELATIVE_FLUX,
-    SCAN,
-    SchemaError,
-    X,
-    Y,
-    length_coord,
-    validate_raw,
     variable,
 )
+from ptyxr.stage import Recorded, stage
 
 STAGE = "reconstruct"
 ALGORITHM = "ePIE (Maiden & Rodenburg 2009), energy-batched on one common grid, KKR constraint (Hirose et al. 2017)"
@@ -86,163 +73,29 @@ ALGORITHM_MPIE = (
     "mPIE (Maiden, Johnson & Li 2017: rPIE object step + object momentum), energy-batched on one common grid, "
     "KKR constraint (Hirose et al. 2017)"
 )
-#: Largest object grid side accepted [pixels]; beyond it positions are almost surely in the wrong units.
-MAX_GRID_SIDE = 16384
-#: KKR needs a spectrum: at least this many energies.
-KKR_MIN_ENERGIES = 3
-#: Default first KKR iteration and interval as fractions of ``iterations`` (paper: 500 and 50 of 800).
-KKR_START_FRACTION = 5 / 8
-KKR_EVERY_FRACTION = 1 / 16
+#: Arguments left out of the provenance record: they do not change the result (``progress``,
+#: ``client``) or are recorded resolved, grouped as earlier versions did (``kkr_options``,
+#: ``position_options``: :meth:`ptyxr.reconstruct.options.RunOptions.record`).
+NOT_RECORDED = (
+    "progress",
+    "client",
+    "kkr_element",
+    "kkr_table",
+    "position_correction_start",
+    "position_correction_every",
+    "position_max_shift",
+)
+#: The one validation path of the input (kept under its old name for the CLI's pre-flight check).
+_validate = validate_input
 
-
-# ------------------------------------------------------------------ schedule helpers
-def kkr_schedule(iterations: int, kkr_start: int | None = None, kkr_every: int | None = None) -> list[int]:
-    """Iteration numbers (1-based, counted after the iteration) at which KKR is applied.
-
-    ``kkr_start, kkr_start + kkr_every, …`` up to ``iterations``, plus ``iterations``
-    itself when it is not on the schedule: the run always ends on a KKR projection, for
-    every ``iterations`` ≥ 1. Defaults follow the iteration count with the paper's
-    proportions (500, 550, …, 800 of 800): ``kkr_start`` = round(5/8·iterations),
-    ``kkr_every`` = round(iterations/16), both at least 1. An explicit ``kkr_start`` beyond
-    ``iterations`` leaves only the final projection (:func:`reconstruct` warns).
-    """
-    iterations = int(iterations)
-    if iterations < 1:
-        return []
-    if kkr_start is None:
-        kkr_start = round(KKR_START_FRACTION * iterations)
-    if kkr_every is None:
-        kkr_every = round(KKR_EVERY_FRACTION * iterations)
-    start = min(max(int(kkr_start), 1), iterations)
-    every = max(int(kkr_every), 1)
-    sched = list(range(start, iterations + 1, every))
-    if sched[-1] != iterations:
-        sched.append(iterations)
-    return sched
-
-
-# ------------------------------------------------------------------------ validation
-def _validate(ds: xr.Dataset) -> None:
-    """Checks beyond :func:`ptyxr.schema.validate_raw` that matter for ePIE."""
-    validate_raw(ds)
-    n = ds.sizes[DET_Y]
-    if PROBE_GUESS in ds:
-        pg = ds[PROBE_GUESS]
-        dims = (ENERGY, PROBE_Y, PROBE_X)
-        if pg.dims not in (dims, (PARTICLE, *dims)):
-            raise SchemaError(f"{STAGE}: {PROBE_GUESS!r} has dims {pg.dims}, expected {dims}; transpose/rename it.")
-        if pg.sizes[PROBE_Y] != n or pg.sizes[PROBE_X] != n:
-            raise SchemaError(
-                f"{STAGE}: {PROBE_GUESS!r} is {pg.sizes[PROBE_Y]}x{pg.sizes[PROBE_X]} but the frames are {n}x{n}; "
-                "ePIE needs probe and frames of the same size N (frames smaller than the probe cannot hold it). "
-                "Crop/pad the probe guess or the frames to the same N."
-            )
-        values = np.asarray(pg.values)
-        if not np.isfinite(values).all():
-            raise SchemaError(f"{STAGE}: {PROBE_GUESS!r} holds NaN/inf values; ePIE would spread them over the object.")
-        # a probe that is zero at one energy never updates the object there (ePIE divides by max|P|²)
-        dead = ~(np.abs(values) > 0).any(axis=(-2, -1))
-        if dead.any():
-            raise SchemaError(
-                f"{STAGE}: {PROBE_GUESS!r} is zero everywhere at {int(dead.sum())} energy(ies); give a real initial "
-                f"probe there or drop {PROBE_GUESS!r} and set attr {ATTR_PROBE_FWHM!r} to model one."
-            )
-    elif ATTR_PROBE_FWHM not in ds.attrs:
-        raise SchemaError(
-            f"{STAGE} needs an initial probe: a {PROBE_GUESS!r} variable or the Dataset attrs "
-            f"{ATTR_PROBE_FWHM!r} [m] (and optionally {ATTR_PROBE_DEFOCUS!r} [m])."
-        )
-    energy = ds[ENERGY].values
-    dx = real_space_pixel_size(
-        energy, float(ds.attrs[ATTR_DETECTOR_DISTANCE]), float(ds.attrs[ATTR_DETECTOR_PIXEL_SIZE]), n
-    )
-    if PROBE_GUESS not in ds:
-        fwhm = float(ds.attrs[ATTR_PROBE_FWHM])
-        window = n * float(np.min(dx))
-        if fwhm >= window / 2:
-            raise SchemaError(
-                f"{STAGE}: the frames are smaller than the probe: probe FWHM {fwhm:.3g} m vs a real-space window "
-                f"N·dx = {window:.3g} m (needs FWHM < window/2). Use larger frames (N) or check "
-                f"{ATTR_DETECTOR_DISTANCE!r}/{ATTR_DETECTOR_PIXEL_SIZE!r}/{ATTR_PROBE_FWHM!r} units (metres)."
-            )
-    py, px = np.asarray(ds[POSITION_Y].values), np.asarray(ds[POSITION_X].values)
-    # positions far outside the scanned field (typically pixels or µm given as metres)
-    for axis_name, pos in ((POSITION_Y, py), (POSITION_X, px)):
-        flat = pos.reshape(-1, pos.shape[-1])
-        for row in flat:
-            row = row[np.isfinite(row)]
-            if row.size < 10:
-                continue
-            lo, hi = np.percentile(row, [5, 95])
-            reach = 2.0 * (hi - lo) + n * float(np.max(dx))
-            far = np.abs(row - np.median(row)) > reach
-            if far.any():
-                raise SchemaError(
-                    f"{STAGE}: {int(far.sum())} {axis_name} value(s) lie far outside the scanned field "
-                    f"(e.g. {row[far][0]:.3g} m vs median {np.median(row):.3g} m, field ±{reach:.3g} m). "
-                    "Remove those scan points (NaN position and NaN frame) or fix their units (metres)."
-                )
-    finite = np.isfinite(py) & np.isfinite(px)
-    side = (
-        np.nanmax(np.where(finite, py, np.nan)) - np.nanmin(np.where(finite, py, np.nan)),
-        np.nanmax(np.where(finite, px, np.nan)) - np.nanmin(np.where(finite, px, np.nan)),
-    )
-    if max(side) / float(np.min(dx)) + n > MAX_GRID_SIDE:
-        raise SchemaError(
-            f"{STAGE}: the scan spans {max(side):.3g} m = {max(side) / np.min(dx):.0f} pixels of "
-            f"{np.min(dx):.3g} m; positions must be in metres (did you pass pixels or µm?)."
-        )
-    intensity = ds[INTENSITY]
-    if hasattr(intensity.data, "dask"):
-        _validate_lazy_intensity(ds, finite)
-    else:
-        values = intensity.values
-        if DETECTOR_MASK in ds:
-            values = np.where(ds[DETECTOR_MASK].values, values, np.nan)
-        totals = np.nansum(values, axis=(-2, -1))
-        empty = finite & (totals <= 0)
-        if empty.any():
-            where = np.argwhere(empty)[:5].tolist()
-            raise SchemaError(
-                f"{STAGE}: {int(empty.sum())} frame(s) hold zero counts at scan points with a position "
-                f"(index {where} …); ePIE cannot use an empty frame. Mark them as padding (NaN "
-                "position and NaN frame) or check the data."
-            )
-
-
-def _validate_lazy_intensity(ds: xr.Dataset, finite: np.ndarray) -> None:
-    """Value checks of :func:`ptyxr.schema.validate_raw` for dask intensities (it skips them).
-
-    ePIE loads every frame anyway; blockwise reductions bring back only per-frame numbers,
-    so ±inf, negative counts and empty frames at scan points with a position are caught
-    without holding a second copy of the data.
-    """
-    import dask
-
-    data = ds[INTENSITY]
-    if DETECTOR_MASK in ds:
-        data = data.where(ds[DETECTOR_MASK])
-    frame_dims = (DET_Y, DET_X)
-    has_inf, minimum, totals = dask.compute(
-        np.isinf(data.data).any(), data.min(frame_dims, skipna=True).min().data, data.sum(frame_dims, skipna=True).data
-    )
-    if bool(has_inf):
-        raise SchemaError(
-            f"{STAGE}: {INTENSITY!r} holds +-inf values; mark invalid pixels with NaN or in {DETECTOR_MASK!r}."
-        )
-    if np.isfinite(minimum) and minimum < 0:
-        raise SchemaError(
-            f"{STAGE}: {INTENSITY!r} holds negative counts (min {float(minimum):g}); subtract dark frames and clip "
-            "at zero, or mark those pixels NaN."
-        )
-    empty = finite & ~(np.asarray(totals) > 0)
-    if empty.any():
-        where = np.argwhere(empty)[:5].tolist()
-        raise SchemaError(
-            f"{STAGE}: {int(empty.sum())} frame(s) with a position hold no valid pixel or zero counts "
-            f"(index {where} …); ePIE cannot use an empty frame. Mark them as padding (NaN position and NaN "
-            "frame) or check the data."
-        )
+__all__ = [
+    "KKR_EVERY_FRACTION",
+    "KKR_MIN_ENERGIES",
+    "KKR_START_FRACTION",
+    "MAX_GRID_SIDE",
+    "kkr_schedule",
+    "reconstruct",
+]
 
 
 def _particle_path(path: str | os.PathLike | None, name: str | None) -> Path | None:
@@ -253,408 +106,8 @@ def _particle_path(path: str | os.PathLike | None, name: str | None) -> Path | N
     return path if name is None else path.with_name(f"{path.stem}.{name}{path.suffix}")
 
 
-# ------------------------------------------------------------------- one particle
-def _frames(ds: xr.Dataset, e: int) -> np.ndarray:
-    frames = np.asarray(ds[INTENSITY].isel({ENERGY: e}).values, dtype=np.float32)
-    if DETECTOR_MASK in ds:
-        frames = np.where(np.asarray(ds[DETECTOR_MASK].values, dtype=bool), frames, np.nan)
-    return frames
-
-
-def _reconstruct_one(
-    ds: xr.Dataset,
-    *,
-    iterations: int,
-    alpha: float,
-    beta: float,
-    kkr: bool,
-    kkr_start: int | None,
-    kkr_every: int | None,
-    kkr_weight: float,
-    update_probe: bool,
-    probe_update_start: int,
-    pixel_size: float,
-    coverage_threshold: float,
-    seed: int,
-    progress: bool,
-    checkpoint: Path | None,
-    checkpoint_every: int,
-    resume_from: Path | None,
-    engine: str,
-    fft_backend: str,
-    interpolation: int,
-    recentre_probe: bool,
-    pin_scale: bool,
-    kkr_options: dict[str, Any],
-    native_grids: bool = True,
-    use_monitor: bool = False,
-    refine_flux: bool = False,
-    position_correction: bool = False,
-    position_options: dict[str, Any] | None = None,
-    probe_modes: int = 1,
-    memory_limit: int | None = None,
-    algorithm: str = "epie",
-    object_regularization: float = 1.0,
-    momentum: float = 0.0,
-    label: str = "",
-) -> tuple[xr.Dataset, dict[str, Any]]:
-    """Reconstruct one particle; returns the §1b variables and run facts for provenance."""
-    energy = np.asarray(ds[ENERGY].values, dtype=np.float64)
-    n_e, n_scan, n = ds.sizes[ENERGY], ds.sizes[SCAN], ds.sizes[DET_Y]
-    z, p = float(ds.attrs[ATTR_DETECTOR_DISTANCE]), float(ds.attrs[ATTR_DETECTOR_PIXEL_SIZE])
-    dx_native = np.atleast_1d(real_space_pixel_size(energy, z, p, n))
-    scale = dx_native / pixel_size
-    py, px = np.asarray(ds[POSITION_Y].values, float), np.asarray(ds[POSITION_X].values, float)
-    grid = common_grid(py, px, pixel_size, n)
-    margin = _pos.margin_pixels(position_options["max_shift"]) if position_correction else 0
-    grid = _pos.pad_grid(grid, margin)  # room for refined positions (no-op without refinement)
-    native = bool(native_grids) and not np.allclose(scale, 1.0, rtol=0, atol=1e-9)
-    if native:
-        # each energy on its own native pixel dx(E): the frames are used as measured (no
-        # detector resampling: its interpolation error at a pupil's sharp far-field edge is far
-        # above the noise); objects meet on the common grid only for KKR and the output
-        grids = [
-            _pos.pad_grid(common_grid(py[e : e + 1], px[e : e + 1], float(dx_native[e]), n), margin) for e in range(n_e)
-        ]
-        work = Grid(
-            pixel_size,
-            0,
-            0,
-            (max(g.shape[0] for g in grids), max(g.shape[1] for g in grids)),
-            np.concatenate([g.offsets for g in grids]),
-            grid.active,
-        )
-    else:
-        grids, work = None, grid
-
-    # measured data → (common) detector sampling → kernel layout (one energy at a time: bounded memory)
-    flux = _flux.monitor_flux(ds, grid.active) if use_monitor and MONITOR in ds else None  # (n_e, n_scan) [1]
-    groups = _groups.energy_groups(n_e, n_scan, n, memory_limit, _groups.read_reserve(ds))
-    if groups is not None and (refine_flux or position_correction):
-        raise ValueError(
-            f"{STAGE}: memory_limit needs {groups and len(groups)} energy groups here, and refine_flux / "
-            "position_correction do not run out of core yet; raise memory_limit (or leave it None) or switch them off."
-        )
-    if groups is not None:  # out of core: per-energy sums now, each group's amplitudes inside the loop
-        amplitudes = None
-        norm, photons = _groups.frame_sums(ds, grid.active, None if native else scale, interpolation, flux=flux)
-    else:
-        amplitudes = np.empty((n_e, n_scan, n, n), dtype=np.float32)
-        norm = np.zeros(n_e)
-        photons = np.zeros(n_e)
-        for e in range(n_e):
-            raw = _frames(ds, e)
-            raw[~grid.active[e]] = np.nan  # padding scan points: no data, zero update
-            if flux is not None:
-                raw = _flux.normalise_frames(raw, flux[e])  # every frame as if it had its energy's mean flux
-            photons[e] = np.mean(np.nansum(raw[grid.active[e]], axis=(-2, -1)))
-            frames = resample_frames(raw, 1.0 if native else float(scale[e]), order=interpolation)
-            norm[e] = _epie.fourier_norm(frames)
-            _epie.prepare_amplitudes(frames, out=amplitudes[e])
-
-    if PROBE_GUESS in ds:
-        probe = guess_probes(np.asarray(ds[PROBE_GUESS].values), np.ones_like(scale) if native else scale, photons)
-    else:
-        fwhm, defocus = float(ds.attrs[ATTR_PROBE_FWHM]), float(ds.attrs.get(ATTR_PROBE_DEFOCUS, 0.0))
-        if native:
-            probe = np.concatenate(
-                [
-                    setup_probes(energy[e : e + 1], n, float(dx_native[e]), fwhm, defocus, photons[e : e + 1])
-                    for e in range(n_e)
-                ]
-            )
-        else:
-            probe = setup_probes(energy, n, pixel_size, fwhm, defocus, photons)
-    if probe_modes > 1:  # (n_energy, K, N, N): mixed-state probe (ptyxr.reconstruct.modes)
-        probe = _modes.initial_modes(probe, probe_modes)
-    obj = np.ones((n_e, *work.shape), dtype=np.complex64)
-    errors = np.full((n_e, iterations), np.nan, dtype=np.float32)
-    rng = np.random.default_rng(seed)
-    start = 0
-    kkr_shifts = None  # (n_energy, 2) [pixels], fixed at the first KKR projection
-    schedule = kkr_schedule(iterations, kkr_start, kkr_every) if kkr else []
-    state_params = {
-        "seed": int(seed),
-        "pixel_size": float(pixel_size),
-        "shape": list(grid.shape),
-        "origin": [grid.origin_y, grid.origin_x],
-        "n": int(n),
-        "alpha": float(alpha),
-        "beta": float(beta),
-        "pin_scale": bool(pin_scale),
-        "native_grids": bool(native),
-        **_flux.settings(flux is not None, refine_flux),
-        "algorithm": [algorithm, float(object_regularization), float(momentum)],
-    }
-    refiner = None
-    if position_correction:  # continuous position estimates per (energy, scan) on each energy's grid
-        refiner = _pos.make_refiner(py, px, grids or [grid] * n_e, work, n, position_options)
-        state_params["position_correction"] = refiner.settings()
-    if probe_modes > 1:
-        state_params["probe_modes"] = int(probe_modes)
-    if checkpoint is not None or resume_from is not None:  # everything else that determines the result
-        state_params.update(_ckpt.settings(ds, locals()))
-    flux_refiner = _flux.FluxRefiner(amplitudes, work.offsets, grid.active, iterations, flux) if refine_flux else None
-    if resume_from is not None:
-        state = _ckpt.read_checkpoint(resume_from)
-        start = _ckpt.check_resume(state, state_params, energy, iterations, resume_from)
-        _modes.check_resumed(state["probe"], probe, resume_from)
-        obj, probe = state["object"], state["probe"]
-        errors[:, :start] = state["errors"][:, :start]
-        rng.bit_generator.state = state["rng_state"]
-        if state["params"].get("kkr_shifts") is not None:
-            kkr_shifts = np.array(state["params"]["kkr_shifts"], dtype=np.float64)
-        if refiner is not None:
-            refiner.restore(state["extra"])
-        if flux_refiner is not None:
-            flux_refiner.restore(state["extra"])
-
-    if groups is not None and algorithm != "epie":
-        raise ValueError(
-            f"{STAGE}: memory_limit needs {len(groups)} energy groups here, and algorithm='mpie' does not run out of "
-            "core yet; raise memory_limit (or leave it None) or use algorithm='epie'."
-        )
-    if probe_modes > 1 and algorithm != "epie":
-        raise ValueError(f"{STAGE}: probe_modes > 1 runs with algorithm='epie' only (mPIE's step is single-mode).")
-
-    def make_solver(amps: np.ndarray, g: slice = slice(None)) -> Any:
-        if probe_modes > 1:
-            return _modes.ModeEPIE(amps, work.offsets[g], norm[g], probe_modes, alpha, beta, engine, fft_backend)
-        return _epie.BatchedEPIE(
-            amps, work.offsets[g], norm[g], alpha, beta, engine=engine, fft_backend=fft_backend,
-            regularization=object_regularization,
-        )  # fmt: skip
-
-    solver = make_solver(amplitudes) if groups is None else None
-    kkr_project = None
-    if schedule:
-        from ptyxr.reconstruct.kkr import kkr_project
-    has_data = grid.active.any(axis=0)
-    field = work.field(n)
-    # mPIE runs up to the first KKR projection; the KKR phase then takes ePIE steps (a = 1, η = 0):
-    # mPIE's larger steps left a noisier amplitude at the end (s11-mpie design note)
-    mpie_end = _momentum.mpie_end(algorithm, schedule, iterations)
-    mom = _momentum.ObjectMomentum(obj.shape, field, momentum) if momentum > 0 and start < mpie_end else None
-    if mom is not None and resume_from is not None:
-        extra_state = state["extra"]
-        mom.velocity[...] = extra_state[_momentum.VELOCITY + "_real"] + 1j * extra_state[_momentum.VELOCITY + "_imag"]
-    # the covered field of the initial probes: where |O| is well determined (scale pinning)
-    pin_region = coverage_map(_modes.total(probe), work.offsets, work.active, work.shape, coverage_threshold)
-    if refiner is not None and start > 0:  # resumed: the refined patch offsets
-        solver.offsets[...] = work.offsets[...] = refiner.offsets()
-        field = work.field(n)
-    bar = progress_bar(
-        range(start, iterations),
-        enabled=progress,
-        desc=f"ePIE {label}".strip(),
-        total=iterations,
-        initial=start,
-        unit="it",
-    )
-    # out of core the energy groups take turns between KKR/checkpoint iterations (ptyxr.reconstruct.groups)
-    run = _groups.GroupedRun(
-        bar, rng, has_data, start, iterations,
-        _groups.segment_ends(start, iterations, schedule, checkpoint_every if checkpoint is not None else None),
-        groups, solver, make_solver,
-        lambda g, out: _groups.load_amplitudes(ds, g, grid.active, None if native else scale, interpolation, out, flux),
-        (n_scan, n, n),
-    )  # fmt: skip
-    for it, g, order, solver, complete in run:
-        if algorithm != "epie" and it >= mpie_end:
-            solver.reg, mom = 1.0, None
-        probe_now = bool(update_probe) and it >= probe_update_start
-        if mom is not None:
-            mom.before(obj)
-        errors[g, it] = solver.iteration(obj[g], probe[g], order, probe_now)
-        if mom is not None:
-            mom.after(obj)
-        if probe_now and probe_modes > 1:
-            _modes.orthogonalise(probe[g])
-        if probe_now and recentre_probe:
-            shifts = _modes.recentre(obj[g], probe[g], field=field[g])
-            if mom is not None:
-                mom.shift(shifts)
-        if probe_now and pin_scale:
-            factors = _epie.pin_scale(obj[g], probe[g], pin_region, field[g])
-            if mom is not None:
-                mom.scale(factors)
-        done = it + 1
-        if not complete:  # other energies have not reached iteration `done` yet
-            continue
-        if flux_refiner is not None and flux_refiner.due(done):
-            flux_refiner.refine(obj, probe, done)
-        if refiner is not None and refiner.due(done):
-            solver.offsets[...] = work.offsets[...] = refiner.refine(obj, probe, amplitudes, solver.offsets)
-            field = work.field(n)
-        if kkr_project is not None and done in schedule:
-            obj_c = _to_common(obj, grids, grid) if native else obj
-            probe_c = _probes_to_common(_modes.total(probe), scale) if native else _modes.total(probe)
-            region = coverage_map(probe_c, grid.offsets, grid.active, grid.shape, coverage_threshold)
-            if kkr_shifts is None:
-                # once, on the ePIE object before any KKR imprint, with align's registration:
-                # registering KKR-imprinted phase fed each imprint back into the next shifts
-                kkr_shifts = stack_shifts(obj_c, region)
-            field_c = grid.field(n) if native else field
-            new_c = _registered_kkr(kkr_project, obj_c, energy, region, field_c, kkr_weight, kkr_options, kkr_shifts)
-            if native:
-                # only the KKR phase correction travels back to the native grids (a smooth map);
-                # the amplitudes are never resampled during the iterations
-                dphi = np.angle(new_c * np.conj(obj_c)).astype(np.float64)
-                obj = (obj * np.exp(1j * _to_native(dphi, grids, grid, work.shape))).astype(np.complex64)
-            else:
-                obj = new_c
-            if mom is not None:
-                mom.reset()
-        if progress:
-            bar.set_postfix(error=f"{float(np.nanmean(errors[:, it])):.3g}")
-        if checkpoint is not None and (done % max(int(checkpoint_every), 1) == 0 or done == iterations):
-            saved = {**state_params, "kkr_shifts": None if kkr_shifts is None else kkr_shifts.tolist()}
-            extra = {
-                **(refiner.state() if refiner is not None else {}),
-                **(flux_refiner.checkpoint_state() if flux_refiner is not None else {}),
-                **(_momentum_state(mom.velocity) if mom is not None else {}),
-            } or None
-            _ckpt.write_checkpoint(checkpoint, energy, work, obj, probe, errors, done, rng, saved, extra)
-    bar.close()
-
-    if native:
-        obj = _to_common(obj, grids, grid, OBJECT_RESAMPLING_ORDER)
-        obj[~grid.field(n)] = 1  # outside an energy's own field nothing was measured (interpolation spreads ≤ 1 px)
-        probe = _modes.to_common(probe, scale) if probe_modes > 1 else _probes_to_common(probe, scale)
-    coverage = coverage_map(_modes.total(probe), grid.offsets, grid.active, grid.shape, coverage_threshold)
-    coords = {
-        Y: length_coord(Y, grid.y, pixel_size),
-        X: length_coord(X, grid.x, pixel_size),
-        ITERATION: variable(ITERATION, np.arange(1, iterations + 1, dtype=np.int64)),
-    }
-    out = xr.Dataset(
-        {
-            OBJECT: variable(OBJECT, obj, pixel_size=pixel_size),
-            PROBE: variable(PROBE, probe, pixel_size=pixel_size),
-            FOURIER_ERROR: variable(FOURIER_ERROR, errors),
-            COVERAGE: variable(COVERAGE, coverage),
-            **(refiner.outputs() if refiner is not None else {}),
-            **(_modes.probe_outputs(probe, pixel_size) if probe_modes > 1 else {}),
-        },
-        coords=coords,
-    )
-    if flux_refiner is not None:
-        flux = flux_refiner.flux
-    if flux is not None:
-        out[RELATIVE_FLUX] = variable(RELATIVE_FLUX, flux)
-    solver = run.solver if run.solver is not None else make_solver(np.empty((n_e, 0, n, n), np.float32))
-    facts = {
-        "engine": solver.engine,
-        "fft_backend": solver.fft.backend,
-        "energy_groups": None if groups is None else [g.stop - g.start for g in groups],
-        "kkr_iterations": schedule,
-        "kkr_shifts": None if kkr_shifts is None else np.round(kkr_shifts, 4).tolist(),
-        "resumed_at": start if resume_from is not None else None,
-        "monitor_used": bool(use_monitor and MONITOR in ds),
-        **(
-            {}
-            if flux_refiner is None
-            else {"flux_refinement_iterations": flux_refiner.schedule, "flux_object_restarts": flux_refiner.restarts}
-        ),
-        **(refiner.facts() if refiner is not None else {}),
-    }
-    return out, facts
-
-
-def _momentum_state(velocity: np.ndarray) -> dict[str, tuple[tuple[str, ...], np.ndarray]]:
-    """mPIE's object velocity as checkpoint ``extra`` arrays (real and imaginary parts)."""
-    dims = (ENERGY, Y, X)
-    return {_momentum.VELOCITY + "_real": (dims, velocity.real), _momentum.VELOCITY + "_imag": (dims, velocity.imag)}
-
-
-def _native_to_common_index(g: Grid, common: Grid, axis: int) -> np.ndarray:
-    """Fractional pixel index in native grid ``g`` of each common-grid pixel centre along ``axis``."""
-    origin_c, origin_n = (common.origin_y, g.origin_y) if axis == 0 else (common.origin_x, g.origin_x)
-    pos = (origin_c + np.arange(common.shape[axis])) * common.pixel_size
-    return pos / g.pixel_size - origin_n
-
-
-#: Spline order that brings the final native-grid objects onto the common grid (O − 1).
-#: Bilinear. Cubic lowered the foreign control's φ NRMSE (0.0197 vs 0.0240; μt 0.040 vs 0.038)
-#: but cut KKR's measured benefit on the varying phase (tests/test_accuracy.py::
-#: test_kkr_lowers_varying_phase_error_near_edge: KKR/no-KKR 0.82, bound 0.8), so it stays 1.
-OBJECT_RESAMPLING_ORDER = 1
-
-
-def _to_common(obj: np.ndarray, grids: list[Grid], common: Grid, order: int = 1) -> np.ndarray:
-    """Objects on their native grids → the common grid (spline of ``order`` on O − 1; outside = vacuum 1)."""
-    from scipy.ndimage import map_coordinates
-
-    out = np.ones((obj.shape[0], *common.shape), dtype=np.complex64)
-    for e, g in enumerate(grids):
-        iy, ix = np.meshgrid(
-            _native_to_common_index(g, common, 0), _native_to_common_index(g, common, 1), indexing="ij"
-        )
-        dev = obj[e, : g.shape[0], : g.shape[1]].astype(np.complex128) - 1
-        re = map_coordinates(dev.real, [iy, ix], order=order, mode="constant", cval=0.0)
-        im = map_coordinates(dev.imag, [iy, ix], order=order, mode="constant", cval=0.0)
-        out[e] = 1 + re + 1j * im
-    return out
-
-
-def _to_native(values: np.ndarray, grids: list[Grid], common: Grid, shape: tuple[int, int]) -> np.ndarray:
-    """Real maps on the common grid → each energy's native grid (bilinear; outside = 0)."""
-    from scipy.ndimage import map_coordinates
-
-    out = np.zeros((values.shape[0], *shape), dtype=np.float64)
-    for e, g in enumerate(grids):
-        # common-grid index of each native pixel centre
-        cy = ((g.origin_y + np.arange(g.shape[0])) * g.pixel_size) / common.pixel_size - common.origin_y
-        cx = ((g.origin_x + np.arange(g.shape[1])) * g.pixel_size) / common.pixel_size - common.origin_x
-        iy, ix = np.meshgrid(cy, cx, indexing="ij")
-        out[e, : g.shape[0], : g.shape[1]] = map_coordinates(values[e], [iy, ix], order=1, mode="constant", cval=0.0)
-    return out
-
-
-def _probes_to_common(probe: np.ndarray, scale: np.ndarray) -> np.ndarray:
-    """Probes at native pixels dx(E) → the common pixel dx_c (power conserved)."""
-    from ptyxr.reconstruct.grid import resample_probe
-
-    return np.stack([resample_probe(probe[e], float(scale[e])) for e in range(probe.shape[0])]).astype(np.complex64)
-
-
-def _registered_kkr(
-    kkr_project: Any,
-    obj: np.ndarray,
-    energy: np.ndarray,
-    region: np.ndarray,
-    field: np.ndarray,
-    weight: float,
-    options: dict[str, Any],
-    shifts: np.ndarray,
-) -> np.ndarray:
-    """KKR on energies co-registered with ``shifts``; only the phase correction moves back.
-
-    Sample drift between energies (a few pixels in practice) would make KKR combine
-    different sample points into one "pixel spectrum" and hurt (measured on the simulator:
-    object NRMSE 0.12 → 0.3–0.8 with 1 px rms drift). So each energy is Fourier-shifted by
-    ``shifts`` (from :func:`ptyxr.registration.stack_shifts` on the pre-KKR ePIE object, the
-    registration ``align`` uses), KKR runs on the registered stack, and each energy's
-    phase correction (a real map) is Fourier-shifted back (sub-pixel exact, no linear
-    interpolation blur) and applied to the unregistered object inside ``region``
-    (the KKR region) only; amplitudes are never resampled.
-    """
-    registered = obj.copy()
-    moved = np.any(np.abs(shifts) > 1e-3, axis=1)
-    for e in np.flatnonzero(moved):
-        registered[e] = _epie.fourier_shift(obj[e] - 1, tuple(shifts[e])) + 1
-    projected = kkr_project(registered, energy, region, weight=weight, **options)
-    correction = np.angle(projected * np.conj(registered))
-    out = obj.copy()
-    for e in range(obj.shape[0]):
-        back = correction[e]
-        if moved[e]:
-            back = _epie.fourier_shift(back.astype(np.complex128), (-shifts[e, 0], -shifts[e, 1])).real
-        out[e] *= np.exp(1j * np.where(region & field[e], back, 0.0)).astype(np.complex64)
-    return np.ascontiguousarray(out, dtype=np.complex64)
-
-
 # ------------------------------------------------------------------------ the stage
+@stage(STAGE, validate=validate_input, exclude=NOT_RECORDED)
 def reconstruct(
     ds: xr.Dataset,
     iterations: int = 800,
@@ -696,7 +149,7 @@ def reconstruct(
     algorithm: str = "epie",
     object_regularization: float | None = None,
     momentum: float | None = None,
-) -> xr.Dataset:
+) -> Recorded:
     """Reconstruct object and probe at every energy on one common grid (ePIE + KKR).
 
     Parameters
@@ -877,9 +330,7 @@ def reconstruct(
     is loaded into memory (the reconstruction is global in the frames) unless ``memory_limit``
     asks for energy groups.
     """
-    _checks.reconstruct_arguments(ds, **{k: v for k, v in locals().items() if k != "ds"})
     object_regularization, momentum = _momentum.resolve(algorithm, object_regularization, momentum)
-    _validate(ds)
     n = ds.sizes[DET_Y]
     energy = np.asarray(ds[ENERGY].values, dtype=np.float64)
     if pixel_size is None:
@@ -903,46 +354,50 @@ def reconstruct(
             f"{STAGE}: kkr_start={kkr_start} > iterations={iterations}: KKR is applied once, after the final "
             "iteration. Leave kkr_start=None to start KKR at 5/8 of the iterations (the paper's 500 of 800).",
             UserWarning,
-            stacklevel=2,
+            stacklevel=3,  # the caller of the @stage wrapper
         )
     if position_correction and position_correction_start is not None and int(position_correction_start) > iterations:
         warnings.warn(
             f"{STAGE}: position_correction_start={position_correction_start} > iterations={iterations}: no "
             "position refinement pass runs. Leave it None to start at 30 % of the iterations.",
             UserWarning,
-            stacklevel=2,
+            stacklevel=3,  # the caller of the @stage wrapper
         )
-    options = dict(
+    options = RunOptions(
         iterations=int(iterations),
+        pixel_size=float(pixel_size),
         alpha=float(alpha),
         beta=float(beta),
-        kkr=kkr_used,
-        kkr_start=None if kkr_start is None else int(kkr_start),
-        kkr_every=None if kkr_every is None else int(kkr_every),
-        kkr_weight=float(kkr_weight),
-        update_probe=bool(update_probe),
-        probe_update_start=int(probe_update_start),
-        pixel_size=float(pixel_size),
         coverage_threshold=float(coverage_threshold),
         seed=int(seed),
+        kkr=KKROptions(
+            enabled=kkr_used,
+            start=None if kkr_start is None else int(kkr_start),
+            every=None if kkr_every is None else int(kkr_every),
+            weight=float(kkr_weight),
+            element=kkr_element,
+            table=kkr_table,
+        ),
+        probe=ProbeOptions(
+            modes=int(probe_modes),
+            update=bool(update_probe),
+            update_start=int(probe_update_start),
+            recentre=bool(recentre_probe),
+        ),
+        flux=FluxOptions(use_monitor=bool(use_monitor), refine=bool(refine_flux)),
+        positions=PositionOptions(
+            enabled=bool(position_correction),
+            start=position_correction_start,
+            every=int(position_correction_every),
+            max_shift=float(position_max_shift),
+        ),
         progress=bool(progress),
         checkpoint_every=int(checkpoint_every),
         engine=engine,
         fft_backend=fft_backend,
         interpolation=int(interpolation),
         native_grids=bool(native_grids),
-        recentre_probe=bool(recentre_probe),
         pin_scale=bool(pin_scale),
-        probe_modes=int(probe_modes),
-        kkr_options={"element": kkr_element, "table": kkr_table},
-        use_monitor=bool(use_monitor),
-        refine_flux=bool(refine_flux),
-        position_correction=bool(position_correction),
-        position_options=_pos.options(
-            int(iterations), position_correction_start, int(position_correction_every), float(position_max_shift)
-        )
-        if position_correction
-        else None,
         memory_limit=_groups.parse_memory_limit(memory_limit),
         algorithm=algorithm,
         object_regularization=object_regularization,
@@ -964,12 +419,12 @@ def reconstruct(
         facts = results[0][1]
     else:
         new, facts = _reconstruct_one(
-            ds, checkpoint=_particle_path(checkpoint, None), resume_from=_particle_path(resume_from, None), **options
+            ds, options, checkpoint=_particle_path(checkpoint, None), resume_from=_particle_path(resume_from, None)
         )
     out = ds if keep_raw else ds.drop_vars([INTENSITY])
     out = out.assign({name: new[name] for name in new.data_vars})
     parameters = {
-        **{k: v for k, v in options.items() if k not in ("progress", "algorithm")},
+        **options.record(),
         "algorithm": ALGORITHM if algorithm == "epie" else ALGORITHM_MPIE,
         "algorithm_name": algorithm,
         "kkr_requested": bool(kkr),
@@ -980,7 +435,7 @@ def reconstruct(
         "dead_pixels_masked": int(dead_pixels),
         **facts,
     }
-    return provenance.record(out, STAGE, parameters)
+    return Recorded(out, parameters)
 
 
 def _mask_dead_pixels(ds: xr.Dataset) -> tuple[xr.Dataset, int]:
@@ -1002,7 +457,7 @@ def _mask_dead_pixels(ds: xr.Dataset) -> tuple[xr.Dataset, int]:
 
 
 def _map_particles(
-    ds: xr.Dataset, options: dict[str, Any], checkpoint: Any, resume_from: Any, client: Any
+    ds: xr.Dataset, options: RunOptions, checkpoint: Any, resume_from: Any, client: Any
 ) -> list[tuple[xr.Dataset, dict[str, Any]]]:
     """Reconstruct each particle separately, in parallel through dask (threads or ``client``)."""
     import dask
@@ -1018,10 +473,10 @@ def _map_particles(
         tasks.append(
             dask.delayed(_reconstruct_one, pure=False)(
                 sub,
+                options,
                 checkpoint=_particle_path(checkpoint, name),
                 resume_from=_particle_path(resume_from, name),
                 label=name,
-                **options,
             )
         )
     if client is not None:

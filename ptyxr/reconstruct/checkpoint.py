@@ -183,7 +183,8 @@ def read_checkpoint(path: Path) -> dict[str, Any]:
     }
 
 
-#: ``_reconstruct_one`` arguments besides seed/pixel size/steps that change the result.
+#: Keys of :meth:`ptyxr.reconstruct.options.RunOptions.record` besides seed/pixel size/steps that change
+#: the result (the names of earlier versions: their checkpoints resume; tests/test_reconstruct_options.py).
 SETTINGS = (
     "kkr",
     "kkr_start",
@@ -199,7 +200,7 @@ SETTINGS = (
 
 
 def settings(ds: xr.Dataset, arguments: dict[str, Any]) -> dict[str, Any]:
-    """The data fingerprint and the result-determining settings among ``arguments`` (JSON-able)."""
+    """The data fingerprint and the result-determining settings among ``arguments`` (JSON-able; a run's record)."""
     out: dict[str, Any] = {DATA_KEY: data_fingerprint(ds)}
     for name in SETTINGS:
         if name in arguments:

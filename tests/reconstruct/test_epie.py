@@ -11,7 +11,7 @@ import threading
 import numpy as np
 import pytest
 
-from ptyxr.reconstruct import epie
+from ptyxr.reconstruct import epie, epie_numba
 
 
 def test_fftw_planning_from_parallel_threads_gives_one_plan_per_size():
@@ -21,7 +21,7 @@ def test_fftw_planning_from_parallel_threads_gives_one_plan_per_size():
     if epie._load_fftw() is None:
         pytest.skip("fused numba+FFTW engine unavailable (needs numba and pyFFTW)")
     n = 44  # a size no other test plans, so the threads race on a cold cache
-    epie._FFTW[1].pop((n, False), None)
+    epie_numba._FFTW[1].pop((n, False), None)
     bufs = [epie._aligned_empty((3, n, n), np.complex64) for _ in range(8)]
     results: list[tuple[int, int]] = []
     start = threading.Barrier(len(bufs))
@@ -37,7 +37,7 @@ def test_fftw_planning_from_parallel_threads_gives_one_plan_per_size():
         t.join()
     assert len(results) == len(bufs) and all(all(p) for p in results)
     # one plan pair per (size, alignment) key, not one per thread
-    assert len(set(results)) == len({key for key in epie._FFTW[1] if key[0] == n}) <= 2
+    assert len(set(results)) == len({key for key in epie_numba._FFTW[1] if key[0] == n}) <= 2
 
 
 # ----------------------------------------------------------- public helpers of the kernels

@@ -408,7 +408,7 @@ def test_registered_kkr_keeps_each_energys_drift(stack):
     target. With zero shifts (KKR on the unregistered stack) the imprint pulls every energy's
     phase onto the others' positions: 1.42 px rms (measured), so the bound fails.
     """
-    from ptyxr.reconstruct.api import _registered_kkr
+    from ptyxr.reconstruct.particle import registered_kkr as _registered_kkr
     from ptyxr.registration import stack_shifts
 
     rng = np.random.default_rng(4)

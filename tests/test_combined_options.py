@@ -161,21 +161,60 @@ def all_realism_foreign():
     return sim.demo_dataset(foreign.PLAIN_FOREIGN, seed=0, placement="exact", progress=False, **realism)
 
 
+def _drift_the_frames_carry(raw, truth):
+    """``truth`` whose ``shift_y``/``shift_x`` are the drift the frames carry: drift + mean position error.
+
+    A common shift of every position at one energy trades freely against a shift of that
+    energy's object: the frames cannot tell them apart. The engine fixes this gauge by
+    keeping each energy's mean refined position at its mean recorded one
+    (:mod:`ptyxr.reconstruct.positions`; the issue measures refined positions "after removing
+    each energy's mean" for this reason). In that gauge the best possible object at energy E
+    is the sample displaced by its drift d(E) *and* by m(E) = mean over the scan of
+    (recorded − true) positions: frame k recorded at r_k was taken at t_k, so positions
+    t_k + m(E) (mean r) put the object at d(E) + m(E). In the §1c convention (shift =
+    −displacement, 0 at ``align``'s reference energy, the last, where the simulator's drift
+    is 0) that is ``shift(E) − (m(E) − m(E_last))``. ``align`` can at best find this; the
+    simulator's drift alone differs from it by the mean of 81 errors of 1 px rms per axis,
+    relative to the reference energy's (0.24 px rms in 2-D here), an error no method can
+    remove (docs/design-notes/s12-positions.md).
+    """
+    out = truth.copy()
+    for shift, pos, true in (
+        (S.SHIFT_Y, S.POSITION_Y, S.TRUE_POSITION_Y),
+        (S.SHIFT_X, S.POSITION_X, S.TRUE_POSITION_X),
+    ):
+        mean_error = (raw[pos] - truth[true]).mean(S.SCAN).values  # m(E) [m]
+        out[shift] = truth[shift].copy(data=truth[shift].values - (mean_error - mean_error[-1]))
+    return out
+
+
 def _chain_row(raw, truth, monkeypatch, **options):
-    """tests/test_foreign_accuracy.py's default chain and figures, ``reconstruct`` given ``options``."""
+    """tests/test_foreign_accuracy.py's default chain and figures, ``reconstruct`` given ``options``.
+
+    The alignment error is measured against :func:`_drift_the_frames_carry`; the row's
+    ``alignment_rms_px_vs_simulator_drift`` keeps the error against the simulator's drift alone.
+    """
     import test_foreign_accuracy as foreign
 
+    results = []
+
     def chain(raw):
-        return (
+        results.append(
             raw.ptyxr.reconstruct(progress=False, **options)
             .ptyxr.align(progress=False)
             .ptyxr.spectra()
             .ptyxr.fit_xanes(progress=False)
             .ptyxr.chemical_state()
         )
+        return results[-1]
 
     monkeypatch.setattr(foreign, "_default_chain", chain)
-    row = foreign._accuracy(raw, truth)
+    row = foreign._accuracy(raw, _drift_the_frames_carry(raw, truth))
+    from ptyxr.simulate.accuracy import particle_accuracy
+
+    plain = particle_accuracy(results[-1], truth)
+    row["alignment_rms_px_vs_simulator_drift"] = plain["alignment_rms_px"]
+    print({"alignment_rms_px_vs_simulator_drift": round(plain["alignment_rms_px"], 4)})
     failures = []
     for check in (foreign._assert_object_and_alignment, foreign._assert_edges, foreign._assert_stable):
         try:
@@ -214,15 +253,29 @@ def test_all_realism_default_chain_chemical_state(all_realism_row):
 
 
 @pytest.mark.slow
+def test_all_realism_default_chain_alignment(all_realism_row):
+    """``align``'s drift within 0.2 px (tests/test_foreign_accuracy.py's bound) of the drift the
+    frames carry (:func:`_drift_the_frames_carry`: drift + each energy's mean position error,
+    which no method can separate from the frames).
+
+    Measured (docs/design-notes/s12-positions.md): 0.104 px; against the simulator's drift alone
+    0.270 px, of which the inseparable mean position errors are 0.242 px rms (2-D, relative to the
+    reference energy). The opposite sign of the mean error would give 0.50 px.
+    """
+    row, _ = all_realism_row
+    assert row["alignment_rms_px"] < 0.2, row["alignment_rms_px"]
+
+
+@pytest.mark.slow
 @pytest.mark.xfail(
     strict=True,
-    reason="all three realisms at once: absorption NRMSE 0.106 (bound 0.10) and align drift error 0.27 px "
-    "(bound 0.2; 0.15 px of it is each energy's mean position error, which is indistinguishable from drift); "
-    "docs/design-notes/s11-combined.md",
+    reason="all three realisms at once: absorption NRMSE 0.106 (bound 0.10; 0.091 from the true positions): "
+    "the refined positions' residual error (0.29 px per axis); docs/design-notes/s11-combined.md, s12-positions.md",
 )
-def test_all_realism_default_chain_object_and_alignment(all_realism_row):
-    """The object and alignment bounds of tests/test_foreign_accuracy.py, which this case does not meet yet."""
+def test_all_realism_default_chain_object(all_realism_row):
+    """The object bounds of tests/test_foreign_accuracy.py, which this case does not meet yet (μt)."""
     row, _ = all_realism_row
-    import test_foreign_accuracy as foreign
-
-    foreign._assert_object_and_alignment(row)
+    assert row["absorption_nrmse"] < 0.10, row["absorption_nrmse"]
+    assert row["phase_nrmse"] < 0.04, row["phase_nrmse"]
+    assert row["absorption_nrmse_worst_energy"] < 0.2
+    assert row["phase_nrmse_worst_energy"] < 0.06

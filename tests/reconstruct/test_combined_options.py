@@ -161,21 +161,90 @@ def all_realism_foreign():
     return sim.demo_dataset(foreign.PLAIN_FOREIGN, seed=0, placement="exact", progress=False, **realism)
 
 
+def _drift_the_frames_carry(raw, truth):
+    """``truth`` whose ``shift_y``/``shift_x`` are the drift the frames carry: drift + mean position error.
+
+    A common shift of every position at one energy trades freely against a shift of that
+    energy's object: the frames cannot tell them apart. The engine fixes this gauge by
+    keeping each energy's mean refined position at its mean recorded one
+    (:mod:`ptyxr.reconstruct.positions`; the issue measures refined positions "after removing
+    each energy's mean" for this reason). In that gauge the best possible object at energy E
+    is the sample displaced by its drift d(E) *and* by m(E) = mean over the scan of
+    (recorded − true) positions: frame k recorded at r_k was taken at t_k, so positions
+    t_k + m(E) (mean r) put the object at d(E) + m(E). In the §1c convention (shift =
+    −displacement, 0 at ``align``'s reference energy, the last, where the simulator's drift
+    is 0) that is ``shift(E) − (m(E) − m(E_last))``. ``align`` can at best find this; the
+    simulator's drift alone differs from it by the mean of 81 errors of 1 px rms per axis,
+    relative to the reference energy's (0.24 px rms in 2-D here), an error no method can
+    remove (docs/design-notes/s12-positions.md).
+    """
+    out = truth.copy()
+    for shift, pos, true in (
+        (S.SHIFT_Y, S.POSITION_Y, S.TRUE_POSITION_Y),
+        (S.SHIFT_X, S.POSITION_X, S.TRUE_POSITION_X),
+    ):
+        mean_error = (raw[pos] - truth[true]).mean(S.SCAN).values  # m(E) [m]
+        out[shift] = truth[shift].copy(data=truth[shift].values - (mean_error - mean_error[-1]))
+    return out
+
+
+def test_align_finds_the_drift_the_frames_carry():
+    """:func:`_drift_the_frames_carry` is what ``align`` measures, with its sign.
+
+    tiny preset, 4 energies, 16 positions with 1 px rms errors each (the mean error per energy
+    is 0.25 px per axis, ≈ 0.5 px rms in 2-D against the reference energy's), position
+    refinement on. ``align`` must find the frames' drift within the physical bound 0.2 px, be at
+    least 2× closer to it than to the simulator's drift alone, and the opposite sign of the
+    mean error must be ≥ 2× further off (measured 0.15 / 0.76 / 1.45 px).
+    """
+    sim = pytest.importorskip("ptyxr.simulate")
+    raw, truth = sim.demo_dataset("tiny", seed=1, placement="exact", progress=False, **sim.REALISM["position_errors"])
+    pick = {S.ENERGY: [0, 5, 10, 15]}  # the last (drift 0) stays align's reference
+    raw, truth = raw.isel(pick), truth.isel(pick)
+    out = raw.ptyxr.reconstruct(iterations=60, kkr=False, progress=False, position_correction=True).ptyxr.align(
+        progress=False
+    )
+    carried = _drift_the_frames_carry(raw, truth)
+    flipped = truth.copy()
+    for name in (S.SHIFT_Y, S.SHIFT_X):
+        flipped[name] = 2 * truth[name] - carried[name]
+
+    def error(reference):  # rms over energies of the 2-D drift error [px]
+        d = np.hypot(out[S.SHIFT_Y] - reference[S.SHIFT_Y], out[S.SHIFT_X] - reference[S.SHIFT_X]).values
+        return float(np.sqrt(np.mean(d**2))) / out[S.Y].attrs[S.ATTR_PIXEL_SIZE]
+
+    err = {"carried": error(carried), "simulator": error(truth), "flipped": error(flipped)}
+    assert err["carried"] < 0.2, err
+    assert 2 * err["carried"] < err["simulator"] and 2 * err["carried"] < err["flipped"], err
+
+
 def _chain_row(raw, truth, monkeypatch, **options):
-    """tests/test_foreign_accuracy.py's default chain and figures, ``reconstruct`` given ``options``."""
+    """tests/test_foreign_accuracy.py's default chain and figures, ``reconstruct`` given ``options``.
+
+    The alignment error is measured against :func:`_drift_the_frames_carry`; the row's
+    ``alignment_rms_px_vs_simulator_drift`` keeps the error against the simulator's drift alone.
+    """
     import test_foreign_accuracy as foreign
 
+    results = []
+
     def chain(raw):
-        return (
+        results.append(
             raw.ptyxr.reconstruct(progress=False, **options)
             .ptyxr.align(progress=False)
             .ptyxr.spectra()
             .ptyxr.fit_xanes(progress=False)
             .ptyxr.chemical_state()
         )
+        return results[-1]
 
     monkeypatch.setattr(foreign, "_default_chain", chain)
-    row = foreign._accuracy(raw, truth)
+    row = foreign._accuracy(raw, _drift_the_frames_carry(raw, truth))
+    from ptyxr.simulate.accuracy import particle_accuracy
+
+    plain = particle_accuracy(results[-1], truth)
+    row["alignment_rms_px_vs_simulator_drift"] = plain["alignment_rms_px"]
+    print({"alignment_rms_px_vs_simulator_drift": round(plain["alignment_rms_px"], 4)})
     failures = []
     for check in (foreign._assert_object_and_alignment, foreign._assert_edges, foreign._assert_stable):
         try:
@@ -214,15 +283,29 @@ def test_all_realism_default_chain_chemical_state(all_realism_row):
 
 
 @pytest.mark.slow
+def test_all_realism_default_chain_alignment(all_realism_row):
+    """``align``'s drift within 0.2 px (tests/test_foreign_accuracy.py's bound) of the drift the
+    frames carry (:func:`_drift_the_frames_carry`: drift + each energy's mean position error,
+    which no method can separate from the frames).
+
+    Measured (docs/design-notes/s12-positions.md): 0.104 px; against the simulator's drift alone
+    0.270 px, of which the inseparable mean position errors are 0.242 px rms (2-D, relative to the
+    reference energy). The opposite sign of the mean error would give 0.50 px.
+    """
+    row, _ = all_realism_row
+    assert row["alignment_rms_px"] < 0.2, row["alignment_rms_px"]
+
+
+@pytest.mark.slow
 @pytest.mark.xfail(
     strict=True,
-    reason="all three realisms at once: absorption NRMSE 0.106 (bound 0.10) and align drift error 0.27 px "
-    "(bound 0.2; 0.15 px of it is each energy's mean position error, which is indistinguishable from drift); "
-    "docs/design-notes/s11-combined.md",
+    reason="all three realisms at once: absorption NRMSE 0.106 (bound 0.10; 0.091 from the true positions): "
+    "the refined positions' residual error (0.29 px per axis); docs/design-notes/s11-combined.md, s12-positions.md",
 )
-def test_all_realism_default_chain_object_and_alignment(all_realism_row):
-    """The object and alignment bounds of tests/test_foreign_accuracy.py, which this case does not meet yet."""
+def test_all_realism_default_chain_object(all_realism_row):
+    """The object bounds of tests/test_foreign_accuracy.py, which this case does not meet yet (μt)."""
     row, _ = all_realism_row
-    import test_foreign_accuracy as foreign
-
-    foreign._assert_object_and_alignment(row)
+    assert row["absorption_nrmse"] < 0.10, row["absorption_nrmse"]
+    assert row["phase_nrmse"] < 0.04, row["phase_nrmse"]
+    assert row["absorption_nrmse_worst_energy"] < 0.2
+    assert row["phase_nrmse_worst_energy"] < 0.06

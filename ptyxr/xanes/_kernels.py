@@ -132,12 +132,44 @@ if _numba is not None:
                 m[3, i] = l2 * wi
             m[4, i] = yw[i]
 
+    @_njit
+    def _derivative_rows(x, w, unit, th, m):  # pragma: no cover - compiled
+        """Rows 5–10 of :func:`_rows` alone (same arithmetic, same bits): an accepted trial point."""
+        n = x.size
+        b2, b3 = th[0], th[1]
+        ce = _INV_SQRT_PI / b3
+        c1, s1 = th[2], th[3]
+        c2, s2 = th[4], th[5]
+        f1, f2 = 2.0 / s1, 2.0 / s2
+        r0, r1, r2 = 1.0 / b3, 1.0 / s1, 1.0 / s2
+        for i in range(n):
+            z = (x[i] - b2) * r0
+            u1 = (x[i] - c1) * r1
+            l1 = 1.0 / (u1 * u1 + 1.0)
+            u2 = (x[i] - c2) * r2
+            l2 = 1.0 / (u2 * u2 + 1.0)
+            e = math.exp(-(z * z)) * ce
+            d1 = l1 * l1 * u1 * f1
+            d2 = l2 * l2 * u2 * f2
+            if not unit:
+                wi = w[i]
+                e *= wi
+                d1 *= wi
+                d2 *= wi
+            m[5, i] = -e
+            m[6, i] = -e * z
+            m[7, i] = d1
+            m[8, i] = d1 * u1
+            m[9, i] = d2
+            m[10, i] = d2 * u2
+
     # Four dot products per pass share the loads of row a and run as independent chains, with
     # reassociation allowed (one sequential sum is latency-bound: the Gram matrix took ~2/3 of
     # an LM iteration; now ~1/5). Rounding differs from numpy's BLAS, the algorithm does not.
     @_numba.njit(cache=True, nogil=True, error_model="numpy", fastmath={"reassoc", "contract"})
-    def _gram(m, k, n, g):  # pragma: no cover - compiled
-        for a in range(k):
+    def _gram(m, k0, k, n, g):  # pragma: no cover - compiled
+        """Rows/columns k0…k−1 of the Gram matrix of m[:k] (entry (a, b) summed the same way for any k0)."""
+        for a in range(k0, k):
             ma = m[a]
             b = 0
             while b + 3 <= a:
@@ -223,7 +255,15 @@ if _numba is not None:
         n = x.size
         k = 11 if derivatives else 5
         _rows(x, w, yw, unit, th, derivatives, m)
-        _gram(m, k, n, g)
+        _gram(m, 0, k, n, g)
+        cost = _heights_cost(g, coef, free, low, good, ws, bk)
+        if derivatives:
+            _normal_equations(g, coef, free, low, good, hess, grad, ws, bk)
+        return cost
+
+    @_njit
+    def _heights_cost(g, coef, free, low, good, ws, bk):  # pragma: no cover - compiled
+        """Exact non-negative heights and χ² from the Gram matrix g[:5, :5]."""
         _nnls4(g, coef, free, low, good, ws, bk)
         yy = g[4, 4]
         t1 = 0.0
@@ -235,8 +275,11 @@ if _numba is not None:
         cost = yy - 2.0 * t1 + t2
         if cost < 0.0:
             cost = 0.0
-        if not derivatives:
-            return cost
+        return cost
+
+    @_njit
+    def _normal_equations(g, coef, free, low, good, hess, grad, ws, bk):  # pragma: no cover - compiled
+        """Golub–Pereyra JᵀJ and Jᵀr of the projected residual from the full Gram g and the heights."""
         # owner of nonlinear parameter l: linear coefficient 1, 1, 2, 2, 3, 3
         q = ws[8:12, :6]
         dr = ws[16, :6]
@@ -284,7 +327,6 @@ if _numba is not None:
                 jj = g[5 + i, 5 + j] * coef[oi] * coef[oj]
                 s = q[0, i] * xs[0, j] + q[1, i] * xs[1, j] + q[2, i] * xs[2, j] + q[3, i] * xs[3, j]
                 hess[i, j] = hess[j, i] = jj - s + dr[i] * dr[j] * gi[oj, oi]
-        return cost
 
     @_njit
     def project_many(x, w, yw, unit, theta, coef_out, free_out, cost_out):  # pragma: no cover - compiled
@@ -339,8 +381,6 @@ if _numba is not None:
         bk = np.zeros(8, np.bool_)
         c_t = np.empty(4)
         f_t = np.empty(4, np.bool_)
-        h_t = np.empty((6, 6))
-        g_t = np.empty(6)
         diag = np.empty(6)
         det = np.empty(6, np.bool_)
         use = np.empty(6, np.bool_)
@@ -401,7 +441,11 @@ if _numba is not None:
                         hs += hess[i, j] * step[j]
                     h_i = step[i] * (2.0 * grad[i] - hs)
                     predicted = h_i if i == 0 else predicted + h_i
-                cost_t = _project(x, wp, ywp, unit, trial, True, m, g, c_t, f_t, low, good, h_t, g_t, ws, bk)
+                # χ² of the trial first; its normal equations only if it is accepted (a rejected
+                # step costs rows 0–4 and a 5×5 Gram; the same bits as computing everything)
+                _rows(x, wp, ywp, unit, trial, False, m)
+                _gram(m, 0, 5, n, g)
+                cost_t = _heights_cost(g, c_t, f_t, low, good, ws, bk)
                 actual = cost - cost_t
                 accept = math.isfinite(cost_t) and actual > 0
                 iterations += 1
@@ -412,12 +456,12 @@ if _numba is not None:
                 if accept:
                     for i in range(6):
                         th[i] = trial[i]
-                        grad[i] = g_t[i]
-                        for j in range(6):
-                            hess[i, j] = h_t[i, j]
                     for a in range(4):
                         coef[a] = c_t[a]
                         free[a] = f_t[a]
+                    _derivative_rows(x, wp, unit, th, m)
+                    _gram(m, 5, 11, n, g)
+                    _normal_equations(g, coef, free, low, good, hess, grad, ws, bk)
                     cost = cost_t
                     r3 = 1.0 - (2.0 * rho - 1.0) ** 3
                     lam = lam * (r3 if (r3 > 1.0 / 3.0 or r3 != r3) else 1.0 / 3.0)

@@ -483,3 +483,58 @@ if _numba is not None:
             conv_out[p] = converged
             for a in range(4):
                 coef_out[a, p] = coef[a]
+
+    @_njit
+    def inverse_normal_matrix(x, w, unit, theta, heights, use, inv_out):  # pragma: no cover - compiled
+        """(JᵀJ)⁻¹ of the full 10-parameter eq. (1) Jacobian per pixel (solver._covariance).
+
+        ``theta`` (P, 6) nonlinear parameters (energies shifted), ``heights`` (P, 3) b1, c11,
+        c21, ``use`` (P, 10) the determined parameters: the others get a unit row/column
+        (their entries of the inverse are discarded by the caller).
+        """
+        n = x.size
+        m = np.empty((10, n))
+        g = np.empty((10, 10))
+        a = np.empty((10, 10))
+        low = np.zeros((10, 10))
+        good = np.empty(10, np.bool_)
+        e = np.zeros(10)
+        col = np.empty(10)
+        z10 = np.empty(10)
+        for p in range(theta.shape[0]):
+            th = theta[p]
+            b2, b3, c1, s1, c2, s2 = th[0], th[1], th[2], th[3], th[4], th[5]
+            b1, c11, c21 = heights[p, 0], heights[p, 1], heights[p, 2]
+            wp = w[0 if unit else p]
+            for i in range(n):
+                wi = wp[i]
+                z = (x[i] - b2) / b3
+                u1 = (x[i] - c1) / s1
+                u2 = (x[i] - c2) / s2
+                l1 = 1.0 / (1.0 + u1 * u1)
+                l2 = 1.0 / (1.0 + u2 * u2)
+                ez = math.exp(-z * z) * _INV_SQRT_PI
+                d1 = 2.0 * u1 * l1 * l1 / s1
+                d2 = 2.0 * u2 * l2 * l2 / s2
+                m[0, i] = wi
+                m[1, i] = wi * 0.5 * (1.0 + math.erf(z))
+                m[2, i] = -wi * b1 * ez / b3
+                m[3, i] = -wi * b1 * ez * z / b3
+                m[4, i] = wi * l1
+                m[5, i] = wi * c11 * d1
+                m[6, i] = wi * c11 * d1 * u1
+                m[7, i] = wi * l2
+                m[8, i] = wi * c21 * d2
+                m[9, i] = wi * c21 * d2 * u2
+            _gram(m, 0, 10, n, g)
+            up = use[p]
+            for i in range(10):
+                for j in range(10):
+                    a[i, j] = g[i, j] if (up[i] and up[j]) else (1.0 if i == j else 0.0)
+            _chol_factor(a, 10, low, good)
+            for c in range(10):
+                e[c] = 1.0
+                _chol_subst(low, good, 10, e, col, z10)
+                e[c] = 0.0
+                for i in range(10):
+                    inv_out[p, i, c] = col[i]

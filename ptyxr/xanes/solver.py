@@ -601,8 +601,27 @@ def _covariance(
 ) -> tuple[np.ndarray, np.ndarray]:
     """Covariance (P, 10, 10) = redchi·(JᵀJ)⁻¹ over determined parameters, and redchi."""
     n_pix = params.shape[0]
-    idx = np.arange(n_pix)
+    use = _determined(params, lower, upper).T  # (10, P)
+    eye = np.eye(N_PARAMETERS)[:, :, None]
+    keep = use[:, None, :] & use[None, :, :]
+    dof = prob.n_valid - N_PARAMETERS
+    with np.errstate(invalid="ignore", divide="ignore"):
+        redchi = np.where(dof > 0, cost / dof, np.nan)
     theta = _theta(params, prob.e0)
+    if _compiled():  # per pixel, compiled (GIL released): the same algebra, rounding aside
+        inv_p = np.empty((n_pix, N_PARAMETERS, N_PARAMETERS))
+        _kernels.inverse_normal_matrix(
+            prob.x,
+            prob.w if not prob.unit else prob.w[:1],
+            prob.unit,
+            np.ascontiguousarray(theta),
+            np.ascontiguousarray(params[:, [_B1, _C11, _C21]]),
+            np.ascontiguousarray(use.T),
+            inv_p,
+        )
+        inv_p *= redchi[:, None, None]
+        return np.where(keep.transpose(2, 0, 1), inv_p, np.nan), redchi
+    idx = np.arange(n_pix)
     s, l1, l2, z, u1, u2 = prob.basis(theta, idx)
     w = prob.w
     ez = np.exp(-z * z) * _INV_SQRT_PI
@@ -625,13 +644,7 @@ def _covariance(
         axis=1,
     )
     jtj = np.matmul(jac, jac.transpose(0, 2, 1)).transpose(1, 2, 0)
-    use = _determined(params, lower, upper).T  # (10, P)
-    eye = np.eye(N_PARAMETERS)[:, :, None]
-    keep = use[:, None, :] & use[None, :, :]
     inv = _chol_solve(np.where(keep, jtj, eye), np.broadcast_to(eye, jtj.shape).copy())
-    dof = prob.n_valid - N_PARAMETERS
-    with np.errstate(invalid="ignore", divide="ignore"):
-        redchi = np.where(dof > 0, cost / dof, np.nan)
     cov = inv * redchi[None, None, :]
     cov = np.where(keep, cov, np.nan).transpose(2, 0, 1)
     return cov, redchi

@@ -538,3 +538,51 @@ if _numba is not None:
                 e[c] = 0.0
                 for i in range(10):
                     inv_out[p, i, c] = col[i]
+
+    @_njit
+    def scan_column(x, w, yw, unit, theta, lo, hi, column, values, coef, cost):  # pragma: no cover - compiled
+        """solver._scan_column per pixel: θ[column] = each value (clipped), lowest χ² kept in place.
+
+        Only the scanned Lorentzian's row (column 2: pre-edge, 4: white line) and the Gram
+        entries that involve it are recomputed per candidate; every number is the one that
+        :func:`project_many` gives for the full trial, and candidates are taken in order with
+        a strict ``<`` (the first lowest, as the batched argmin).
+        """
+        n = x.size
+        m = np.empty((11, n))
+        g = np.empty((11, 11))
+        c_t = np.empty(4)
+        f_t = np.empty(4, np.bool_)
+        low = np.zeros((4, 4))
+        good = np.empty(4, np.bool_)
+        ws = np.zeros((26, 12))
+        bk = np.zeros(8, np.bool_)
+        th = np.empty(6)
+        row = 2 if column == 2 else 3
+        for p in range(theta.shape[0]):
+            wp, ywp = w[0 if unit else p], yw[p]
+            for i in range(6):
+                th[i] = theta[p, i]
+            _rows(x, wp, ywp, unit, th, False, m)
+            _gram(m, 0, 5, n, g)
+            best = cost[p]
+            pick = -1
+            width = th[column + 1]
+            r = 1.0 / width
+            for v in range(values.size):
+                c = min(max(values[v], lo[p, column]), hi[p, column])
+                for i in range(n):
+                    u = (x[i] - c) * r
+                    li = 1.0 / (u * u + 1.0)
+                    m[row, i] = li if unit else li * wp[i]
+                _gram(m, row, 5, n, g)
+                cost_t = _heights_cost(g, c_t, f_t, low, good, ws, bk)
+                if cost_t < best:
+                    best = cost_t
+                    pick = v
+                    th[column] = c
+                    for a in range(4):
+                        coef[a, p] = c_t[a]
+            if pick >= 0:
+                cost[p] = best
+                theta[p, column] = th[column]

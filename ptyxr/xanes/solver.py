@@ -479,6 +479,11 @@ def _scan_column(
     n_pix = theta.shape[0]
     if n_pix == 0 or values.size == 0:
         return
+    if _compiled() and theta.flags.c_contiguous and coef.flags.c_contiguous:  # per pixel, in place
+        w = prob.w if not prob.unit else prob.w[:1]
+        lo_c, hi_c = np.ascontiguousarray(lo, float), np.ascontiguousarray(hi, float)
+        _kernels.scan_column(prob.x, w, prob.yw, prob.unit, theta, lo_c, hi_c, column, values, coef, cost)
+        return
     cols = np.arange(n_pix)
     per_call = max(1, _SCAN_ROWS // n_pix)
     for first in range(0, values.size, per_call):

@@ -134,7 +134,10 @@ if _numba is not None:
 
     @_njit
     def _derivative_rows(x, w, unit, th, m):  # pragma: no cover - compiled
-        """Rows 5–10 of :func:`_rows` alone (same arithmetic, same bits): an accepted trial point."""
+        """Rows 5–10 of :func:`_rows` alone (same arithmetic, same bits): an accepted trial point.
+
+        Rows 0–4 must hold :func:`_rows` at the same θ (the unit-weight Lorentzians are read back).
+        """
         n = x.size
         b2, b3 = th[0], th[1]
         ce = _INV_SQRT_PI / b3
@@ -145,9 +148,13 @@ if _numba is not None:
         for i in range(n):
             z = (x[i] - b2) * r0
             u1 = (x[i] - c1) * r1
-            l1 = 1.0 / (u1 * u1 + 1.0)
             u2 = (x[i] - c2) * r2
-            l2 = 1.0 / (u2 * u2 + 1.0)
+            if unit:  # rows 2, 3 hold the unit Lorentzians at this θ already (same bits)
+                l1 = m[2, i]
+                l2 = m[3, i]
+            else:
+                l1 = 1.0 / (u1 * u1 + 1.0)
+                l2 = 1.0 / (u2 * u2 + 1.0)
             e = math.exp(-(z * z)) * ce
             d1 = l1 * l1 * u1 * f1
             d2 = l2 * l2 * u2 * f2
@@ -586,3 +593,54 @@ if _numba is not None:
             if pick >= 0:
                 cost[p] = best
                 theta[p, column] = th[column]
+
+    @_njit
+    def profile_many(x, w, yw, unit, theta, lo, hi, grid, wl_offset, cost, best, coef):  # pragma: no cover
+        """The projections of solver.edge_profile per pixel: b2 = each grid value, white line at
+        b2 + max(offset, 0), θ clipped; kept in ``cost``/``best``/``coef`` (P, G, …) where strictly
+        lower (NaN never). Only the rows that move (the step and the white line) are recomputed
+        per grid point; every number is the one :func:`project_many` gives for the full trial.
+        """
+        n = x.size
+        m = np.empty((11, n))
+        g = np.empty((11, 11))
+        c_t = np.empty(4)
+        f_t = np.empty(4, np.bool_)
+        low = np.zeros((4, 4))
+        good = np.empty(4, np.bool_)
+        ws = np.zeros((26, 12))
+        bk = np.zeros(8, np.bool_)
+        th = np.empty(6)
+        for p in range(theta.shape[0]):
+            wp, ywp = w[0 if unit else p], yw[p]
+            for i in range(6):
+                th[i] = min(max(theta[p, i], lo[p, i]), hi[p, i])
+            _rows(x, wp, ywp, unit, th, False, m)
+            _gram(m, 0, 5, n, g)
+            off = max(wl_offset[p], 0.0)
+            r0 = 1.0 / th[1]
+            r2 = 1.0 / th[5]
+            for j in range(grid.shape[1]):
+                b2 = min(max(grid[p, j], lo[p, 0]), hi[p, 0])
+                c2 = min(max(grid[p, j] + off, lo[p, 4]), hi[p, 4])
+                for i in range(n):
+                    z = (x[i] - b2) * r0
+                    s = (math.erf(z) + 1.0) * 0.5
+                    u2 = (x[i] - c2) * r2
+                    l2 = 1.0 / (u2 * u2 + 1.0)
+                    if unit:
+                        m[1, i] = s
+                        m[3, i] = l2
+                    else:
+                        m[1, i] = s * wp[i]
+                        m[3, i] = l2 * wp[i]
+                _gram(m, 1, 5, n, g)
+                cost_t = _heights_cost(g, c_t, f_t, low, good, ws, bk)
+                if cost_t < cost[p, j]:
+                    cost[p, j] = cost_t
+                    for i in range(6):
+                        best[p, j, i] = th[i]
+                    best[p, j, 0] = b2
+                    best[p, j, 4] = c2
+                    for a in range(4):
+                        coef[a, p, j] = c_t[a]

@@ -794,6 +794,14 @@ def edge_profile(
     best = np.empty((n_pix, n_grid, 6))
     coef = np.zeros((4, n_pix, n_grid))
     g = grid - prob.e0
+    if _compiled():  # per pixel, compiled: the same numbers, no (pixel × grid) copies
+        lo_c, hi_c = np.ascontiguousarray(lo, float), np.ascontiguousarray(hi, float)
+        w_k = prob.w if not prob.unit else prob.w[:1]
+        for off in offsets:
+            _kernels.profile_many(
+                prob.x, w_k, prob.yw, prob.unit, np.ascontiguousarray(theta), lo_c, hi_c, g, off, cost, best, coef
+            )
+        offsets = []
     for off in offsets:
         trial = np.repeat(theta[:, None, :], n_grid, axis=1)  # (P, G, 6)
         trial[:, :, 0] = g

@@ -17,8 +17,11 @@ and the solver runs its numpy path.
 from __future__ import annotations
 
 import math
+import types
 
 import numpy as np
+
+from ptyxr.xanes import lineshapes as _ls
 
 try:  # optional fast path
     import numba as _numba
@@ -36,6 +39,37 @@ if _numba is not None:
     # error_model="numpy": a division by zero gives inf/NaN (as numpy), never an exception
     _OPTIONS = {"cache": True, "nogil": True, "fastmath": False, "error_model": "numpy"}
     _njit = _numba.njit(**_OPTIONS)
+
+    def _scalar(func):
+        """A :mod:`ptyxr.xanes.lineshapes` formula compiled for floats: its own code, with
+        ``math.erf``/``math.exp`` for scipy's/numpy's ufuncs (eq. (1) is defined once).
+
+        Cached callers do not see edits of lineshapes.py (numba keys its cache on the caller's
+        file): clear ``ptyxr/xanes/__pycache__`` after changing a formula there.
+        """
+        glob = dict(func.__globals__, erf=math.erf, exp=math.exp)
+        return _numba.njit(inline="always", **_OPTIONS)(types.FunctionType(func.__code__, glob, func.__name__))
+
+    _step = _scalar(_ls.step_reduced)
+    _step_slope = _scalar(_ls.step_slope)
+    _lorentzian = _scalar(_ls.lorentzian_reduced)
+    _lorentzian_slope = _scalar(_ls.lorentzian_slope)
+
+    @_njit
+    def _workspace(n):  # pragma: no cover - compiled
+        """Per-pixel buffers of :func:`_project`: rows, Gram, heights, free set, 4×4 factor, JᵀJ, Jᵀr, scratch."""
+        return (
+            np.empty((11, n)),
+            np.empty((11, 11)),
+            np.empty(4),
+            np.empty(4, np.bool_),
+            np.zeros((4, 4)),
+            np.empty(4, np.bool_),
+            np.empty((6, 6)),
+            np.empty(6),
+            np.zeros((26, 12)),
+            np.zeros(8, np.bool_),
+        )
 
     @_njit
     def _chol_factor(a, k, low, good):  # pragma: no cover - compiled
@@ -101,15 +135,15 @@ if _numba is not None:
         for i in range(n):
             wi = 1.0 if unit else w[i]
             z = (x[i] - b2) * r0
-            s = (math.erf(z) + 1.0) * 0.5
+            s = _step(z)
             u1 = (x[i] - c1) * r1
-            l1 = 1.0 / (u1 * u1 + 1.0)
+            l1 = _lorentzian(u1)
             u2 = (x[i] - c2) * r2
-            l2 = 1.0 / (u2 * u2 + 1.0)
+            l2 = _lorentzian(u2)
             if derivatives:
-                e = math.exp(-(z * z)) * ce
-                d1 = l1 * l1 * u1 * f1
-                d2 = l2 * l2 * u2 * f2
+                e = _step_slope(z) * ce
+                d1 = _lorentzian_slope(l1, u1) * f1
+                d2 = _lorentzian_slope(l2, u2) * f2
                 if not unit:
                     e *= wi
                     d1 *= wi
@@ -153,11 +187,11 @@ if _numba is not None:
                 l1 = m[2, i]
                 l2 = m[3, i]
             else:
-                l1 = 1.0 / (u1 * u1 + 1.0)
-                l2 = 1.0 / (u2 * u2 + 1.0)
-            e = math.exp(-(z * z)) * ce
-            d1 = l1 * l1 * u1 * f1
-            d2 = l2 * l2 * u2 * f2
+                l1 = _lorentzian(u1)
+                l2 = _lorentzian(u2)
+            e = _step_slope(z) * ce
+            d1 = _lorentzian_slope(l1, u1) * f1
+            d2 = _lorentzian_slope(l2, u2) * f2
             if not unit:
                 wi = w[i]
                 e *= wi
@@ -339,16 +373,7 @@ if _numba is not None:
     def project_many(x, w, yw, unit, theta, coef_out, free_out, cost_out):  # pragma: no cover - compiled
         """:meth:`solver._Problem.project` without derivatives for P pixels (rows of w, yw, theta)."""
         n = x.size
-        m = np.empty((11, n))
-        g = np.empty((11, 11))
-        coef = np.empty(4)
-        free = np.empty(4, np.bool_)
-        low = np.zeros((4, 4))
-        good = np.empty(4, np.bool_)
-        hess = np.empty((6, 6))
-        grad = np.empty(6)
-        ws = np.zeros((26, 12))
-        bk = np.zeros(8, np.bool_)
+        m, g, coef, free, low, good, hess, grad, ws, bk = _workspace(n)
         for p in range(theta.shape[0]):
             cost_out[p] = _project(
                 x, w[0 if unit else p], yw[p], unit, theta[p], False, m, g, coef, free, low, good, hess, grad, ws, bk
@@ -376,16 +401,7 @@ if _numba is not None:
     ):  # pragma: no cover - compiled
         """solver._levenberg_marquardt per pixel; theta (P, 6) is updated in place."""
         n = x.size
-        m = np.empty((11, n))
-        g = np.empty((11, 11))
-        coef = np.empty(4)
-        free = np.empty(4, np.bool_)
-        low = np.zeros((4, 4))
-        good = np.empty(4, np.bool_)
-        hess = np.empty((6, 6))
-        grad = np.empty(6)
-        ws = np.zeros((26, 12))
-        bk = np.zeros(8, np.bool_)
+        m, g, coef, free, low, good, hess, grad, ws, bk = _workspace(n)
         c_t = np.empty(4)
         f_t = np.empty(4, np.bool_)
         diag = np.empty(6)
@@ -518,13 +534,13 @@ if _numba is not None:
                 z = (x[i] - b2) / b3
                 u1 = (x[i] - c1) / s1
                 u2 = (x[i] - c2) / s2
-                l1 = 1.0 / (1.0 + u1 * u1)
-                l2 = 1.0 / (1.0 + u2 * u2)
-                ez = math.exp(-z * z) * _INV_SQRT_PI
-                d1 = 2.0 * u1 * l1 * l1 / s1
-                d2 = 2.0 * u2 * l2 * l2 / s2
+                l1 = _lorentzian(u1)
+                l2 = _lorentzian(u2)
+                ez = _step_slope(z) * _INV_SQRT_PI
+                d1 = 2.0 * _lorentzian_slope(l1, u1) / s1
+                d2 = 2.0 * _lorentzian_slope(l2, u2) / s2
                 m[0, i] = wi
-                m[1, i] = wi * 0.5 * (1.0 + math.erf(z))
+                m[1, i] = wi * _step(z)
                 m[2, i] = -wi * b1 * ez / b3
                 m[3, i] = -wi * b1 * ez * z / b3
                 m[4, i] = wi * l1
@@ -556,14 +572,7 @@ if _numba is not None:
         a strict ``<`` (the first lowest, as the batched argmin).
         """
         n = x.size
-        m = np.empty((11, n))
-        g = np.empty((11, 11))
-        c_t = np.empty(4)
-        f_t = np.empty(4, np.bool_)
-        low = np.zeros((4, 4))
-        good = np.empty(4, np.bool_)
-        ws = np.zeros((26, 12))
-        bk = np.zeros(8, np.bool_)
+        m, g, c_t, f_t, low, good, _, _, ws, bk = _workspace(n)
         th = np.empty(6)
         row = 2 if column == 2 else 3
         for p in range(theta.shape[0]):
@@ -579,8 +588,7 @@ if _numba is not None:
             for v in range(values.size):
                 c = min(max(values[v], lo[p, column]), hi[p, column])
                 for i in range(n):
-                    u = (x[i] - c) * r
-                    li = 1.0 / (u * u + 1.0)
+                    li = _lorentzian((x[i] - c) * r)
                     m[row, i] = li if unit else li * wp[i]
                 _gram(m, row, 5, n, g)
                 cost_t = _heights_cost(g, c_t, f_t, low, good, ws, bk)
@@ -602,14 +610,7 @@ if _numba is not None:
         per grid point; every number is the one :func:`project_many` gives for the full trial.
         """
         n = x.size
-        m = np.empty((11, n))
-        g = np.empty((11, 11))
-        c_t = np.empty(4)
-        f_t = np.empty(4, np.bool_)
-        low = np.zeros((4, 4))
-        good = np.empty(4, np.bool_)
-        ws = np.zeros((26, 12))
-        bk = np.zeros(8, np.bool_)
+        m, g, c_t, f_t, low, good, _, _, ws, bk = _workspace(n)
         th = np.empty(6)
         for p in range(theta.shape[0]):
             wp, ywp = w[0 if unit else p], yw[p]
@@ -624,10 +625,8 @@ if _numba is not None:
                 b2 = min(max(grid[p, j], lo[p, 0]), hi[p, 0])
                 c2 = min(max(grid[p, j] + off, lo[p, 4]), hi[p, 4])
                 for i in range(n):
-                    z = (x[i] - b2) * r0
-                    s = (math.erf(z) + 1.0) * 0.5
-                    u2 = (x[i] - c2) * r2
-                    l2 = 1.0 / (u2 * u2 + 1.0)
+                    s = _step((x[i] - b2) * r0)
+                    l2 = _lorentzian((x[i] - c2) * r2)
                     if unit:
                         m[1, i] = s
                         m[3, i] = l2

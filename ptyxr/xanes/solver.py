@@ -35,9 +35,9 @@ import time
 from dataclasses import dataclass
 
 import numpy as np
-from scipy.special import erf
 
 from ptyxr.xanes import _kernels
+from ptyxr.xanes.lineshapes import lorentzian_reduced, lorentzian_slope, step_reduced, step_slope
 from ptyxr.xanes.starts import EDGE_RANGE, PARAMETERS, WIDTH_BOUNDS, initial_estimates
 
 N_PARAMETERS = len(PARAMETERS)
@@ -265,10 +265,7 @@ class _Problem:
         z = (x - theta[:, 0, None]) / theta[:, 1, None]
         u1 = (x - theta[:, 2, None]) / theta[:, 3, None]
         u2 = (x - theta[:, 4, None]) / theta[:, 5, None]
-        s = 0.5 * (1.0 + erf(z))
-        l1 = 1.0 / (1.0 + u1 * u1)
-        l2 = 1.0 / (1.0 + u2 * u2)
-        return s, l1, l2, z, u1, u2
+        return step_reduced(z), lorentzian_reduced(u1), lorentzian_reduced(u2), z, u1, u2
 
     def _rows(self, theta: np.ndarray, idx: np.ndarray, derivatives: bool) -> np.ndarray:
         """Weighted rows [1, s, L1, L2, y, (∂s/∂b2, ∂s/∂b3, ∂L1/∂c12, ∂L1/∂c13, ∂L2/∂c22, ∂L2/∂c23)].
@@ -283,13 +280,9 @@ class _Problem:
         z = np.subtract(x, theta[:, 0, None])
         z /= theta[:, 1, None]
         s = m[1]
-        erf(z, out=s)
-        s += 1.0
-        s *= 0.5
+        s[...] = step_reduced(z)
         if derivatives:
-            e = np.multiply(z, z)
-            np.negative(e, out=e)
-            np.exp(e, out=e)
+            e = step_slope(z)
             e *= _INV_SQRT_PI / theta[:, 1, None]
             if w is not None:
                 e *= w
@@ -312,12 +305,9 @@ class _Problem:
         """Weighted unit Lorentzian (P, n) into ``out``; into ``d`` (2, P, n) its centre and width derivatives."""
         u = np.subtract(self.x, centre[:, None])
         u /= width[:, None]
-        np.multiply(u, u, out=out)
-        out += 1.0
-        np.reciprocal(out, out=out)
+        out[...] = lorentzian_reduced(u)
         if d is not None:
-            np.multiply(out, out, out=d[0])
-            d[0] *= u
+            d[0] = lorentzian_slope(out, u)
             d[0] *= 2.0 / width[:, None]
             if w is not None:
                 d[0] *= w
@@ -629,10 +619,10 @@ def _covariance(
     idx = np.arange(n_pix)
     s, l1, l2, z, u1, u2 = prob.basis(theta, idx)
     w = prob.w
-    ez = np.exp(-z * z) * _INV_SQRT_PI
+    ez = step_slope(z) * _INV_SQRT_PI
     b1, c11, c21 = params[:, _B1, None], params[:, _C11, None], params[:, _C21, None]
-    d1 = 2.0 * u1 * l1 * l1 / theta[:, 3, None]
-    d2 = 2.0 * u2 * l2 * l2 / theta[:, 5, None]
+    d1 = 2.0 * lorentzian_slope(l1, u1) / theta[:, 3, None]
+    d2 = 2.0 * lorentzian_slope(l2, u2) / theta[:, 5, None]
     jac = np.stack(
         [
             w,

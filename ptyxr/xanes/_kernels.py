@@ -1,6 +1,6 @@
 """Compiled per-pixel kernels of the batch XANES solver (numba, optional).
 
-The same arithmetic as the numpy path of :mod:`ptyxr.xanes.solver` (variable projection
+The same arithmetic as the numpy path of :mod:`ptyxr.xanes._varpro` (variable projection
 with the exact non-negative heights, the Golub–Pereyra normal equations, the projected
 Levenberg–Marquardt iteration), written per pixel: one compiled loop over the pixels of a
 block instead of ~30 numpy calls per iteration over all of them. Per pixel it is the same

@@ -34,6 +34,15 @@ AVAILABLE = _numba is not None
 _INV_SQRT_PI = 1.0 / math.sqrt(math.pi)
 #: Pivot tolerance of the Cholesky factor (as solver._chol_factor's default).
 _RTOL = 1e-12
+#: Free heights of each active set ``sub`` of :func:`_nnls4` (bits 4, 2, 1: b1, c11, c21 held
+#: at 0; ``a`` always free), in index order, padded with −1; and how many.
+_FREE_SETS = np.full((8, 4), -1, np.int64)
+_N_FREE = np.zeros(8, np.int64)
+for _sub in range(8):
+    _free = [j for j in range(4) if j == 0 or not (_sub >> (3 - j)) & 1]
+    _FREE_SETS[_sub, : len(_free)] = _free
+    _N_FREE[_sub] = len(_free)
+del _sub, _free
 
 if _numba is not None:
     # error_model="numpy": a division by zero gives inf/NaN (as numpy), never an exception
@@ -239,6 +248,57 @@ if _numba is not None:
                 b += 1
 
     @_njit
+    def _subset_solve(g, rhs, sub, nf, ls, gd, zr, xr):  # pragma: no cover - compiled
+        """Solve g[F, F] x = rhs[F] for the free set F of active set ``sub`` (:func:`_chol_factor`
+        and :func:`_chol_subst` on the principal submatrix, same operations in the same order)."""
+        for jj in range(nf):
+            j = _FREE_SETS[sub, jj]
+            ajj = g[j, j]
+            if jj:
+                s = ls[jj, 0] * ls[jj, 0]
+                for ii in range(1, jj):
+                    s += ls[jj, ii] * ls[jj, ii]
+                d = ajj - s
+            else:
+                d = ajj
+            ok = (ajj > 0) and (d > _RTOL * ajj)
+            gd[jj] = ok
+            if ok:
+                ljj = math.sqrt(d)
+            else:
+                ljj = 1.0
+                for ii in range(jj):
+                    ls[jj, ii] = ls[jj, ii] * 0.0
+            ls[jj, jj] = ljj
+            for kk in range(jj + 1, nf):
+                k = _FREE_SETS[sub, kk]
+                if jj:
+                    s = ls[kk, 0] * ls[jj, 0]
+                    for mm in range(1, jj):
+                        s += ls[kk, mm] * ls[jj, mm]
+                    off = g[k, j] - s
+                else:
+                    off = g[k, j]
+                ls[kk, jj] = off / ljj if ok else 0.0
+        for jj in range(nf):
+            j = _FREE_SETS[sub, jj]
+            bj = rhs[j] if gd[jj] else rhs[j] * 0.0
+            if jj:
+                s = ls[jj, 0] * zr[0]
+                for ii in range(1, jj):
+                    s += ls[jj, ii] * zr[ii]
+                bj = bj - s
+            zr[jj] = bj / ls[jj, jj]
+        for jj in range(nf - 1, -1, -1):
+            zj = zr[jj]
+            if jj + 1 < nf:
+                s = ls[jj + 1, jj] * xr[jj + 1]
+                for ii in range(jj + 2, nf):
+                    s += ls[ii, jj] * xr[ii]
+                zj = zj - s
+            xr[jj] = zj / ls[jj, jj]
+
+    @_njit
     def _nnls4(g, coef, free, low, good, ws, bk):  # pragma: no cover - compiled
         """Non-negative heights (solver._nnls4_factor) from the Gram g; low/good: factor of g[:4, :4]."""
         rhs = ws[0, :4]
@@ -250,28 +310,23 @@ if _numba is not None:
         for j in range(4):
             free[j] = True
         if coef[1] < 0 or coef[2] < 0 or coef[3] < 0:
-            gs = ws[22:26, :4]
             ls = ws[22:26, 4:8]
             gd = bk[:4]
-            hs = ws[2, :4]
+            xr = ws[2, :4]
             c = ws[3, :4]
             best = ws[4, :4]
             best_obj = np.inf
             pick = -1
             for sub in range(1, 8):  # active sets (b1, c11, c21) free: T/F in solver._SUBSETS order
-                fr1 = (sub & 4) == 0
-                fr2 = (sub & 2) == 0
-                fr3 = (sub & 1) == 0
-                mask = (True, fr1, fr2, fr3)
+                # The free heights' system alone. solver._nnls4_factor (and this kernel until
+                # s12) factor the 4×4 matrix with unit rows/columns for the held heights: their
+                # entries only add exact zeros, so for a finite Gram every number is the same.
+                nf = _N_FREE[sub]
+                _subset_solve(g, rhs, sub, nf, ls, gd, z, xr)
                 for a in range(4):
-                    for b in range(4):
-                        gs[a, b] = g[a, b] if (mask[a] and mask[b]) else (1.0 if a == b else 0.0)
-                    hs[a] = rhs[a] if mask[a] else 0.0
-                _chol_factor(gs, 4, ls, gd)
-                _chol_subst(ls, gd, 4, hs, c, z)
-                for a in range(4):
-                    if not mask[a]:
-                        c[a] = 0.0
+                    c[a] = 0.0
+                for jj in range(nf):
+                    c[_FREE_SETS[sub, jj]] = xr[jj]
                 feasible = c[1] >= 0 and c[2] >= 0 and c[3] >= 0
                 obj = -(rhs[0] * c[0] + rhs[1] * c[1] + rhs[2] * c[2] + rhs[3] * c[3])
                 if feasible and obj < np.inf and obj < best_obj:

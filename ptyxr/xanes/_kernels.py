@@ -698,3 +698,39 @@ if _numba is not None:
                     best[p, j, 4] = c2
                     for a in range(4):
                         coef[a, p, j] = c_t[a]
+
+    @_njit
+    def scan_edge(x, w, yw, unit, theta, lo, hi, offsets, factors, coef, cost):  # pragma: no cover - compiled
+        """The edge scans of solver.scan_starts per pixel: b2 + each offset, then b3 × each
+        factor, each applied to the best so far (clipped), kept where χ² is strictly lower.
+
+        Only the step's row and the Gram entries that involve it are recomputed per candidate;
+        every number is the one :func:`project_many` gives for the full trial.
+        """
+        n = x.size
+        m, g, c_t, f_t, low, good, _, _, ws, bk = _workspace(n)
+        for p in range(theta.shape[0]):
+            wp, ywp = w[0 if unit else p], yw[p]
+            th = theta[p]
+            _rows(x, wp, ywp, unit, th, False, m)
+            _gram(m, 0, 5, n, g)
+            for column in range(2):
+                values = offsets if column == 0 else factors
+                for v in range(values.size):
+                    b2, b3 = th[0], th[1]
+                    if column == 0:
+                        b2 = min(max(b2 + values[v], lo[p, 0]), hi[p, 0])
+                    else:
+                        b3 = min(max(b3 * values[v], lo[p, 1]), hi[p, 1])
+                    r0 = 1.0 / b3
+                    for i in range(n):
+                        s = _step((x[i] - b2) * r0)
+                        m[1, i] = s if unit else s * wp[i]
+                    _gram(m, 1, 5, n, g)
+                    cost_t = _heights_cost(g, c_t, f_t, low, good, ws, bk)
+                    if cost_t < cost[p]:
+                        cost[p] = cost_t
+                        th[0] = b2
+                        th[1] = b3
+                        for a in range(4):
+                            coef[a, p] = c_t[a]

@@ -215,6 +215,12 @@ def scan_starts(
     theta = np.clip(_theta(start[idx], prob.e0), lo, hi)
     coef, _, cost = prob.project(theta, local)
     scans: list[tuple[int, tuple[float, ...]]] = [(0, tuple(edge_offsets)), (1, tuple(width_factors))]
+    if _compiled() and (edge_offsets or width_factors):  # per pixel, compiled: the same numbers
+        w_k = prob.w if not prob.unit else prob.w[:1]
+        offs, facs = np.asarray(edge_offsets, float), np.asarray(width_factors, float)
+        lo_c, hi_c = np.ascontiguousarray(lo, float), np.ascontiguousarray(hi, float)
+        _kernels.scan_edge(prob.x, w_k, prob.yw, prob.unit, theta, lo_c, hi_c, offs, facs, coef, cost)
+        scans = []
     if centres is not None:
         scans += _centre_candidates(np.asarray(centres, float) - prob.e0, lo, hi)
     for column, candidates in scans:

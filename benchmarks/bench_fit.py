@@ -13,6 +13,8 @@ stable number. Not a test.
 The map fit's CPU/wall ratio says how many cores it used (threads over pixel blocks).
 ``--baseline`` runs that checkout's ``fit_batch`` on the same map in a subprocess
 (``PYTHONPATH`` = that folder) just before this one, so both see the same machine load.
+``--repeat N`` alternates the two N times and prints every pair and the medians (on a
+shared machine one pair can be off by ±20 %).
 """
 
 from __future__ import annotations
@@ -74,6 +76,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--size", type=int, default=None, help="map side (default 256, reduced 64)")
     parser.add_argument("--lmfit-pixels", type=int, default=None, help="lmfit subset (default 200, reduced 40)")
     parser.add_argument("--baseline", default=None, help="folder holding another ptyxr checkout to time alongside")
+    parser.add_argument("--repeat", type=int, default=1, help="baseline/this pairs to time (with --baseline)")
     parser.add_argument("--solver-only", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     side = args.size or (64 if args.reduced else 256)
@@ -87,11 +90,15 @@ def main(argv: list[str] | None = None) -> None:
         print(json.dumps({"wall": wall, "cpu": cpu, "n": mu.shape[0]}))
         return
     base = None
-    if args.baseline:
+
+    def run_baseline() -> dict:
         env = dict(os.environ, PYTHONPATH=os.path.abspath(args.baseline))
         cmd = [sys.executable, os.path.abspath(__file__), "--solver-only", "--size", str(side)]
         out = subprocess.run(cmd, env=env, capture_output=True, text=True, check=True).stdout
-        base = json.loads(out.strip().splitlines()[-1])
+        return json.loads(out.strip().splitlines()[-1])
+
+    if args.baseline:
+        base = run_baseline()
     energy, mu = synthetic_map(side * side)
     fit_batch(energy, mu[:64], pre_edge_limit=PRE_EDGE_LIMIT)  # compile / load the numba kernels first
     print(f"map {side}×{side}×{energy.size}: 60 % material (eq. 1, b1 0.05–0.5), 40 % vacuum, σ = 0.01")
@@ -124,6 +131,24 @@ def main(argv: list[str] | None = None) -> None:
             f"{base['n'] / base['cpu']:9.1f} px/s CPU, CPU/wall {base['cpu'] / base['wall']:.2f}"
         )
         print(f"this/baseline: {base['wall'] / wall:.2f}× px/s wall, {base['cpu'] / cpu:.2f}× px/s CPU")
+        pairs = [(base, wall, cpu)]
+        for _ in range(args.repeat - 1):
+            b = run_baseline()
+            r, w, _ = timed(fit_batch, energy, mu, pre_edge_limit=PRE_EDGE_LIMIT)
+            pairs.append((b, w, r.cpu_time))
+        if len(pairs) > 1:
+            for k, (b, w, c) in enumerate(pairs):
+                print(
+                    f"  pair {k}: baseline {b['n'] / b['wall']:8.1f} / this {n / w:8.1f} px/s wall "
+                    f"({b['wall'] / w:.2f}×), CPU {b['n'] / b['cpu']:8.1f} / {n / c:8.1f} ({b['cpu'] / c:.2f}×)"
+                )
+            med = np.median
+            print(
+                f"median of {len(pairs)}: this {n / med([w for _, w, _ in pairs]):.1f} px/s wall, "
+                f"baseline {n / med([b['wall'] for b, _, _ in pairs]):.1f}; this/baseline "
+                f"{med([b['wall'] / w for b, w, _ in pairs]):.2f}× wall, "
+                f"{med([b['cpu'] / c for b, _, c in pairs]):.2f}× CPU"
+            )
 
     tracemalloc.start()
     fit_batch(energy, mu, pre_edge_limit=PRE_EDGE_LIMIT, workers=1)  # in this process: one worker's peak

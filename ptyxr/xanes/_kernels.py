@@ -1,6 +1,6 @@
 """Compiled per-pixel kernels of the batch XANES solver (numba, optional).
 
-The same arithmetic as the numpy path of :mod:`ptyxr.xanes.solver` (variable projection
+The same arithmetic as the numpy path of :mod:`ptyxr.xanes._varpro` (variable projection
 with the exact non-negative heights, the Golub–Pereyra normal equations, the projected
 Levenberg–Marquardt iteration), written per pixel: one compiled loop over the pixels of a
 block instead of ~30 numpy calls per iteration over all of them. Per pixel it is the same
@@ -17,8 +17,11 @@ and the solver runs its numpy path.
 from __future__ import annotations
 
 import math
+import types
 
 import numpy as np
+
+from ptyxr.xanes import lineshapes as _ls
 
 try:  # optional fast path
     import numba as _numba
@@ -31,11 +34,51 @@ AVAILABLE = _numba is not None
 _INV_SQRT_PI = 1.0 / math.sqrt(math.pi)
 #: Pivot tolerance of the Cholesky factor (as solver._chol_factor's default).
 _RTOL = 1e-12
+#: Free heights of each active set ``sub`` of :func:`_nnls4` (bits 4, 2, 1: b1, c11, c21 held
+#: at 0; ``a`` always free), in index order, padded with −1; and how many.
+_FREE_SETS = np.full((8, 4), -1, np.int64)
+_N_FREE = np.zeros(8, np.int64)
+for _sub in range(8):
+    _free = [j for j in range(4) if j == 0 or not (_sub >> (3 - j)) & 1]
+    _FREE_SETS[_sub, : len(_free)] = _free
+    _N_FREE[_sub] = len(_free)
+del _sub, _free
 
 if _numba is not None:
     # error_model="numpy": a division by zero gives inf/NaN (as numpy), never an exception
     _OPTIONS = {"cache": True, "nogil": True, "fastmath": False, "error_model": "numpy"}
     _njit = _numba.njit(**_OPTIONS)
+
+    def _scalar(func):
+        """A :mod:`ptyxr.xanes.lineshapes` formula compiled for floats: its own code, with
+        ``math.erf``/``math.exp`` for scipy's/numpy's ufuncs (eq. (1) is defined once).
+
+        Cached callers do not see edits of lineshapes.py (numba keys its cache on the caller's
+        file): clear ``ptyxr/xanes/__pycache__`` after changing a formula there.
+        """
+        glob = dict(func.__globals__, erf=math.erf, exp=math.exp)
+        return _numba.njit(inline="always", **_OPTIONS)(types.FunctionType(func.__code__, glob, func.__name__))
+
+    _step = _scalar(_ls.step_reduced)
+    _step_slope = _scalar(_ls.step_slope)
+    _lorentzian = _scalar(_ls.lorentzian_reduced)
+    _lorentzian_slope = _scalar(_ls.lorentzian_slope)
+
+    @_njit
+    def _workspace(n):  # pragma: no cover - compiled
+        """Per-pixel buffers of :func:`_project`: rows, Gram, heights, free set, 4×4 factor, JᵀJ, Jᵀr, scratch."""
+        return (
+            np.empty((11, n)),
+            np.empty((11, 11)),
+            np.empty(4),
+            np.empty(4, np.bool_),
+            np.zeros((4, 4)),
+            np.empty(4, np.bool_),
+            np.empty((6, 6)),
+            np.empty(6),
+            np.zeros((26, 12)),
+            np.zeros(8, np.bool_),
+        )
 
     @_njit
     def _chol_factor(a, k, low, good):  # pragma: no cover - compiled
@@ -101,15 +144,15 @@ if _numba is not None:
         for i in range(n):
             wi = 1.0 if unit else w[i]
             z = (x[i] - b2) * r0
-            s = (math.erf(z) + 1.0) * 0.5
+            s = _step(z)
             u1 = (x[i] - c1) * r1
-            l1 = 1.0 / (u1 * u1 + 1.0)
+            l1 = _lorentzian(u1)
             u2 = (x[i] - c2) * r2
-            l2 = 1.0 / (u2 * u2 + 1.0)
+            l2 = _lorentzian(u2)
             if derivatives:
-                e = math.exp(-(z * z)) * ce
-                d1 = l1 * l1 * u1 * f1
-                d2 = l2 * l2 * u2 * f2
+                e = _step_slope(z) * ce
+                d1 = _lorentzian_slope(l1, u1) * f1
+                d2 = _lorentzian_slope(l2, u2) * f2
                 if not unit:
                     e *= wi
                     d1 *= wi
@@ -132,12 +175,51 @@ if _numba is not None:
                 m[3, i] = l2 * wi
             m[4, i] = yw[i]
 
+    @_njit
+    def _derivative_rows(x, w, unit, th, m):  # pragma: no cover - compiled
+        """Rows 5–10 of :func:`_rows` alone (same arithmetic, same bits): an accepted trial point.
+
+        Rows 0–4 must hold :func:`_rows` at the same θ (the unit-weight Lorentzians are read back).
+        """
+        n = x.size
+        b2, b3 = th[0], th[1]
+        ce = _INV_SQRT_PI / b3
+        c1, s1 = th[2], th[3]
+        c2, s2 = th[4], th[5]
+        f1, f2 = 2.0 / s1, 2.0 / s2
+        r0, r1, r2 = 1.0 / b3, 1.0 / s1, 1.0 / s2
+        for i in range(n):
+            z = (x[i] - b2) * r0
+            u1 = (x[i] - c1) * r1
+            u2 = (x[i] - c2) * r2
+            if unit:  # rows 2, 3 hold the unit Lorentzians at this θ already (same bits)
+                l1 = m[2, i]
+                l2 = m[3, i]
+            else:
+                l1 = _lorentzian(u1)
+                l2 = _lorentzian(u2)
+            e = _step_slope(z) * ce
+            d1 = _lorentzian_slope(l1, u1) * f1
+            d2 = _lorentzian_slope(l2, u2) * f2
+            if not unit:
+                wi = w[i]
+                e *= wi
+                d1 *= wi
+                d2 *= wi
+            m[5, i] = -e
+            m[6, i] = -e * z
+            m[7, i] = d1
+            m[8, i] = d1 * u1
+            m[9, i] = d2
+            m[10, i] = d2 * u2
+
     # Four dot products per pass share the loads of row a and run as independent chains, with
     # reassociation allowed (one sequential sum is latency-bound: the Gram matrix took ~2/3 of
     # an LM iteration; now ~1/5). Rounding differs from numpy's BLAS, the algorithm does not.
     @_numba.njit(cache=True, nogil=True, error_model="numpy", fastmath={"reassoc", "contract"})
-    def _gram(m, k, n, g):  # pragma: no cover - compiled
-        for a in range(k):
+    def _gram(m, k0, k, n, g):  # pragma: no cover - compiled
+        """Rows/columns k0…k−1 of the Gram matrix of m[:k] (entry (a, b) summed the same way for any k0)."""
+        for a in range(k0, k):
             ma = m[a]
             b = 0
             while b + 3 <= a:
@@ -166,6 +248,57 @@ if _numba is not None:
                 b += 1
 
     @_njit
+    def _subset_solve(g, rhs, sub, nf, ls, gd, zr, xr):  # pragma: no cover - compiled
+        """Solve g[F, F] x = rhs[F] for the free set F of active set ``sub`` (:func:`_chol_factor`
+        and :func:`_chol_subst` on the principal submatrix, same operations in the same order)."""
+        for jj in range(nf):
+            j = _FREE_SETS[sub, jj]
+            ajj = g[j, j]
+            if jj:
+                s = ls[jj, 0] * ls[jj, 0]
+                for ii in range(1, jj):
+                    s += ls[jj, ii] * ls[jj, ii]
+                d = ajj - s
+            else:
+                d = ajj
+            ok = (ajj > 0) and (d > _RTOL * ajj)
+            gd[jj] = ok
+            if ok:
+                ljj = math.sqrt(d)
+            else:
+                ljj = 1.0
+                for ii in range(jj):
+                    ls[jj, ii] = ls[jj, ii] * 0.0
+            ls[jj, jj] = ljj
+            for kk in range(jj + 1, nf):
+                k = _FREE_SETS[sub, kk]
+                if jj:
+                    s = ls[kk, 0] * ls[jj, 0]
+                    for mm in range(1, jj):
+                        s += ls[kk, mm] * ls[jj, mm]
+                    off = g[k, j] - s
+                else:
+                    off = g[k, j]
+                ls[kk, jj] = off / ljj if ok else 0.0
+        for jj in range(nf):
+            j = _FREE_SETS[sub, jj]
+            bj = rhs[j] if gd[jj] else rhs[j] * 0.0
+            if jj:
+                s = ls[jj, 0] * zr[0]
+                for ii in range(1, jj):
+                    s += ls[jj, ii] * zr[ii]
+                bj = bj - s
+            zr[jj] = bj / ls[jj, jj]
+        for jj in range(nf - 1, -1, -1):
+            zj = zr[jj]
+            if jj + 1 < nf:
+                s = ls[jj + 1, jj] * xr[jj + 1]
+                for ii in range(jj + 2, nf):
+                    s += ls[ii, jj] * xr[ii]
+                zj = zj - s
+            xr[jj] = zj / ls[jj, jj]
+
+    @_njit
     def _nnls4(g, coef, free, low, good, ws, bk):  # pragma: no cover - compiled
         """Non-negative heights (solver._nnls4_factor) from the Gram g; low/good: factor of g[:4, :4]."""
         rhs = ws[0, :4]
@@ -177,28 +310,23 @@ if _numba is not None:
         for j in range(4):
             free[j] = True
         if coef[1] < 0 or coef[2] < 0 or coef[3] < 0:
-            gs = ws[22:26, :4]
             ls = ws[22:26, 4:8]
             gd = bk[:4]
-            hs = ws[2, :4]
+            xr = ws[2, :4]
             c = ws[3, :4]
             best = ws[4, :4]
             best_obj = np.inf
             pick = -1
             for sub in range(1, 8):  # active sets (b1, c11, c21) free: T/F in solver._SUBSETS order
-                fr1 = (sub & 4) == 0
-                fr2 = (sub & 2) == 0
-                fr3 = (sub & 1) == 0
-                mask = (True, fr1, fr2, fr3)
+                # The free heights' system alone. solver._nnls4_factor (and this kernel until
+                # s12) factor the 4×4 matrix with unit rows/columns for the held heights: their
+                # entries only add exact zeros, so for a finite Gram every number is the same.
+                nf = _N_FREE[sub]
+                _subset_solve(g, rhs, sub, nf, ls, gd, z, xr)
                 for a in range(4):
-                    for b in range(4):
-                        gs[a, b] = g[a, b] if (mask[a] and mask[b]) else (1.0 if a == b else 0.0)
-                    hs[a] = rhs[a] if mask[a] else 0.0
-                _chol_factor(gs, 4, ls, gd)
-                _chol_subst(ls, gd, 4, hs, c, z)
-                for a in range(4):
-                    if not mask[a]:
-                        c[a] = 0.0
+                    c[a] = 0.0
+                for jj in range(nf):
+                    c[_FREE_SETS[sub, jj]] = xr[jj]
                 feasible = c[1] >= 0 and c[2] >= 0 and c[3] >= 0
                 obj = -(rhs[0] * c[0] + rhs[1] * c[1] + rhs[2] * c[2] + rhs[3] * c[3])
                 if feasible and obj < np.inf and obj < best_obj:
@@ -223,7 +351,15 @@ if _numba is not None:
         n = x.size
         k = 11 if derivatives else 5
         _rows(x, w, yw, unit, th, derivatives, m)
-        _gram(m, k, n, g)
+        _gram(m, 0, k, n, g)
+        cost = _heights_cost(g, coef, free, low, good, ws, bk)
+        if derivatives:
+            _normal_equations(g, coef, free, low, good, hess, grad, ws, bk)
+        return cost
+
+    @_njit
+    def _heights_cost(g, coef, free, low, good, ws, bk):  # pragma: no cover - compiled
+        """Exact non-negative heights and χ² from the Gram matrix g[:5, :5]."""
         _nnls4(g, coef, free, low, good, ws, bk)
         yy = g[4, 4]
         t1 = 0.0
@@ -235,8 +371,11 @@ if _numba is not None:
         cost = yy - 2.0 * t1 + t2
         if cost < 0.0:
             cost = 0.0
-        if not derivatives:
-            return cost
+        return cost
+
+    @_njit
+    def _normal_equations(g, coef, free, low, good, hess, grad, ws, bk):  # pragma: no cover - compiled
+        """Golub–Pereyra JᵀJ and Jᵀr of the projected residual from the full Gram g and the heights."""
         # owner of nonlinear parameter l: linear coefficient 1, 1, 2, 2, 3, 3
         q = ws[8:12, :6]
         dr = ws[16, :6]
@@ -284,22 +423,12 @@ if _numba is not None:
                 jj = g[5 + i, 5 + j] * coef[oi] * coef[oj]
                 s = q[0, i] * xs[0, j] + q[1, i] * xs[1, j] + q[2, i] * xs[2, j] + q[3, i] * xs[3, j]
                 hess[i, j] = hess[j, i] = jj - s + dr[i] * dr[j] * gi[oj, oi]
-        return cost
 
     @_njit
     def project_many(x, w, yw, unit, theta, coef_out, free_out, cost_out):  # pragma: no cover - compiled
         """:meth:`solver._Problem.project` without derivatives for P pixels (rows of w, yw, theta)."""
         n = x.size
-        m = np.empty((11, n))
-        g = np.empty((11, 11))
-        coef = np.empty(4)
-        free = np.empty(4, np.bool_)
-        low = np.zeros((4, 4))
-        good = np.empty(4, np.bool_)
-        hess = np.empty((6, 6))
-        grad = np.empty(6)
-        ws = np.zeros((26, 12))
-        bk = np.zeros(8, np.bool_)
+        m, g, coef, free, low, good, hess, grad, ws, bk = _workspace(n)
         for p in range(theta.shape[0]):
             cost_out[p] = _project(
                 x, w[0 if unit else p], yw[p], unit, theta[p], False, m, g, coef, free, low, good, hess, grad, ws, bk
@@ -327,20 +456,9 @@ if _numba is not None:
     ):  # pragma: no cover - compiled
         """solver._levenberg_marquardt per pixel; theta (P, 6) is updated in place."""
         n = x.size
-        m = np.empty((11, n))
-        g = np.empty((11, 11))
-        coef = np.empty(4)
-        free = np.empty(4, np.bool_)
-        low = np.zeros((4, 4))
-        good = np.empty(4, np.bool_)
-        hess = np.empty((6, 6))
-        grad = np.empty(6)
-        ws = np.zeros((26, 12))
-        bk = np.zeros(8, np.bool_)
+        m, g, coef, free, low, good, hess, grad, ws, bk = _workspace(n)
         c_t = np.empty(4)
         f_t = np.empty(4, np.bool_)
-        h_t = np.empty((6, 6))
-        g_t = np.empty(6)
         diag = np.empty(6)
         det = np.empty(6, np.bool_)
         use = np.empty(6, np.bool_)
@@ -401,7 +519,11 @@ if _numba is not None:
                         hs += hess[i, j] * step[j]
                     h_i = step[i] * (2.0 * grad[i] - hs)
                     predicted = h_i if i == 0 else predicted + h_i
-                cost_t = _project(x, wp, ywp, unit, trial, True, m, g, c_t, f_t, low, good, h_t, g_t, ws, bk)
+                # χ² of the trial first; its normal equations only if it is accepted (a rejected
+                # step costs rows 0–4 and a 5×5 Gram; the same bits as computing everything)
+                _rows(x, wp, ywp, unit, trial, False, m)
+                _gram(m, 0, 5, n, g)
+                cost_t = _heights_cost(g, c_t, f_t, low, good, ws, bk)
                 actual = cost - cost_t
                 accept = math.isfinite(cost_t) and actual > 0
                 iterations += 1
@@ -412,12 +534,12 @@ if _numba is not None:
                 if accept:
                     for i in range(6):
                         th[i] = trial[i]
-                        grad[i] = g_t[i]
-                        for j in range(6):
-                            hess[i, j] = h_t[i, j]
                     for a in range(4):
                         coef[a] = c_t[a]
                         free[a] = f_t[a]
+                    _derivative_rows(x, wp, unit, th, m)
+                    _gram(m, 5, 11, n, g)
+                    _normal_equations(g, coef, free, low, good, hess, grad, ws, bk)
                     cost = cost_t
                     r3 = 1.0 - (2.0 * rho - 1.0) ** 3
                     lam = lam * (r3 if (r3 > 1.0 / 3.0 or r3 != r3) else 1.0 / 3.0)
@@ -439,3 +561,176 @@ if _numba is not None:
             conv_out[p] = converged
             for a in range(4):
                 coef_out[a, p] = coef[a]
+
+    @_njit
+    def inverse_normal_matrix(x, w, unit, theta, heights, use, inv_out):  # pragma: no cover - compiled
+        """(JᵀJ)⁻¹ of the full 10-parameter eq. (1) Jacobian per pixel (solver._covariance).
+
+        ``theta`` (P, 6) nonlinear parameters (energies shifted), ``heights`` (P, 3) b1, c11,
+        c21, ``use`` (P, 10) the determined parameters: the others get a unit row/column
+        (their entries of the inverse are discarded by the caller).
+        """
+        n = x.size
+        m = np.empty((10, n))
+        g = np.empty((10, 10))
+        a = np.empty((10, 10))
+        low = np.zeros((10, 10))
+        good = np.empty(10, np.bool_)
+        e = np.zeros(10)
+        col = np.empty(10)
+        z10 = np.empty(10)
+        for p in range(theta.shape[0]):
+            th = theta[p]
+            b2, b3, c1, s1, c2, s2 = th[0], th[1], th[2], th[3], th[4], th[5]
+            b1, c11, c21 = heights[p, 0], heights[p, 1], heights[p, 2]
+            wp = w[0 if unit else p]
+            for i in range(n):
+                wi = wp[i]
+                z = (x[i] - b2) / b3
+                u1 = (x[i] - c1) / s1
+                u2 = (x[i] - c2) / s2
+                l1 = _lorentzian(u1)
+                l2 = _lorentzian(u2)
+                ez = _step_slope(z) * _INV_SQRT_PI
+                d1 = 2.0 * _lorentzian_slope(l1, u1) / s1
+                d2 = 2.0 * _lorentzian_slope(l2, u2) / s2
+                m[0, i] = wi
+                m[1, i] = wi * _step(z)
+                m[2, i] = -wi * b1 * ez / b3
+                m[3, i] = -wi * b1 * ez * z / b3
+                m[4, i] = wi * l1
+                m[5, i] = wi * c11 * d1
+                m[6, i] = wi * c11 * d1 * u1
+                m[7, i] = wi * l2
+                m[8, i] = wi * c21 * d2
+                m[9, i] = wi * c21 * d2 * u2
+            _gram(m, 0, 10, n, g)
+            up = use[p]
+            for i in range(10):
+                for j in range(10):
+                    a[i, j] = g[i, j] if (up[i] and up[j]) else (1.0 if i == j else 0.0)
+            _chol_factor(a, 10, low, good)
+            for c in range(10):
+                e[c] = 1.0
+                _chol_subst(low, good, 10, e, col, z10)
+                e[c] = 0.0
+                for i in range(10):
+                    inv_out[p, i, c] = col[i]
+
+    @_njit
+    def scan_column(x, w, yw, unit, theta, lo, hi, column, values, coef, cost):  # pragma: no cover - compiled
+        """solver._scan_column per pixel: θ[column] = each value (clipped), lowest χ² kept in place.
+
+        Only the scanned Lorentzian's row (column 2: pre-edge, 4: white line) and the Gram
+        entries that involve it are recomputed per candidate; every number is the one that
+        :func:`project_many` gives for the full trial, and candidates are taken in order with
+        a strict ``<`` (the first lowest, as the batched argmin).
+        """
+        n = x.size
+        m, g, c_t, f_t, low, good, _, _, ws, bk = _workspace(n)
+        th = np.empty(6)
+        row = 2 if column == 2 else 3
+        for p in range(theta.shape[0]):
+            wp, ywp = w[0 if unit else p], yw[p]
+            for i in range(6):
+                th[i] = theta[p, i]
+            _rows(x, wp, ywp, unit, th, False, m)
+            _gram(m, 0, 5, n, g)
+            best = cost[p]
+            pick = -1
+            width = th[column + 1]
+            r = 1.0 / width
+            for v in range(values.size):
+                c = min(max(values[v], lo[p, column]), hi[p, column])
+                for i in range(n):
+                    li = _lorentzian((x[i] - c) * r)
+                    m[row, i] = li if unit else li * wp[i]
+                _gram(m, row, 5, n, g)
+                cost_t = _heights_cost(g, c_t, f_t, low, good, ws, bk)
+                if cost_t < best:
+                    best = cost_t
+                    pick = v
+                    th[column] = c
+                    for a in range(4):
+                        coef[a, p] = c_t[a]
+            if pick >= 0:
+                cost[p] = best
+                theta[p, column] = th[column]
+
+    @_njit
+    def profile_many(x, w, yw, unit, theta, lo, hi, grid, wl_offset, cost, best, coef):  # pragma: no cover
+        """The projections of solver.edge_profile per pixel: b2 = each grid value, white line at
+        b2 + max(offset, 0), θ clipped; kept in ``cost``/``best``/``coef`` (P, G, …) where strictly
+        lower (NaN never). Only the rows that move (the step and the white line) are recomputed
+        per grid point; every number is the one :func:`project_many` gives for the full trial.
+        """
+        n = x.size
+        m, g, c_t, f_t, low, good, _, _, ws, bk = _workspace(n)
+        th = np.empty(6)
+        for p in range(theta.shape[0]):
+            wp, ywp = w[0 if unit else p], yw[p]
+            for i in range(6):
+                th[i] = min(max(theta[p, i], lo[p, i]), hi[p, i])
+            _rows(x, wp, ywp, unit, th, False, m)
+            _gram(m, 0, 5, n, g)
+            off = max(wl_offset[p], 0.0)
+            r0 = 1.0 / th[1]
+            r2 = 1.0 / th[5]
+            for j in range(grid.shape[1]):
+                b2 = min(max(grid[p, j], lo[p, 0]), hi[p, 0])
+                c2 = min(max(grid[p, j] + off, lo[p, 4]), hi[p, 4])
+                for i in range(n):
+                    s = _step((x[i] - b2) * r0)
+                    l2 = _lorentzian((x[i] - c2) * r2)
+                    if unit:
+                        m[1, i] = s
+                        m[3, i] = l2
+                    else:
+                        m[1, i] = s * wp[i]
+                        m[3, i] = l2 * wp[i]
+                _gram(m, 1, 5, n, g)
+                cost_t = _heights_cost(g, c_t, f_t, low, good, ws, bk)
+                if cost_t < cost[p, j]:
+                    cost[p, j] = cost_t
+                    for i in range(6):
+                        best[p, j, i] = th[i]
+                    best[p, j, 0] = b2
+                    best[p, j, 4] = c2
+                    for a in range(4):
+                        coef[a, p, j] = c_t[a]
+
+    @_njit
+    def scan_edge(x, w, yw, unit, theta, lo, hi, offsets, factors, coef, cost):  # pragma: no cover - compiled
+        """The edge scans of solver.scan_starts per pixel: b2 + each offset, then b3 × each
+        factor, each applied to the best so far (clipped), kept where χ² is strictly lower.
+
+        Only the step's row and the Gram entries that involve it are recomputed per candidate;
+        every number is the one :func:`project_many` gives for the full trial.
+        """
+        n = x.size
+        m, g, c_t, f_t, low, good, _, _, ws, bk = _workspace(n)
+        for p in range(theta.shape[0]):
+            wp, ywp = w[0 if unit else p], yw[p]
+            th = theta[p]
+            _rows(x, wp, ywp, unit, th, False, m)
+            _gram(m, 0, 5, n, g)
+            for column in range(2):
+                values = offsets if column == 0 else factors
+                for v in range(values.size):
+                    b2, b3 = th[0], th[1]
+                    if column == 0:
+                        b2 = min(max(b2 + values[v], lo[p, 0]), hi[p, 0])
+                    else:
+                        b3 = min(max(b3 * values[v], lo[p, 1]), hi[p, 1])
+                    r0 = 1.0 / b3
+                    for i in range(n):
+                        s = _step((x[i] - b2) * r0)
+                        m[1, i] = s if unit else s * wp[i]
+                    _gram(m, 1, 5, n, g)
+                    cost_t = _heights_cost(g, c_t, f_t, low, good, ws, bk)
+                    if cost_t < cost[p]:
+                        cost[p] = cost_t
+                        th[0] = b2
+                        th[1] = b3
+                        for a in range(4):
+                            coef[a, p] = c_t[a]

@@ -9,8 +9,11 @@ defined once and the model composed from them (:func:`eq1_terms` → :func:`eq1`
 user of eq. (1) evaluates it here: the lmfit front end (:mod:`ptyxr.xanes.model`), the
 ``fit_xanes`` fit curve, the pixel explorer's component plot and the simulator's near-edge
 f″ model (:mod:`ptyxr.simulate.scattering`, same step and Lorentzian, other prefactors).
-The batch solver (:mod:`ptyxr.xanes.solver`) evaluates the same shapes fused with their
-derivatives for speed.
+The batch solver (:mod:`ptyxr.xanes.solver`) and its compiled kernels
+(:mod:`ptyxr.xanes._kernels`) evaluate the same shapes and their derivatives through the
+elementwise forms at the reduced energy (:func:`step_reduced`, :func:`step_slope`,
+:func:`lorentzian_reduced`, :func:`lorentzian_slope`): plain arithmetic on floats or arrays,
+which the kernels compile for scalars (``erf``/``exp`` taken from :mod:`math` there).
 """
 
 from __future__ import annotations
@@ -18,23 +21,62 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
+from numpy import exp
 from scipy.special import erf
 
-__all__ = ["COMPONENTS", "eq1", "eq1_array", "eq1_terms", "lorentzian", "step"]
+__all__ = [
+    "COMPONENTS",
+    "eq1",
+    "eq1_array",
+    "eq1_terms",
+    "lorentzian",
+    "lorentzian_reduced",
+    "lorentzian_slope",
+    "step",
+    "step_reduced",
+    "step_slope",
+]
 
 #: Names of eq. (1)'s additive terms, in :func:`eq1_terms` order.
 COMPONENTS: tuple[str, ...] = ("constant", "edge step", "pre-edge peak", "white line")
 
 
+# Elementwise forms at the reduced energy (floats or arrays; the solver's kernels compile
+# these very functions for scalars, so keep them to plain arithmetic, ``erf`` and ``exp``).
+def step_reduced(z: Any) -> Any:
+    """Unit erf step at the reduced energy z = (E − b2)/b3: ½[1 + erf(z)] (dimensionless)."""
+    return (erf(z) + 1.0) * 0.5
+
+
+def step_slope(z: Any) -> Any:
+    """exp(−z²) = √π · d :func:`step_reduced`/dz (dimensionless).
+
+    So ∂step/∂b2 = −exp(−z²)/(√π·b3) [1/eV] and ∂step/∂b3 = z·∂step/∂b2 [1/eV].
+    """
+    return exp(-(z * z))
+
+
+def lorentzian_reduced(u: Any) -> Any:
+    """Unit-height Lorentzian at the reduced energy u = (E − center)/hwhm: 1/(1 + u²)."""
+    return 1.0 / (u * u + 1.0)
+
+
+def lorentzian_slope(lor: Any, u: Any) -> Any:
+    """l²·u = −½ dl/du for l = :func:`lorentzian_reduced` (u) (dimensionless).
+
+    So ∂L/∂center = 2·l²u/hwhm [1/eV] and ∂L/∂hwhm = u·∂L/∂center [1/eV].
+    """
+    return lor * lor * u
+
+
 def step(energy: np.ndarray, b2: Any, b3: Any) -> np.ndarray:
     """Unit erf step ½[1 + erf((E − b2)/b3)] (dimensionless)."""
-    return 0.5 * (1.0 + erf((energy - b2) / b3))
+    return step_reduced((energy - b2) / b3)
 
 
 def lorentzian(energy: np.ndarray, center: Any, hwhm: Any) -> np.ndarray:
     """Unit-height Lorentzian 1/(1 + ((E − center)/hwhm)²) (dimensionless)."""
-    u = (energy - center) / hwhm
-    return 1.0 / (1.0 + u * u)
+    return lorentzian_reduced((energy - center) / hwhm)
 
 
 def eq1_terms(

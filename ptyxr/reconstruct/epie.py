@@ -170,7 +170,7 @@ class _FFT:
 
 
 # ------------------------------------------------------------------- numpy engine
-def _np_exit_waves(obj, probe, offsets, buf, omax2):
+def _np_exit_waves(obj: np.ndarray, probe: np.ndarray, offsets: np.ndarray, buf: np.ndarray, omax2: np.ndarray) -> None:
     n = probe.shape[-1]
     for e in range(probe.shape[0]):
         oy, ox = offsets[e]
@@ -179,7 +179,7 @@ def _np_exit_waves(obj, probe, offsets, buf, omax2):
         omax2[e] = np.max(patch.real**2 + patch.imag**2)
 
 
-def _np_modulus(buf, amp, err):
+def _np_modulus(buf: np.ndarray, amp: np.ndarray, err: np.ndarray) -> None:
     mag = np.abs(buf)
     valid = amp >= 0
     diff = np.where(valid, mag - amp, 0.0)
@@ -191,7 +191,18 @@ def _np_modulus(buf, amp, err):
     buf[zero] = amp[zero]
 
 
-def _np_update(obj, probe, buf, offsets, c_obj, c_probe, update_probe, pmax2, reg=1.0, apm=None):
+def _np_update(
+    obj: np.ndarray,
+    probe: np.ndarray,
+    buf: np.ndarray,
+    offsets: np.ndarray,
+    c_obj: np.ndarray,
+    c_probe: np.ndarray,
+    update_probe: bool,
+    pmax2: np.ndarray,
+    reg: float = 1.0,
+    apm: np.ndarray | None = None,
+) -> None:
     # reg < 1 (rPIE): c_obj is the numerator α/N² and the object step is per pixel,
     # c_obj/((1 − reg)|P|² + apm) with apm = reg·max|P|²
     n = probe.shape[-1]
@@ -201,6 +212,7 @@ def _np_update(obj, probe, buf, offsets, c_obj, c_probe, update_probe, pmax2, re
         patch = obj[e, oy : oy + n, ox : ox + n]
         old = patch.copy()
         if reg < 1.0:
+            assert apm is not None, "rPIE (reg < 1) needs apm = reg·max|P|²"
             p = probe[e]
             step = np.float32(c_obj[e]) / (oma * (p.real * p.real + p.imag * p.imag) + np.float32(apm[e]))
             patch += step * (np.conj(p) * buf[e])
@@ -268,6 +280,7 @@ class BatchedEPIE:
         self.buf[...] = 0
         # fused numba+FFTW path: engine numba with pyFFTW's FFTW (auto or asked for)
         self.fused = engine == "numba" and fft_backend in ("auto", "pyfftw") and _load_fftw() is not None
+        self.fft: _FusedFFT | _FFT  # same forward()/backward() on self.buf
         if self.fused:
             self._plans = _fftw_plans(self.buf)
             self.fft = _FusedFFT(self.buf, self._plans)

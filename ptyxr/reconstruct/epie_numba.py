@@ -13,13 +13,14 @@ from __future__ import annotations
 import os
 import threading
 from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 
 try:  # optional fast path
     import numba as _numba
 except ImportError:  # pragma: no cover - exercised only without numba
-    _numba = None
+    _numba = None  # type: ignore[assignment]  # the fast path tests `_numba is not None`
 
 try:  # optional fast path
     import pyfftw as _pyfftw
@@ -67,7 +68,8 @@ def _aligned_empty(shape: tuple[int, ...], dtype: type) -> np.ndarray:
 # Module-level definitions (not closures) so numba can cache the compiled kernels on disk;
 # each energy is one prange task, so results do not depend on the thread count.
 if _numba is not None:
-    _KERNEL_OPTIONS = {"parallel": True, "cache": True, "nogil": True, "fastmath": False}
+    # dict[str, Any]: numba's stubs type each keyword of njit, a dict[str, bool] matches none
+    _KERNEL_OPTIONS: dict[str, Any] = {"parallel": True, "cache": True, "nogil": True, "fastmath": False}
 
     @_numba.njit(**_KERNEL_OPTIONS)
     def _nb_exit_waves(obj, probe, offsets, buf, omax2):  # pragma: no cover - compiled
@@ -155,19 +157,21 @@ if _numba is not None:
 # kernel calls FFTW through pyFFTW's bundled libfftw3f by symbol name, so it is cacheable.
 _FFTW_FLAGS = {"FFTW_MEASURE": 0, "FFTW_DESTROY_INPUT": 1, "FFTW_UNALIGNED": 2, "FFTW_ESTIMATE": 64}
 PLANNER = os.environ.get("PTYXR_FFTW_PLANNER", "FFTW_ESTIMATE")
-_FFTW = None  # (ctypes library, {(n, unaligned): (forward plan, backward plan)}) once loaded
+# (ctypes library, {(n, unaligned): (forward plan, backward plan)}, library path) once loaded
+_FFTWState = tuple[Any, dict[tuple[int, bool], tuple[int, int]], str]
+_FFTW: _FFTWState | None = None
 # FFTW's planner is not thread-safe (only plan execution is), and ctypes releases the GIL: particles
 # reconstructed in parallel threads (dask) planned at once and could crash the process
 _FFTW_LOCK = threading.RLock()
 
 
-def _load_fftw():
+def _load_fftw() -> _FFTWState | None:
     """pyFFTW's single-precision FFTW as a ctypes library (None if unavailable); thread-safe."""
     with _FFTW_LOCK:
         return _load_fftw_locked()
 
 
-def _load_fftw_locked():
+def _load_fftw_locked() -> _FFTWState | None:
     """pyFFTW's single-precision FFTW as a ctypes library (None if unavailable)."""
     global _FFTW
     if _FFTW is not None or _pyfftw is None or _numba is None:
@@ -206,6 +210,8 @@ def _fftw_plans(buf: np.ndarray) -> tuple[int, int]:
 
 def _fftw_plans_locked(buf: np.ndarray) -> tuple[int, int]:
     """Single-threaded in-place forward/backward plans valid for every frame of ``buf``."""
+    if _FFTW is None:  # callers ask _load_fftw() first
+        raise RuntimeError("FFTW plans need pyFFTW's FFTW loaded (_load_fftw() returned None)")
     lib, plans, path = _FFTW
     n = buf.shape[-1]
     frame = n * n * buf.itemsize
@@ -239,7 +245,7 @@ if _numba is not None:
     # compiled kernel and in the same kernel loaded from numba's disk cache, so a resumed run
     # (other process) disagreed with an uninterrupted one in its last bits; no nnan/ninf
     # (NaN-safe) and no arcp/afn: approximate reciprocals turned tiny |F| into NaN frames
-    _FUSED_OPTIONS = dict(_KERNEL_OPTIONS, fastmath={"contract", "nsz"})
+    _FUSED_OPTIONS: dict[str, Any] = dict(_KERNEL_OPTIONS, fastmath={"contract", "nsz"})
 
     @_numba.njit(**_FUSED_OPTIONS)
     def _nb_fused_iteration(

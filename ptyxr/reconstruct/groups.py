@@ -297,9 +297,12 @@ class GroupedRun:
             for it in self.bar:
                 yield it, slice(None), self._order(), self.solver, True
             return
+        make_solver, load, shape = self.make_solver, self.load, self.shape
+        if make_solver is None or load is None or shape is None:
+            raise ValueError("a grouped run needs make_solver, load and shape")
         n_e = self.groups[-1].stop
         largest = max(g.stop - g.start for g in self.groups)
-        buffer = np.empty((largest, *self.shape), dtype=np.float32)  # one group's amplitudes, reused
+        buffer = np.empty((largest, *shape), dtype=np.float32)  # one group's amplitudes, reused
         loaded = None
         first = self.start
         for s, end in enumerate(self.ends):
@@ -308,7 +311,7 @@ class GroupedRun:
             for k, g in enumerate(sequence):
                 if loaded != (g.start, g.stop):
                     self.solver = None  # drop the previous group's solver before reading the next
-                    self.solver = self.make_solver(self.load(g, buffer), g)
+                    self.solver = make_solver(load(g, buffer), g)
                     loaded = (g.start, g.stop)
                     self.loads += 1
                 for it in range(first, end):

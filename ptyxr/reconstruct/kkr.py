@@ -330,6 +330,6 @@ def kkr_project(
 
 
 @lru_cache(maxsize=16)
-def _cached_operator(energy: tuple[float, ...], element: str, table: str) -> KKOperator:
+def _cached_operator(energy: tuple[float, ...], element: str, table: Literal["henke", "chantler"]) -> KKOperator:
     # The reconstructor calls kkr_project at every scheduled iteration on the same grid.
     return kk_phase_matrix(np.array(energy), element=element, table=table)

@@ -161,6 +161,7 @@ def _fit_kernel(
         res = _solver.fit_batch(energy, rows, pre_edge_limit=pre_edge_limit, progress=progress, workers=workers)
         packed = _pack(res.params, res.stderr, res.redchi, res.success)
         edge = res.edge_uncertainty
+        assert edge is not None, "fit_batch fills edge_uncertainty"  # BatchResult types it optional
     else:
         packed = _fit_lmfit_rows(energy, rows, pre_edge_limit, progress=progress)
         params = packed[:, :n_par]

@@ -213,3 +213,10 @@ def test_grouped_run_equals_the_in_memory_run_with_probe_modes_and_monitor(tiny)
 def test_options_that_do_not_run_out_of_core_are_refused_clearly(tiny, options):
     with pytest.raises(ValueError, match="out of core"):
         reconstruct(tiny, iterations=2, progress=False, memory_limit=limit_for(tiny, 3), **options)
+
+
+def test_a_grouped_run_without_its_group_loader_is_refused_clearly():
+    # a GroupedRun over energy groups needs make_solver, load and shape (the type check's narrowing)
+    run = G.GroupedRun(range(2), np.random.default_rng(0), np.ones(4, bool), 0, 2, [2], [slice(0, 2)], make_solver=None)
+    with pytest.raises(ValueError, match="needs make_solver, load and shape"):
+        next(iter(run))

@@ -111,6 +111,41 @@ def test_refine_flux_without_monitor(twin, jittered):
     assert params["flux_object_restarts"] == F.restarts(ITERATIONS) == [20, 40]
 
 
+#: Seeds of the multi-seed check (seed 0 is also the fixtures' seed above).
+SEEDS = (0, 1, 2, 3)
+
+
+def test_refine_flux_holds_over_seeds():
+    """Flux refinement without a monitor at four seeds: the 5 % bound on the mean, ≤ 8 % at each seed.
+
+    The ratio to the jitter-free twin is itself noisy: the twin's frames hold another Poisson
+    realisation, and the same jittered frames reconstructed with the EXACT flux (their
+    monitor, equal to the simulator's ``true_flux``) gave 0.986 / 0.991 / 0.970 / 1.011 /
+    1.036 / 1.018× the twin at seeds 0–5, so a single seed can exceed 1.05 with a perfect
+    flux. Measured with refinement: 0.968 / 1.015 / 1.041 / 1.052× (seeds 0–3; 1.044 /
+    1.002 at seeds 4–5), mean 1.019; refined flux vs truth correlation ≥ 0.999. Asserted:
+    the issue's 1.05 on the mean over the seeds, 1.08 at each seed (the exact-flux spread
+    plus the refinement's own cost, ≤ 0.04 on the mean), correlation ≥ 0.99 at every energy.
+    A refinement that failed (no correction: ~10× the twin) or oscillated would break all
+    three. docs/design-notes/s12-modes.md.
+    """
+    sim = pytest.importorskip("ptyxr.simulate")
+    ratios = []
+    for seed in SEEDS:
+        raw_twin, truth = sim.demo_dataset("tiny", seed=seed, progress=False)
+        raw, truth_j = sim.demo_dataset("tiny", seed=seed, progress=False, **sim.REALISM["flux_jitter"])
+        assert S.MONITOR not in raw
+        err_twin = _object_nrmse(reconstruct(raw_twin, **RECON), truth)
+        out = reconstruct(raw, **RECON, refine_flux=True)
+        ratios.append(_object_nrmse(out, truth_j) / err_twin)
+        flux, true_flux = out[S.RELATIVE_FLUX].values, _relative(truth_j[S.TRUE_FLUX].values)
+        corr = [np.corrcoef(flux[e], true_flux[e])[0, 1] for e in range(flux.shape[0])]
+        assert min(corr) >= 0.99, (seed, min(corr))
+    print("refined / twin object NRMSE per seed:", np.round(ratios, 3))
+    assert np.mean(ratios) <= 1.05, ratios
+    assert max(ratios) <= 1.08, ratios
+
+
 def test_options_off_change_nothing(jittered):
     """No monitor used and no refinement: the run equals the monitor-free data's, bit for bit."""
     raw, _ = jittered

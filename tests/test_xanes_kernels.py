@@ -3,7 +3,7 @@
 Session 12 made the solver faster by recomputing less: a trial's χ² before its normal
 equations, only the moved rows in the start scans and the b2 profile, the NNLS active sets on
 their free heights only. Each shortcut claims the same floating-point numbers as the full
-computation (tests/test_xanes.py checks the fits themselves); these tests compare them bit for
+computation (tests/xanes/test_solver.py checks the fits themselves); these tests compare them bit for
 bit against the full kernels on eq. (1) spectra, so a formula changed in one place only fails.
 """
 

@@ -184,7 +184,7 @@ def read_checkpoint(path: Path) -> dict[str, Any]:
 
 
 #: Keys of :meth:`ptyxr.reconstruct.options.RunOptions.record` besides seed/pixel size/steps that change
-#: the result (the names of earlier versions: their checkpoints resume; tests/test_reconstruct_options.py).
+#: the result (the names of earlier versions: their checkpoints resume; tests/reconstruct/test_options.py).
 SETTINGS = (
     "kkr",
     "kkr_start",

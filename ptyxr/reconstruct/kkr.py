@@ -23,7 +23,7 @@ The operator is ill-conditioned (condition number ≈3e3 on the paper's 40 energ
 1e4 and more on denser grids) but is only ever *applied*, never inverted, so it needs
 no regularisation.
 
-Accuracy (tests/test_kkr.py, exact-KK near-edge model, paper grid): ≈1.4e-3 rad rms for
+Accuracy (tests/reconstruct/test_kkr.py, exact-KK near-edge model, paper grid): ≈1.4e-3 rad rms for
 a 1.5 µm particle, ≈0.05 e of f′_V, 3 % of the phase spectrum's energy-varying part;
 without the tails 19× worse, with the E factors dropped (φ = C − K μt) 2.4× worse.
 Sharp structure between sampled energies is interpolated linearly (a tabulated, step-

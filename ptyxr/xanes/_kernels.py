@@ -6,7 +6,7 @@ Levenberg–Marquardt iteration), written per pixel: one compiled loop over the 
 block instead of ~30 numpy calls per iteration over all of them. Per pixel it is the same
 algorithm step by step (same Cholesky with dropped pivots, same active-set search, same
 damping and stopping rules); sums run in another order than numpy's BLAS, so results agree
-to rounding, not bit for bit (tests/test_xanes.py compares both paths).
+to rounding, not bit for bit (tests/xanes/test_solver.py compares both paths).
 
 The kernels release the GIL (``nogil``): :func:`ptyxr.xanes.solver.fit_batch` runs blocks in
 threads, and every core works. They are compiled on first use and cached on disk

@@ -407,7 +407,7 @@ def fit_batch(
         ``"numba"``: per-pixel compiled kernels (:mod:`ptyxr.xanes._kernels`) that release
         the GIL, so threads use every core; ``"numpy"``: vectorised over a block's pixels
         (the GIL is held between numpy calls); ``"auto"`` (default): numba where
-        importable. Same algorithm; results agree to rounding (tests/test_xanes.py).
+        importable. Same algorithm; results agree to rounding (tests/xanes/test_solver.py).
 
     Returns
     -------

@@ -52,7 +52,7 @@ def test_frame_scales_with_modes_use_the_incoherent_sum():
 
 def test_measure_shifts_with_modes():
     """Noise-free mixed-state frames at offset + s: the mode-aware Gauss–Newton step recovers s
-    (as tests/test_positions.py's coherent test: ≤ 0.05 px linearised, ≤ 0.005 px at the truth);
+    (as tests/reconstruct/test_positions.py's coherent test: ≤ 0.05 px linearised, ≤ 0.005 px at the truth);
     one mode with all the power gives the coherent estimate."""
     rng = np.random.default_rng(3)
     n, n_scan = 32, 9

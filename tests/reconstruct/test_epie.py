@@ -1,7 +1,8 @@
 """Kernel-level checks of ptyxr.reconstruct.epie that the stage tests do not reach.
 
-The solver itself (batched vs. independent energies, the two engines, the Fourier error,
-``recentre``, ``pin_scale``) is checked in tests/reconstruct/test_reconstruct.py.
+Also ``recentre`` and ``pin_scale``. The solver itself (batched vs. independent energies, the
+two engines, the Fourier error) is checked on test_reconstruct's three-energy scan, in
+tests/reconstruct/test_reconstruct.py.
 """
 
 from __future__ import annotations

@@ -4,7 +4,7 @@ Accuracy is measured on the simulator's "tiny" preset (16 energies, 4×4 raster,
 photons) with ``flux_jitter`` (5 % rms per frame) and ``flux_decay`` (10 % over the
 acquisition), against the jitter-free twin (same seed, no flux variation), 100 ePIE
 iterations without KKR; object NRMSE per energy after undoing the simulator's known drift,
-as in tests/test_reconstruct.py. Measured (docs/design-notes/s11-flux.md): twin 0.100,
+as in tests/reconstruct/test_reconstruct.py. Measured (docs/design-notes/s11-flux.md): twin 0.100,
 no correction 1.04 (the 2.5 % amplitude errors are as large as the small particle's
 contrast), monitor 0.099, refinement without a monitor 0.097.
 """

@@ -2,9 +2,9 @@
 
 Checked against exact properties rather than stored numbers: interpolation reproduces the
 polynomials its order is exact for, a resampled Gaussian keeps its width in metres, and a
-probe patch's centre pixel is the lattice pixel nearest its position. The data-level checks
-(frames resampled vs. frames simulated at the common pixel, count conservation, the placement
-of a hand-made scan) live in tests/reconstruct/test_reconstruct.py.
+probe patch's centre pixel is the lattice pixel nearest its position; and at the data level,
+frames resampled vs. frames simulated at the common pixel, count conservation, the placement
+of a hand-made scan (the forward model is test_reconstruct's).
 """
 
 from __future__ import annotations

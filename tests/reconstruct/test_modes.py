@@ -73,7 +73,7 @@ def test_engines_agree_from_a_wrong_start():
     for o, p, err, backend in results[1:]:
         # same FFT: float32 sums in another order (~1e-6); FFTW instead of pocketfft: where
         # Σ|Ψ|² ≈ 0 the kept phase is rounding noise, single pixels differ by ~1e-4 (measured
-        # 1.3e-4), as between the coherent engines (tests/test_reconstruct.py::test_engines_agree)
+        # 1.3e-4), as between the coherent engines (tests/reconstruct/test_reconstruct.py::test_engines_agree)
         tol = 1e-5 if backend == "scipy" else 1e-3
         np.testing.assert_allclose(o, ref_o, atol=tol)
         np.testing.assert_allclose(p, ref_p, atol=tol * np.abs(ref_p).max())
@@ -143,7 +143,7 @@ def tiny_runs(tiny_modes):
 def _nrmse(out, truth):
     """Mean over energies of the object NRMSE inside coverage after undoing the simulator's drift
     and the best global phase, normalised by the object's deviation from vacuum (as
-    tests/test_reconstruct.py)."""
+    tests/reconstruct/test_reconstruct.py)."""
     dx = out[S.Y].attrs[S.ATTR_PIXEL_SIZE]
     true = truth[S.OBJECT].interp({S.Y: out[S.Y], S.X: out[S.X]}, method="nearest").values
     cov = out[S.COVERAGE].values

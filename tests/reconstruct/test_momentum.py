@@ -16,7 +16,7 @@ from ptyxr.schema import SchemaError
 
 @pytest.fixture(scope="module")
 def scan():
-    """3 energies, 5 × 5 raster, 32² frames, Poisson noise at 1e7 photons (tests/test_reconstruct.py)."""
+    """3 energies, 5 × 5 raster, 32² frames, Poisson noise at 1e7 photons (tests/reconstruct/test_reconstruct.py)."""
     return simulate([5420.0, 5480.0, 5540.0], seed=1)
 
 
@@ -67,7 +67,7 @@ def test_rpie_step_matches_its_formula(scan):
 def test_rpie_engines_agree():
     """numpy reference, step-wise numba and the fused kernel agree on 3 rPIE iterations.
 
-    The bounds of tests/test_reconstruct.py::test_engines_agree for ePIE (the step-wise one
+    The bounds of tests/reconstruct/test_reconstruct.py::test_engines_agree for ePIE (the step-wise one
     scaled by 1/a: rPIE's step, and with it the rounding, is up to 1/a larger); rPIE itself moves
     the object by far more than them (checked), so a kernel that ignored a would fail.
     """

@@ -1,4 +1,5 @@
-"""Tests of ptyxr.reconstruct: common grid, batched ePIE kernels, the stage, checkpoints."""
+"""Tests of ptyxr.reconstruct: the batched ePIE solver, the stage, checkpoints, real data; the forward model
+(``simulate``, ``truth_object``, ``gaussian_probe``) that test_grid, test_epie and test_momentum import."""
 
 from __future__ import annotations
 

@@ -467,7 +467,7 @@ def test_flux_jitter_decay_and_monitor(tiny):
 
 
 def test_raw_with_monitor_reconstructs(tiny):
-    """reconstruct() accepts a raw Dataset with a monitor and normalises by it (tests/test_flux.py)."""
+    """reconstruct() accepts a raw Dataset with a monitor and normalises by it (tests/reconstruct/test_flux.py)."""
     raw, _ = _run(monitor=True, flux_jitter=0.05)
     rec = raw.ptyxr.reconstruct(iterations=2, kkr=False, progress=False)
     assert np.all(np.isfinite(rec[OBJECT].values))

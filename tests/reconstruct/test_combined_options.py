@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from checkpoint_runs import assert_resume_equals, killed_run
 from test_positions import _smooth_object  # tests/ is on sys.path (conftest)
 
 import ptyxr
@@ -120,23 +121,11 @@ def test_all_options_resume_after_a_crash_is_exact(realistic_tiny, tmp_path, mon
     assert full[S.PROBE].sizes[S.PROBE_MODE] == 3
     for name in (S.OBJECT, S.PROBE, S.RELATIVE_FLUX):
         assert np.isfinite(full[name].values).all()
-    ck = tmp_path / "state.nc"
-    refine = positions.PositionRefiner.refine
-
-    def crash(self, obj, probe, amplitudes, offsets):
-        if self.passes == 3:  # the pass after iteration 33
-            raise RuntimeError("killed")
-        return refine(self, obj, probe, amplitudes, offsets)
-
-    monkeypatch.setattr(positions.PositionRefiner, "refine", crash)
-    with pytest.raises(RuntimeError, match="killed"):
-        reconstruct(raw, **kw, checkpoint=ck)
-    monkeypatch.setattr(positions.PositionRefiner, "refine", refine)
-    resumed = reconstruct(raw, **kw, resume_from=ck)
-    assert ptyxr.provenance.parameters(resumed, "reconstruct")["resumed_at"] == 30
+    # killed in the pass after iteration 33
+    ck = killed_run(raw, tmp_path, monkeypatch, positions.PositionRefiner, lambda self, *args: self.passes == 3, kw)
     names = (S.OBJECT, S.PROBE, S.FOURIER_ERROR, S.RELATIVE_FLUX, S.PROBE_MODE_FRACTION)
-    for name in (*names, S.POSITION_CORRECTION_Y, S.POSITION_CORRECTION_X):
-        np.testing.assert_array_equal(resumed[name].values, full[name].values)
+    resumed = assert_resume_equals(raw, ck, full, (*names, S.POSITION_CORRECTION_Y, S.POSITION_CORRECTION_X), kw)
+    assert ptyxr.provenance.parameters(resumed, "reconstruct")["resumed_at"] == 30
 
 
 def test_monitor_with_modes_and_positions(realistic_tiny):

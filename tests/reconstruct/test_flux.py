@@ -14,6 +14,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import xarray as xr
+from checkpoint_runs import assert_resume_equals, full_and_checkpoint, killed_run
 from test_reconstruct import _drift_corrected_nrmse  # tests/ is on sys.path (conftest)
 
 import ptyxr
@@ -161,12 +162,8 @@ def test_refine_flux_checkpoint_resume_is_exact(jittered, tmp_path):
     raw, _ = jittered
     raw = raw.drop_vars(S.MONITOR)
     kw = dict(iterations=9, kkr=False, progress=False, seed=2, checkpoint_every=4, refine_flux=True)
-    full = reconstruct(raw, **kw)
-    ck = tmp_path / "state.nc"
-    reconstruct(raw, **{**kw, "iterations": 6}, checkpoint=ck)
-    resumed = reconstruct(raw, **kw, resume_from=ck)
-    for name in (S.OBJECT, S.PROBE, S.FOURIER_ERROR, S.RELATIVE_FLUX):
-        np.testing.assert_array_equal(resumed[name].values, full[name].values)
+    full, ck = full_and_checkpoint(raw, tmp_path, 6, kw)
+    assert_resume_equals(raw, ck, full, (S.OBJECT, S.PROBE, S.FOURIER_ERROR, S.RELATIVE_FLUX), kw)
     with pytest.raises(S.SchemaError, match="refine_flux"):
         reconstruct(raw, **{**kw, "refine_flux": False}, resume_from=ck)
 
@@ -178,22 +175,9 @@ def test_refine_flux_resume_after_a_crash_is_exact(jittered, tmp_path, monkeypat
     kw = dict(iterations=60, kkr=False, progress=False, seed=2, checkpoint_every=10, refine_flux=True)
     assert F.restarts(60) == [12, 24]
     full = reconstruct(raw, **kw)
-    ck = tmp_path / "state.nc"
-    refine = F.FluxRefiner.refine
-
-    def crash(self, obj, probe, done):
-        if done == 15:
-            raise RuntimeError("killed")
-        refine(self, obj, probe, done)
-
-    monkeypatch.setattr(F.FluxRefiner, "refine", crash)
-    with pytest.raises(RuntimeError, match="killed"):
-        reconstruct(raw, **kw, checkpoint=ck)
-    monkeypatch.setattr(F.FluxRefiner, "refine", refine)
-    resumed = reconstruct(raw, **kw, resume_from=ck)
+    ck = killed_run(raw, tmp_path, monkeypatch, F.FluxRefiner, lambda self, obj, probe, done: done == 15, kw)
+    resumed = assert_resume_equals(raw, ck, full, (S.OBJECT, S.PROBE, S.FOURIER_ERROR, S.RELATIVE_FLUX), kw)
     assert ptyxr.provenance.parameters(resumed, "reconstruct")["resumed_at"] == 10
-    for name in (S.OBJECT, S.PROBE, S.FOURIER_ERROR, S.RELATIVE_FLUX):
-        np.testing.assert_array_equal(resumed[name].values, full[name].values)
 
 
 @pytest.mark.parametrize("bad", [0.0, -5.0, np.nan, np.inf])

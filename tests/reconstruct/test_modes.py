@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import scipy.fft as sfft
+from checkpoint_runs import assert_resume_equals, full_and_checkpoint  # this folder is on sys.path
 
 from ptyxr import schema as S
 from ptyxr.reconstruct import epie, modes
@@ -193,12 +194,8 @@ def test_resume_with_modes_is_exact(tiny_modes, tmp_path):
     raw, _ = tiny_modes
     raw = raw.isel({S.ENERGY: [0, 1, 2]})
     kw = dict(iterations=6, kkr=False, progress=False, seed=3, checkpoint_every=3, probe_modes=3)
-    full = reconstruct(raw, **kw)
-    ck = tmp_path / "state.nc"
-    reconstruct(raw, **{**kw, "iterations": 3}, checkpoint=ck)
-    resumed = reconstruct(raw, **kw, resume_from=ck)
-    for name in (S.OBJECT, S.PROBE, S.FOURIER_ERROR, S.PROBE_MODE_FRACTION):
-        np.testing.assert_array_equal(resumed[name].values, full[name].values)
+    full, ck = full_and_checkpoint(raw, tmp_path, 3, kw)
+    assert_resume_equals(raw, ck, full, (S.OBJECT, S.PROBE, S.FOURIER_ERROR, S.PROBE_MODE_FRACTION), kw)
     with pytest.raises(S.SchemaError, match="probe_modes"):
         reconstruct(raw, **{**kw, "probe_modes": 2}, resume_from=ck)
     with pytest.raises(S.SchemaError, match="probe mode"):

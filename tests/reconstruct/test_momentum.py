@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import xarray as xr
+from checkpoint_runs import assert_resume_equals, full_and_checkpoint
 from test_reconstruct import _solver_inputs, nrmse_after_phase, simulate, truth_object
 
 import ptyxr
@@ -128,12 +129,8 @@ def test_mpie_reaches_a_fixed_error_in_fewer_iterations(scan):
 def test_mpie_resume_is_exact(scan, tmp_path):
     """The momentum velocity is checkpointed: an interrupted mPIE run resumes bit for bit."""
     kw = dict(iterations=10, kkr=False, progress=False, seed=7, checkpoint_every=4, algorithm="mpie")
-    full = reconstruct(scan, **kw)
-    ck = tmp_path / "state.nc"
-    reconstruct(scan, **{**kw, "iterations": 6}, checkpoint=ck)
-    resumed = reconstruct(scan, **kw, resume_from=ck)
-    for name in (S.OBJECT, S.PROBE, S.FOURIER_ERROR):
-        np.testing.assert_array_equal(resumed[name].values, full[name].values)
+    full, ck = full_and_checkpoint(scan, tmp_path, 6, kw)
+    assert_resume_equals(scan, ck, full, (S.OBJECT, S.PROBE, S.FOURIER_ERROR), kw)
     with pytest.raises(ValueError, match="algorithm"):
         reconstruct(scan, **{**kw, "algorithm": "epie"}, resume_from=ck)
 

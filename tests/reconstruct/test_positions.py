@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import xarray as xr
+from checkpoint_runs import assert_resume_equals, full_and_checkpoint  # this folder is on sys.path
 
 import ptyxr
 from ptyxr import schema as S
@@ -273,15 +274,12 @@ def test_resume_with_refinement_is_exact(tiny_scan, tmp_path):
         position_correction_start=3,
         position_correction_every=2,
     )
-    full = reconstruct(tiny_scan, **kw)
-    ck = tmp_path / "state.nc"
-    reconstruct(tiny_scan, **{**kw, "iterations": 8}, checkpoint=ck)  # interrupted after 8 (passes at 3, 5, 7)
+    full, ck = full_and_checkpoint(tiny_scan, tmp_path, 8, kw)  # interrupted after 8 (passes at 3, 5, 7)
     with xr.open_dataset(ck) as state:
         assert ESTIMATE_Y in state and ESTIMATE_X in state
         assert np.abs(state[ESTIMATE_Y].values - np.round(state[ESTIMATE_Y].values)).max() > 0  # sub-pixel kept
-    resumed = reconstruct(tiny_scan, **kw, resume_from=ck)
-    for name in (S.OBJECT, S.PROBE, S.FOURIER_ERROR, S.POSITION_CORRECTION_Y, S.POSITION_CORRECTION_X):
-        np.testing.assert_array_equal(resumed[name].values, full[name].values)
+    names = (S.OBJECT, S.PROBE, S.FOURIER_ERROR, S.POSITION_CORRECTION_Y, S.POSITION_CORRECTION_X)
+    assert_resume_equals(tiny_scan, ck, full, names, kw)
     with pytest.raises(SchemaError, match="does not match"):
         reconstruct(tiny_scan, **{**kw, "position_correction_every": 3}, resume_from=ck)
 

@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import xarray as xr
+from checkpoint_runs import assert_resume_equals, full_and_checkpoint  # this folder is on sys.path
 
 import ptyxr
 from ptyxr import schema as S
@@ -319,17 +320,13 @@ def test_padding_scan_points_and_own_field(three_energy_scan):
 
 def test_checkpoint_resume_is_exact(three_energy_scan, tmp_path):
     kw = dict(iterations=12, kkr=False, progress=False, seed=7, checkpoint_every=5)
-    full = reconstruct(three_energy_scan, **kw)
-    ck = tmp_path / "state.nc"
     # an "interrupted" run: 8 iterations with checkpoints at 5 and 8
-    reconstruct(three_energy_scan, **{**kw, "iterations": 8}, checkpoint=ck)
+    full, ck = full_and_checkpoint(three_energy_scan, tmp_path, 8, kw)
     with xr.open_dataset(ck) as state:
         assert int(state.attrs[S.ATTR_ITERATIONS_DONE]) == 8
         json.loads(state.attrs[S.ATTR_RNG_STATE])
     assert not list(tmp_path.glob(".*tmp"))  # atomic write leaves no temp file
-    resumed = reconstruct(three_energy_scan, **kw, resume_from=ck)
-    for name in (S.OBJECT, S.PROBE, S.FOURIER_ERROR):
-        np.testing.assert_array_equal(resumed[name].values, full[name].values)
+    assert_resume_equals(three_energy_scan, ck, full, (S.OBJECT, S.PROBE, S.FOURIER_ERROR), kw)
     with pytest.raises(ValueError, match="does not match"):
         reconstruct(three_energy_scan, **{**kw, "seed": 8}, resume_from=ck)
 

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 import scipy.fft as sfft
 from checkpoint_runs import assert_resume_equals, full_and_checkpoint  # this folder is on sys.path
+from test_reconstruct import _drift_corrected_nrmse
 
 from ptyxr import schema as S
 from ptyxr.reconstruct import epie, modes
@@ -145,16 +146,7 @@ def _nrmse(out, truth):
     """Mean over energies of the object NRMSE inside coverage after undoing the simulator's drift
     and the best global phase, normalised by the object's deviation from vacuum (as
     tests/reconstruct/test_reconstruct.py)."""
-    dx = out[S.Y].attrs[S.ATTR_PIXEL_SIZE]
-    true = truth[S.OBJECT].interp({S.Y: out[S.Y], S.X: out[S.X]}, method="nearest").values
-    cov = out[S.COVERAGE].values
-    errs = []
-    for e in range(out.sizes[S.ENERGY]):
-        shift = (truth[S.SHIFT_Y].values[e] / dx, truth[S.SHIFT_X].values[e] / dx)
-        a, b = epie.fourier_shift(out[S.OBJECT].values[e], shift)[cov], true[e][cov]
-        gamma = np.angle(np.vdot(a, b))
-        errs.append(np.linalg.norm(a * np.exp(1j * gamma) - b) / np.linalg.norm(b - 1))
-    return float(np.mean(errs))
+    return float(np.mean(_drift_corrected_nrmse(out, truth)))
 
 
 def test_modes_fit_partially_coherent_data(tiny_modes, tiny_runs):

@@ -204,8 +204,9 @@ def test_kkr_schedule_follows_iteration_count():
         assert sched[0] >= round(5 / 8 * n) or sched == [n]  # ePIE first, as in the paper
 
 
-def test_kkr_applied_and_recorded_for_any_iteration_count(three_energy_scan, monkeypatch):
-    """``reconstruct(iterations=N, kkr=True)`` ends on KKR for small N; provenance lists each one."""
+@pytest.fixture
+def kkr_calls(monkeypatch):
+    """The shapes of the objects ``kkr_project`` is called on in this test (a spy: it still projects)."""
     import ptyxr.reconstruct.kkr as kkr_module
 
     calls = []
@@ -216,6 +217,12 @@ def test_kkr_applied_and_recorded_for_any_iteration_count(three_energy_scan, mon
         return real(obj, *args, **kwargs)
 
     monkeypatch.setattr(kkr_module, "kkr_project", spy)
+    return calls
+
+
+def test_kkr_applied_and_recorded_for_any_iteration_count(three_energy_scan, kkr_calls):
+    """``reconstruct(iterations=N, kkr=True)`` ends on KKR for small N; provenance lists each one."""
+    calls = kkr_calls
     out = reconstruct(three_energy_scan, iterations=3, kkr=True, progress=False)
     params = ptyxr.provenance.parameters(out, "reconstruct")
     assert params["kkr"] and params["kkr_iterations"] == kkr_schedule(3) and params["kkr_iterations"][-1] == 3
@@ -456,7 +463,7 @@ def _drift_corrected_nrmse(out, truth):
     return np.array(errs)
 
 
-def test_simulator_accuracy_and_kkr_does_not_hurt(tiny, monkeypatch):
+def test_simulator_accuracy_and_kkr_does_not_hurt(tiny, kkr_calls):
     """Simulator 'tiny' (16 energies, KB probe, 1 px rms drift, 1e7 photons), 100 iterations.
 
     Without KKR the object matches the truth to NRMSE 0.10–0.15 at every energy (measured),
@@ -468,16 +475,7 @@ def test_simulator_accuracy_and_kkr_does_not_hurt(tiny, monkeypatch):
     plain = reconstruct(raw, iterations=100, kkr=False, progress=False)
     err = _drift_corrected_nrmse(plain, truth)
     assert np.all(err < 0.2), err
-    import ptyxr.reconstruct.kkr as kkr_module
-
-    calls = []
-    real = kkr_module.kkr_project
-
-    def spy(obj, *args, **kwargs):
-        calls.append(obj.shape)
-        return real(obj, *args, **kwargs)
-
-    monkeypatch.setattr(kkr_module, "kkr_project", spy)
+    calls = kkr_calls  # the plain run (kkr=False) called no projection
     with_kkr = reconstruct(raw, iterations=100, kkr=True, kkr_start=60, kkr_every=10, progress=False)
     assert len(calls) == len(kkr_schedule(100, 60, 10)) == 5
     params = ptyxr.provenance.parameters(with_kkr, "reconstruct")

@@ -28,6 +28,16 @@ def test_test_file_names_are_unique():
     assert not clashes, f"test files of the same name collide in pytest's prepend import mode: {clashes}"
 
 
+def test_helper_module_names_are_unique():
+    """Helper modules (``checkpoint_runs``, ``fixtures_chain`` …) are imported by bare name too: one
+    name in two folders would give every importer whichever was imported first."""
+    modules = [p for p in TESTS.rglob("*.py") if p.name != "conftest.py"]
+    counts = Counter(path.name for path in modules)
+    clashes = sorted(str(p.relative_to(TESTS)) for p in modules if counts[p.name] > 1)
+    assert not clashes, f"modules of the same name under tests/: {clashes}"
+    assert (TESTS / "reconstruct" / "checkpoint_runs.py") in modules  # the search reaches the folders
+
+
 def test_test_folders_mirror_subpackages():
     folders = {p.parent.relative_to(TESTS) for p in _test_files()} - {TESTS.relative_to(TESTS)}
     for folder in folders:

@@ -57,6 +57,7 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--cache", type=Path, default=Path("/tmp/ptyxr-paper-cache"))
     parser.add_argument("--no-resolution", action="store_true")
+    parser.add_argument("--save", type=Path, help="pickle the particle's chain output here")
     args = parser.parse_args()
     raw, truth, ideal = cached(args.particle, args.cache, args.seed)
     options = recommended_options("paper", seed=args.seed, progress=False)
@@ -79,6 +80,8 @@ def main() -> None:
     cpu0 = time.process_time()
     ds = process_particle(raw, options, timings)
     row = particle_accuracy(ds, truth, ideal)
+    if args.save:
+        args.save.write_bytes(pickle.dumps(ds))
     it = options.reconstruct["iterations"]
     out = {
         "particle": args.particle,

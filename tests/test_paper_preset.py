@@ -41,3 +41,32 @@ def test_resample_frames_equals_frame_by_frame(masks, order):
     # float64 sums of the same terms, rounded to float32: equal to the last float32 bit or two
     np.testing.assert_allclose(out, ref, rtol=1e-6, atol=0, equal_nan=True)
     assert np.isnan(out).any() and np.isfinite(out).mean() > 0.5  # not all lost to the masks
+
+
+def test_demo_report_from_truths_read_back_equals_in_memory(tmp_path, monkeypatch):
+    """The demo writes each truth when its particle is simulated and reads the files back
+    for the accuracy report (less peak memory): the report equals the one made from the
+    truths as simulated."""
+    from ptyxr import cli, simulate
+    from ptyxr.io.netcdf import open_dataset
+
+    monkeypatch.setattr(simulate, "PAPER_PARTICLES", {"P1": "as-prepared"})
+    seen = []
+    real_simulate = simulate.demo_dataset
+
+    def spy(*args, **kwargs):
+        out = real_simulate(*args, **kwargs)
+        seen.append(out[1])
+        return out
+
+    monkeypatch.setattr(simulate, "demo_dataset", spy)
+    reports = []
+    real_report = simulate.accuracy_report
+    monkeypatch.setattr(simulate, "accuracy_report", lambda r, t, **k: reports.append((r, t)) or real_report(r, t, **k))
+    cli.demo("tiny", out=tmp_path, progress=False)  # tiny: 100 iterations, a few seconds
+    assert len(seen) == 1 and (tmp_path / "truth-P1.nc").exists()
+    result, truths = reports[0]
+    assert truths[0].identical(open_dataset(tmp_path / "truth-P1.nc", load=True))
+    for name in seen[0].data_vars:  # every truth variable read back exactly
+        np.testing.assert_array_equal(truths[0][name].values, seen[0][name].values)
+    assert str(real_report(result, truths)) == str(real_report(result, seen))

@@ -99,6 +99,21 @@ def resample_matrix(n: int, scale: float, order: int = 1) -> tuple[np.ndarray, n
     return weights, inside
 
 
+def _sandwich(w: np.ndarray, frames: np.ndarray) -> np.ndarray:
+    """``w @ f @ w.T`` for every frame f of ``frames`` (..., N, N), as two single matrix products.
+
+    numpy's stacked ``w @ frames`` loops over the frames without BLAS (≈ 10× slower for a
+    scan's frames); here all frames go through one GEMM per side, each output element the
+    same dot product (same order of terms) as the per-frame product.
+    """
+    shape = frames.shape
+    n = shape[-1]
+    f = frames.reshape(-1, n, n)
+    left = np.matmul(w, f.transpose(1, 0, 2).reshape(n, -1))  # w @ f for all frames at once
+    left = left.reshape(n, f.shape[0], n).transpose(1, 0, 2).reshape(-1, n)
+    return np.matmul(left, w.T).reshape(shape)
+
+
 def resample_frames(frames: np.ndarray, scale: float, mask: np.ndarray | None = None, order: int = 1) -> np.ndarray:
     """Resample diffraction frames of one energy onto the common-grid detector sampling.
 
@@ -130,10 +145,14 @@ def resample_frames(frames: np.ndarray, scale: float, mask: np.ndarray | None = 
         return out
     w, inside = resample_matrix(n, scale, order)
     clean = np.where(invalid, 0.0, frames).astype(np.float64)
-    out = w @ clean @ w.T
+    out = _sandwich(w, clean)
     # an output pixel is invalid if any tap with non-zero weight is invalid or outside
     taps = (w != 0).astype(np.float64)
-    bad = (taps @ invalid.astype(np.float64) @ taps.T) > 0
+    flat = invalid.reshape(-1, n, n)
+    if flat.shape[0] > 1 and not (flat != flat[0]).any():  # one mask for all frames (the usual case)
+        bad = _sandwich(taps, flat[0].astype(np.float64)) > 0
+    else:
+        bad = _sandwich(taps, invalid.astype(np.float64)) > 0
     bad |= ~(inside[:, None] & inside[None, :])
     out *= float(scale) ** 2
     if order == 3:

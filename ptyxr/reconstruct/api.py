@@ -36,6 +36,7 @@ from ptyxr import checks as _checks
 from ptyxr import provenance
 from ptyxr.optics import real_space_pixel_size
 from ptyxr.progress import progress_bar
+from ptyxr.reconstruct import centring as _centring
 from ptyxr.reconstruct import checkpoint as _ckpt
 from ptyxr.reconstruct import epie as _epie
 from ptyxr.reconstruct import flux as _flux
@@ -283,7 +284,7 @@ def _reconstruct_one(
     engine: str,
     fft_backend: str,
     interpolation: int,
-    recentre_probe: bool,
+    recentre_probe: str,
     pin_scale: bool,
     kkr_options: dict[str, Any],
     native_grids: bool = True,
@@ -470,7 +471,7 @@ def _reconstruct_one(
             mom.after(obj)
         if probe_now and probe_modes > 1:
             _modes.orthogonalise(probe[g])
-        if probe_now and recentre_probe:
+        if probe_now and recentre_probe == "centre":
             shifts = _modes.recentre(obj[g], probe[g], field=field[g])
             if mom is not None:
                 mom.shift(shifts)
@@ -486,6 +487,10 @@ def _reconstruct_one(
         if refiner is not None and refiner.due(done):
             solver.offsets[...] = work.offsets[...] = refiner.refine(obj, probe, amplitudes, solver.offsets)
             field = work.field(n)
+        if recentre_probe == "relative" and done in schedule:  # every energy at `done`: probe centres onto their mean
+            shifts = _centring.coregister(obj, probe, field, scale if native else np.ones(n_e))
+            if mom is not None:
+                mom.shift(shifts)
         if kkr_project is not None and done in schedule:
             obj_c = _to_common(obj, grids, grid) if native else obj
             probe_c = _probes_to_common(_modes.total(probe), scale) if native else _modes.total(probe)
@@ -516,6 +521,8 @@ def _reconstruct_one(
             } or None
             _ckpt.write_checkpoint(checkpoint, energy, work, obj, probe, errors, done, rng, saved, extra)
     bar.close()
+    if recentre_probe == "relative":  # the output's energies co-registered (not the checkpointed state)
+        _centring.coregister(obj, probe, work.field(n), scale if native else np.ones(n_e))
 
     if native:
         obj = _to_common(obj, grids, grid, OBJECT_RESAMPLING_ORDER)
@@ -680,7 +687,7 @@ def reconstruct(
     fft_backend: str = "auto",
     interpolation: int = 1,
     native_grids: bool = True,
-    recentre_probe: bool = True,
+    recentre_probe: bool | str = "relative",
     pin_scale: bool = True,
     mask_dead_pixels: bool = True,
     probe_modes: int = 1,
@@ -931,7 +938,7 @@ def reconstruct(
         fft_backend=fft_backend,
         interpolation=int(interpolation),
         native_grids=bool(native_grids),
-        recentre_probe=bool(recentre_probe),
+        recentre_probe=_centring.mode(recentre_probe),
         pin_scale=bool(pin_scale),
         probe_modes=int(probe_modes),
         kkr_options={"element": kkr_element, "table": kkr_table},

@@ -10,7 +10,8 @@ Pipeline per particle:
    sharp far-field edge (docs/design-notes/foreign-engine.md);
 3. initial probe from the set-up (KB focus) or ``probe_guess``; initial object 1+0j;
 4. energy-batched ePIE (:mod:`ptyxr.reconstruct.epie`), random position order per
-   iteration from ``seed``, probe re-centred on N//2 after each probe-updating iteration;
+   iteration from ``seed``; the energies' probe cores co-registered (their mean centre, not
+   N//2) before each KKR projection and on the output (:mod:`ptyxr.reconstruct.centring`);
 5. the KKR constraint (:func:`ptyxr.reconstruct.kkr.kkr_project`) after iterations
    ``kkr_start, kkr_start + kkr_every, …`` and always after the final iteration, so the
    last KKR projection is the run's final operation (ePIE undoes a projection within
@@ -774,9 +775,17 @@ def reconstruct(
         above the photon noise, and ePIE fits it (FZP probe, small geometry: μt NRMSE 0.21 and
         a Fourier error creeping to 1.11× its minimum at the resampled energies, 0.04 and 1.01
         on native grids; docs/design-notes/foreign-engine.md).
-    recentre_probe : bool
-        Move each energy's probe centre of mass onto pixel N//2 after each probe-updating
-        iteration (object moved alike) so energies stay co-registered.
+    recentre_probe : {"relative", "centre", "off"} or bool
+        How the energies are kept co-registered (ePIE leaves a common shift of probe and
+        object free at each energy; :mod:`ptyxr.reconstruct.centring`). ``"relative"``
+        (default): before each KKR projection and on the output, move every energy's probe
+        (object alike) so the centres of its bright core (weight intensity²) coincide at
+        their mean, in physical units; where the probes sit is left to the data.
+        ``"centre"`` (= True, the default before session 12): move each probe's centre of
+        mass onto pixel N//2 after every probe-updating iteration — it fights a focus whose
+        centre of mass is off axis (KB with 0.25 waves of coma + astigmatism, foreign
+        geometry: μt NRMSE 0.34, alignment 0.22 px, Fourier error 1.06× its minimum;
+        ``"relative"``: 0.074, 0.064 px, 1.011). ``"off"`` (= False): neither.
     pin_scale : bool
         After each probe-updating iteration rescale probe and object (P → cP, O → O/c, which
         leaves every exit wave unchanged) so the object's transparent part (85 % quantile of

@@ -95,7 +95,7 @@ def coregister(
         return applied
     target = centres[known].mean(axis=0)
     for e in np.flatnonzero(known):
-        shift = (target - centres[e]) / scale[e]
+        shift = _shift_onto(probe[e], target, scale[e], tolerance)
         if np.max(np.abs(shift)) <= tolerance:
             continue
         if probe.ndim == 3:
@@ -107,6 +107,24 @@ def coregister(
         obj[e][~field[e]] = 1.0
         applied[e] = shift
     return applied
+
+
+def _shift_onto(probe: np.ndarray, target: np.ndarray, scale: float, tolerance: float, passes: int = 4) -> np.ndarray:
+    """The shift [native px] that puts ``probe``'s core centre on ``target`` [common px].
+
+    A probe's tails wrap in its window, so its centre does not move exactly with a shift:
+    a few passes on a copy of the probe (cheap) before the object is moved once.
+    """
+    modes = probe if probe.ndim == 3 else probe[None]  # (K, N, N)
+    one = modes[None]
+    total = np.zeros(2)
+    for _ in range(passes):
+        step = (target - probe_centres(one, np.array([scale]))[0]) / scale
+        if not np.all(np.isfinite(step)) or np.max(np.abs(step)) <= tolerance / 4:
+            break
+        total += step
+        one = np.stack([fourier_shift(m, (total[0], total[1])) for m in modes])[None]
+    return total
 
 
 def mode(recentre_probe: bool | str) -> str:

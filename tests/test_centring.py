@@ -108,3 +108,17 @@ def test_reconstruct_refuses_an_unknown_recentre_probe(tiny):
         reconstruct(tiny, iterations=1, progress=False, recentre_probe="middle")
     with pytest.raises(S.SchemaError, match="recentre_probe"):
         reconstruct(tiny, iterations=1, progress=False, recentre_probe=1)
+
+
+def test_coregister_centre_puts_every_core_on_the_middle_pixel():
+    """The output's convention (``centre=True``): every core centre on N//2, one energy too."""
+    scale = _scale()
+    probe = _aberrated(64, 200e-9)
+    obj = np.ones((3, 128, 128), dtype=np.complex64)
+    field = np.ones(obj.shape, dtype=bool)
+    assert np.all(np.abs(centring.probe_centres(probe, scale)[:, 0]) > 0.5)  # the core sits off axis
+    centring.coregister(obj, probe, field, scale, centre=True)
+    np.testing.assert_allclose(centring.probe_centres(probe, scale), 0.0, atol=0.01)
+    one = _aberrated(64, 200e-9)[:1]
+    centring.coregister(obj[:1], one, field[:1], scale[:1], centre=True)
+    np.testing.assert_allclose(centring.probe_centres(one, scale[:1]), 0.0, atol=0.01)

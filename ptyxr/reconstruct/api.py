@@ -10,8 +10,9 @@ Pipeline per particle:
    sharp far-field edge (docs/design-notes/foreign-engine.md);
 3. initial probe from the set-up (KB focus) or ``probe_guess``; initial object 1+0j;
 4. energy-batched ePIE (:mod:`ptyxr.reconstruct.epie`), random position order per
-   iteration from ``seed``; the energies' probe cores co-registered (their mean centre, not
-   N//2) before each KKR projection and on the output (:mod:`ptyxr.reconstruct.centring`);
+   iteration from ``seed``; the energies' probe cores co-registered (onto their mean centre,
+   not N//2) before each KKR projection, and put on N//2 for the output
+   (:mod:`ptyxr.reconstruct.centring`);
 5. the KKR constraint (:func:`ptyxr.reconstruct.kkr.kkr_project`) after iterations
    ``kkr_start, kkr_start + kkr_every, …`` and always after the final iteration, so the
    last KKR projection is the run's final operation (ePIE undoes a projection within
@@ -522,8 +523,8 @@ def _reconstruct_one(
             } or None
             _ckpt.write_checkpoint(checkpoint, energy, work, obj, probe, errors, done, rng, saved, extra)
     bar.close()
-    if recentre_probe == "relative":  # the output's energies co-registered (not the checkpointed state)
-        _centring.coregister(obj, probe, work.field(n), scale if native else np.ones(n_e))
+    if recentre_probe == "relative":  # the output: every probe core on N//2 (not the checkpointed state)
+        _centring.coregister(obj, probe, work.field(n), scale if native else np.ones(n_e), centre=True)
 
     if native:
         obj = _to_common(obj, grids, grid, OBJECT_RESAMPLING_ORDER)
@@ -778,9 +779,10 @@ def reconstruct(
     recentre_probe : {"relative", "centre", "off"} or bool
         How the energies are kept co-registered (ePIE leaves a common shift of probe and
         object free at each energy; :mod:`ptyxr.reconstruct.centring`). ``"relative"``
-        (default): before each KKR projection and on the output, move every energy's probe
-        (object alike) so the centres of its bright core (weight intensity²) coincide at
-        their mean, in physical units; where the probes sit is left to the data.
+        (default): before each KKR projection move every energy's probe (object alike) so
+        the centres of the probes' bright cores (weight intensity²) coincide at their mean, in
+        physical units (where the probes sit is left to the data), and on the output put
+        every core centre on pixel N//2.
         ``"centre"`` (= True, the default before session 12): move each probe's centre of
         mass onto pixel N//2 after every probe-updating iteration — it fights a focus whose
         centre of mass is off axis (KB with 0.25 waves of coma + astigmatism, foreign

@@ -12,11 +12,13 @@ iteration and the pin pushes it off again. On the foreign geometry with a KB foc
 creeping to 1.06× its minimum (docs/design-notes/s12-kbprobe.md).
 
 What keeps the energies co-registered is only the *difference* between their probe
-positions, so :func:`coregister` moves each energy's probe centre of mass onto the mean
-centre over the energies (physical units: the native pixels dx(E) differ), not onto N//2.
-Where every probe sits already (the common mode) is left to the data. It runs where every
-energy has reached the same iteration (before each KKR projection and after the last
-iteration), so energy groups (``memory_limit``) give the in-memory result exactly.
+positions, so before each KKR projection :func:`coregister` moves each energy's probe core
+onto the mean core centre over the energies (physical units: the native pixels dx(E)
+differ), not onto N//2: where the probes sit is left to the data while they iterate. Only
+the output puts every core on N//2 (``centre=True``: once, at the end, so it fights
+nothing), which keeps the old convention that a recorded position is the probe's centre.
+Both run where every energy has reached the same iteration, so energy groups
+(``memory_limit``) give the in-memory result exactly.
 """
 
 from __future__ import annotations
@@ -62,8 +64,9 @@ def coregister(
     field: np.ndarray,
     scale: np.ndarray,
     tolerance: float = TOLERANCE,
+    centre: bool = False,
 ) -> np.ndarray:
-    """Move every energy's probe centre of mass onto the mean centre over the energies, in place.
+    """Move every energy's probe core onto the mean core centre over the energies, in place.
 
     Probe (every mode) and object move by the same vector, so every modelled intensity is
     unchanged. The object is shifted as 1 + shift(O − 1) (no wrap of the unit transmission
@@ -81,6 +84,9 @@ def coregister(
         dx(E)/dx_c: the mean centre is taken in physical units.
     tolerance : float
         Shifts of at most this many native pixels (both axes) are skipped.
+    centre : bool
+        Put every core centre on pixel N//2 instead of the mean (the output's convention: the
+        recorded position is the probe's centre). Once, at the end, this fights nothing.
 
     Returns
     -------
@@ -91,9 +97,9 @@ def coregister(
     centres = probe_centres(probe, scale)
     applied = np.zeros_like(centres)
     known = np.all(np.isfinite(centres), axis=1)
-    if known.sum() < 2:  # one energy: nothing to co-register with
+    if known.sum() < (1 if centre else 2):  # one energy: nothing to co-register with
         return applied
-    target = centres[known].mean(axis=0)
+    target = np.zeros(2) if centre else centres[known].mean(axis=0)
     for e in np.flatnonzero(known):
         shift = _shift_onto(probe[e], target, scale[e], tolerance)
         if np.max(np.abs(shift)) <= tolerance:

@@ -423,6 +423,8 @@ _RECONSTRUCT_INTS = {
     "interpolation": 1,
     "position_correction_every": 1,
 }
+#: ``recentre_probe`` values (True = "centre", False = "off"; ptyxr.reconstruct.centring)
+RECENTRE_PROBE_OPTIONS = ("relative", "centre", "off", True, False)
 #: optional ints (None = a default derived from ``iterations``)
 _RECONSTRUCT_OPTIONAL_INTS = {"kkr_start": 0, "kkr_every": 1, "position_correction_start": 1}
 _RECONSTRUCT_BOOLS = (
@@ -432,7 +434,6 @@ _RECONSTRUCT_BOOLS = (
     "update_probe",
     "progress",
     "keep_raw",
-    "recentre_probe",
     "pin_scale",
     "mask_dead_pixels",
     "native_grids",
@@ -464,6 +465,8 @@ def reconstruct_arguments(ds: Any, **kwargs: Any) -> None:
     for name in _RECONSTRUCT_BOOLS:
         if name in kwargs:
             boolean(name, kwargs[name], where)
+    if "recentre_probe" in kwargs:
+        choice("recentre_probe", kwargs["recentre_probe"], RECENTRE_PROBE_OPTIONS, where)
     for name in ("alpha", "beta"):
         if name in kwargs:
             real(name, kwargs[name], where, minimum=0.0, maximum=2.0)  # ePIE is stable for steps in (0, 2]

@@ -10,7 +10,9 @@ Pipeline per particle:
    sharp far-field edge (docs/design-notes/foreign-engine.md);
 3. initial probe from the set-up (KB focus) or ``probe_guess``; initial object 1+0j;
 4. energy-batched ePIE (:mod:`ptyxr.reconstruct.epie`), random position order per
-   iteration from ``seed``, probe re-centred on N//2 after each probe-updating iteration;
+   iteration from ``seed``; the energies' probe cores co-registered (onto their mean centre,
+   not N//2) before each KKR projection, and put on N//2 for the output
+   (:mod:`ptyxr.reconstruct.centring`);
 5. the KKR constraint (:func:`ptyxr.reconstruct.kkr.kkr_project`) after iterations
    ``kkr_start, kkr_start + kkr_every, …`` and always after the final iteration, so the
    last KKR projection is the run's final operation (ePIE undoes a projection within
@@ -33,6 +35,7 @@ import numpy as np
 import xarray as xr
 
 from ptyxr.optics import real_space_pixel_size
+from ptyxr.reconstruct import centring as _centring
 from ptyxr.reconstruct import flux as _flux
 from ptyxr.reconstruct import groups as _groups
 from ptyxr.reconstruct import momentum as _momentum
@@ -133,7 +136,7 @@ def reconstruct(
     fft_backend: str = "auto",
     interpolation: int = 1,
     native_grids: bool = True,
-    recentre_probe: bool = True,
+    recentre_probe: bool | str = "relative",
     pin_scale: bool = True,
     mask_dead_pixels: bool = True,
     probe_modes: int = 1,
@@ -220,9 +223,18 @@ def reconstruct(
         above the photon noise, and ePIE fits it (FZP probe, small geometry: μt NRMSE 0.21 and
         a Fourier error creeping to 1.11× its minimum at the resampled energies, 0.04 and 1.01
         on native grids; docs/design-notes/foreign-engine.md).
-    recentre_probe : bool
-        Move each energy's probe centre of mass onto pixel N//2 after each probe-updating
-        iteration (object moved alike) so energies stay co-registered.
+    recentre_probe : {"relative", "centre", "off"} or bool
+        How the energies are kept co-registered (ePIE leaves a common shift of probe and
+        object free at each energy; :mod:`ptyxr.reconstruct.centring`). ``"relative"``
+        (default): before each KKR projection move every energy's probe (object alike) so
+        the centres of the probes' bright cores (weight intensity²) coincide at their mean, in
+        physical units (where the probes sit is left to the data), and on the output put
+        every core centre on pixel N//2.
+        ``"centre"`` (= True, the default before session 12): move each probe's centre of
+        mass onto pixel N//2 after every probe-updating iteration — it fights a focus whose
+        centre of mass is off axis (KB with 0.25 waves of coma + astigmatism, foreign
+        geometry: μt NRMSE 0.34, alignment 0.22 px, Fourier error 1.06× its minimum;
+        ``"relative"``: 0.074, 0.064 px, 1.011). ``"off"`` (= False): neither.
     pin_scale : bool
         After each probe-updating iteration rescale probe and object (P → cP, O → O/c, which
         leaves every exit wave unchanged) so the object's transparent part (85 % quantile of
@@ -382,7 +394,7 @@ def reconstruct(
             modes=int(probe_modes),
             update=bool(update_probe),
             update_start=int(probe_update_start),
-            recentre=bool(recentre_probe),
+            recentre=_centring.mode(recentre_probe),
         ),
         flux=FluxOptions(use_monitor=bool(use_monitor), refine=bool(refine_flux)),
         positions=PositionOptions(

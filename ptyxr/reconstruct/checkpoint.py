@@ -76,9 +76,14 @@ def data_fingerprint(ds: xr.Dataset) -> str:
     return digest.hexdigest()
 
 
+#: settings whose recorded values were renamed: a checkpoint of an earlier version records
+#: ``recentre_probe`` as a bool (True = today's "centre", False = "off"; session 12)
+_LEGACY_VALUES: dict[str, dict[bool, str]] = {"recentre_probe": {True: "centre", False: "off"}}
+
+
 def check_resume(state: dict[str, Any], params: dict[str, Any], energy: np.ndarray, iterations: int, path: Any) -> int:
     """Iterations to skip when resuming from ``state``; refuses a state of other data, settings or a later end."""
-    saved = state["params"]
+    saved = {k: _LEGACY_VALUES.get(k, {}).get(v, v) if isinstance(v, bool) else v for k, v in state["params"].items()}
     differs = [k for k, v in params.items() if saved.get(k) != v]
     if not np.array_equal(state["energy"], energy):
         differs.append("energy")

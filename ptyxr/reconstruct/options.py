@@ -92,15 +92,17 @@ class ProbeOptions:
         ``update_probe``: update the probe at all.
     update_start : int
         ``probe_update_start``: first iteration (0-based) with probe updates.
-    recentre : bool
-        ``recentre_probe``: move each probe's centre of mass onto pixel N//2 after each
-        probe-updating iteration (object alike).
+    recentre : {"relative", "centre", "off"}
+        ``recentre_probe`` (:mod:`ptyxr.reconstruct.centring`): ``"relative"`` co-registers
+        the energies' probe cores onto their mean centre before each KKR projection and puts
+        every core on pixel N//2 for the output; ``"centre"`` moves each probe's centre of
+        mass onto N//2 after every probe-updating iteration (object alike); ``"off"``: neither.
     """
 
     modes: int = 1
     update: bool = True
     update_start: int = 0
-    recentre: bool = True
+    recentre: str = "relative"
 
     def updates_at(self, iteration: int) -> bool:
         """Whether 0-based ``iteration`` updates the probe."""

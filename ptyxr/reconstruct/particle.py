@@ -18,6 +18,7 @@ import xarray as xr
 
 from ptyxr.optics import real_space_pixel_size
 from ptyxr.progress import progress_bar
+from ptyxr.reconstruct import centring as _centring
 from ptyxr.reconstruct import checkpoint as _ckpt
 from ptyxr.reconstruct import epie as _epie
 from ptyxr.reconstruct import flux as _flux
@@ -282,7 +283,7 @@ def reconstruct_particle(
             mom.after(obj)
         if probe_now and options.probe.modes > 1:
             _modes.orthogonalise(probe[g])
-        if probe_now and options.probe.recentre:
+        if probe_now and options.probe.recentre == "centre":
             shifts = _modes.recentre(obj[g], probe[g], field=field[g])
             if mom is not None:
                 mom.shift(shifts)
@@ -298,6 +299,11 @@ def reconstruct_particle(
         if refiner is not None and refiner.due(done):
             solver.offsets[...] = work.offsets[...] = refiner.refine(obj, probe, amplitudes, solver.offsets)
             field = work.field(n)
+        if options.probe.recentre == "relative" and done in schedule:
+            # every energy at `done`: the probe cores onto their mean centre (object alike)
+            shifts = _centring.coregister(obj, probe, field, scale if native else np.ones(n_e))
+            if mom is not None:
+                mom.shift(shifts)
         if kkr_project is not None and done in schedule:
             obj_c = to_common(obj, grids, grid) if native else obj
             probe_c = probes_to_common(_modes.total(probe), scale) if native else _modes.total(probe)
@@ -330,6 +336,8 @@ def reconstruct_particle(
             } or None
             _ckpt.write_checkpoint(checkpoint, energy, work, obj, probe, errors, done, rng, saved, extra)
     bar.close()
+    if options.probe.recentre == "relative":  # the output: every probe core on N//2 (not the checkpointed state)
+        _centring.coregister(obj, probe, work.field(n), scale if native else np.ones(n_e), centre=True)
 
     if native:
         obj = to_common(obj, grids, grid, OBJECT_RESAMPLING_ORDER)

@@ -18,6 +18,7 @@ import pytest
 from repo_paths import TESTS
 
 from ptyxr import provenance
+from ptyxr.errors import SchemaError
 from ptyxr.reconstruct import checkpoint as ckpt
 from ptyxr.reconstruct import kkr_schedule, reconstruct
 from ptyxr.reconstruct.options import KKROptions, PositionOptions, ProbeOptions, RunOptions
@@ -31,7 +32,8 @@ VARIANTS = {
     "flux": {"refine_flux": True},
     "mpie": {"algorithm": "mpie"},
 }
-RUN = {"iterations": 3, "kkr_start": 3, "kkr_every": 2, "progress": False}
+# the stored settings were written with the then default recentre_probe=True, today "centre"
+RUN = {"iterations": 3, "kkr_start": 3, "kkr_every": 2, "progress": False, "recentre_probe": "centre"}
 
 
 @pytest.fixture(scope="module")
@@ -64,7 +66,9 @@ def test_checkpoint_settings_are_those_of_the_previous_version(raw, tmp_path, na
     out = reconstruct(raw, **RUN, **VARIANTS[name], checkpoint=path, checkpoint_every=3)
     saved = ckpt.read_checkpoint(path)["params"]
     settings = {k: v for k, v in saved.items() if k not in DATA_DEPENDENT}
-    assert settings == OLD_SETTINGS[name]
+    old = {**OLD_SETTINGS[name], "recentre_probe": "centre"}  # True then (a bool), a mode name since session 12
+    assert OLD_SETTINGS[name]["recentre_probe"] is True
+    assert settings == old
     assert list(settings) == list(OLD_SETTINGS[name])  # written in the same order, too
     # and such a state resumes: the checkpoint's settings are what check_resume compares
     resumed = reconstruct(raw, **RUN, **VARIANTS[name], resume_from=path)
@@ -84,3 +88,17 @@ def test_provenance_is_read_off_the_options(raw):
     assert recorded["algorithm_name"] == "epie"
     for absent in ("progress", "client", "kkr_element", "kkr_table", "position_correction_start"):
         assert absent not in recorded
+
+
+def test_a_checkpoint_of_the_previous_version_resumes(raw, tmp_path):
+    """A state whose settings record ``recentre_probe=True`` (as before session 12) resumes a
+    ``recentre_probe="centre"`` run; the new default ("relative") is a different run and is refused."""
+    path = tmp_path / "state.nc"
+    out = reconstruct(raw, **RUN, checkpoint=path, checkpoint_every=3)
+    state = ckpt.read_checkpoint(path)
+    state["params"]["recentre_probe"] = True  # what the previous version wrote
+    params = dict(state["params"], recentre_probe="centre")
+    assert ckpt.check_resume(state, params, state["energy"], 3, path) == 3
+    with pytest.raises(SchemaError, match="recentre_probe"):
+        ckpt.check_resume(state, dict(params, recentre_probe="relative"), state["energy"], 3, path)
+    assert out.sizes["energy"] == 6

@@ -35,7 +35,7 @@ PROFILE_STEP = 2.0
 #: White-line centres tried at each profile point, relative to the edge [eV], besides the
 #: fitted white line moved along with the edge (the white line follows its edge).
 PROFILE_WL_OFFSETS: tuple[float, ...] = ()
-#: A fit whose white line sits less than this [eV] above its edge (or behind it) …
+#: A physical fit whose white line sits less than this [eV] above its edge (not behind it) …
 PROFILE_WL_NEAR = 1.0
 #: … is profiled also with the white line this far [eV] above the edge: moved along with
 #: the edge it would stay on the edge, and the profile would never see the branch where the
@@ -72,9 +72,10 @@ def edge_profile(
 
     At each b2 of a :data:`PROFILE_STEP` grid over each pixel's b2 box the white line is
     moved with the edge (same offset as fitted) or put :data:`PROFILE_WL_OFFSETS` above
-    it, and, for a fit whose white line sits less than :data:`PROFILE_WL_NEAR` above its
-    edge (or behind it), also :data:`PROFILE_WL_APART` above it; the other nonlinear
-    parameters stay as fitted, and the best of these is kept.
+    it, the other nonlinear parameters stay as fitted, and the best of these is kept.
+    For a fit whose white line sits less than :data:`PROFILE_WL_NEAR` above its edge (not
+    behind it) the profile is also computed with the white line :data:`PROFILE_WL_APART`
+    above the edge, refined on its own; each point keeps the lower χ² of the two.
     Per pixel the arithmetic does not depend on the other pixels of the batch.
 
     Parameters
@@ -110,9 +111,11 @@ def edge_profile(
     fitted = params[:, _C22] - params[:, _B2]
     passes = [fitted] + [np.full(n_pix, o) for o in PROFILE_WL_OFFSETS]
     cost, best, coef = _refined_profile(energy, y, w, prob, theta, lo, hi, g, passes, refine_below)
-    # a white line on, near or behind its edge stays there when moved along with it: profile
-    # those fits also with it apart (own projection and refinement; a point keeps the lower)
-    near = np.flatnonzero(~(fitted >= PROFILE_WL_NEAR))
+    # a white line on or near its edge stays there when moved along with it: profile those
+    # fits also with it apart (own projection and refinement; a point keeps the lower). Not
+    # fits with it behind: they are refit from the profile anyway (global_starts), and a lower
+    # point elsewhere on a side can seed a refit that ends behind again, where the old one did not.
+    near = np.flatnonzero((fitted < PROFILE_WL_NEAR) & ~white_line_behind(params))
     if near.size:
         sub = _Problem(energy, y[near], w[near])
         apart = [np.full(near.size, PROFILE_WL_APART)]

@@ -35,6 +35,13 @@ PROFILE_STEP = 2.0
 #: White-line centres tried at each profile point, relative to the edge [eV], besides the
 #: fitted white line moved along with the edge (the white line follows its edge).
 PROFILE_WL_OFFSETS: tuple[float, ...] = ()
+#: A physical fit whose white line sits less than this [eV] above its edge (not behind it) …
+PROFILE_WL_NEAR = 1.0
+#: … is profiled also with the white line this far [eV] above the edge: moved along with
+#: the edge it would stay on the edge, and the profile would never see the branch where the
+#: erf makes the rise and the white line sits above it (issue 11: a pixel whose optimum,
+#: 1.6 eV away with the white line 3.7 eV above, the 3 LM steps did not reach from there).
+PROFILE_WL_APART = 4.0
 #: A profile point counts as another basin when it lies this far [eV] from the fitted edge:
 #: closer points are the fit's own basin (erf widths b3 ≥ 0.5 eV; half the 1 eV grid beyond it).
 PROFILE_MIN_DISTANCE = 1.5
@@ -66,6 +73,9 @@ def edge_profile(
     At each b2 of a :data:`PROFILE_STEP` grid over each pixel's b2 box the white line is
     moved with the edge (same offset as fitted) or put :data:`PROFILE_WL_OFFSETS` above
     it, the other nonlinear parameters stay as fitted, and the best of these is kept.
+    For a fit whose white line sits less than :data:`PROFILE_WL_NEAR` above its edge (not
+    behind it) the profile is also computed with the white line :data:`PROFILE_WL_APART`
+    above the edge, refined on its own; each point keeps the lower χ² of the two.
     Per pixel the arithmetic does not depend on the other pixels of the batch.
 
     Parameters
@@ -97,64 +107,95 @@ def edge_profile(
     prob = _Problem(energy, y, w)
     lo, hi = _theta(lower, prob.e0), _theta(upper, prob.e0)
     theta = _theta(params, prob.e0)
-    offsets = [params[:, _C22] - params[:, _B2]] + [np.full(n_pix, o) for o in PROFILE_WL_OFFSETS]
-    cost = np.full((n_pix, n_grid), np.inf)
-    best = np.empty((n_pix, n_grid, 6))
-    coef = np.zeros((4, n_pix, n_grid))
     g = grid - prob.e0
-    if _compiled():  # per pixel, compiled: the same numbers, no (pixel × grid) copies
-        lo_c, hi_c = np.ascontiguousarray(lo, float), np.ascontiguousarray(hi, float)
-        w_k = prob.w if not prob.unit else prob.w[:1]
-        for off in offsets:
-            _kernels.profile_many(
-                prob.x, w_k, prob.yw, prob.unit, np.ascontiguousarray(theta), lo_c, hi_c, g, off, cost, best, coef
-            )
-        offsets = []
-    for off in offsets:
-        trial = np.repeat(theta[:, None, :], n_grid, axis=1)  # (P, G, 6)
-        trial[:, :, 0] = g
-        trial[:, :, 4] = g + np.maximum(off[:, None], 0.0)  # white line not behind its edge
-        trial = np.clip(trial, lo[:, None], hi[:, None]).reshape(-1, 6)
-        rows = np.repeat(np.arange(n_pix), n_grid)
-        c_t = np.empty((4, rows.size))
-        cost_t = np.empty(rows.size)
-        for first in range(0, rows.size, _SCAN_ROWS):
-            sl = slice(first, first + _SCAN_ROWS)
-            sub = _Problem(energy, y[rows[sl]], w[rows[sl]])
-            c_t[:, sl], _, cost_t[sl] = sub.project(trial[sl], np.arange(rows[sl].size))
-        cost_t = np.where(cost_t < np.inf, cost_t, np.inf).reshape(n_pix, n_grid)  # NaN never wins
-        better = cost_t < cost
-        cost[better] = cost_t[better]
-        best[better] = trial.reshape(n_pix, n_grid, 6)[better]
-        coef[:, better] = c_t.reshape(4, n_pix, n_grid)[:, better]
-    if PROFILE_ITERATIONS:
-        # the other basins need other widths and white lines than the fit's: a few LM steps
-        # with b2 held at the grid value (its box collapsed) let them adapt. Only points whose
-        # χ² could matter (below ``refine_below``) are refined, in chunks (memory).
-        flat_cost = cost.reshape(-1)
-        todo = np.flatnonzero(flat_cost < np.repeat(refine_below, n_grid)) if refine_below is not None else None
-        todo = np.arange(flat_cost.size) if todo is None else todo
-        flat_best, flat_coef = best.reshape(-1, 6), coef.reshape(4, -1)
-        for first in range(0, todo.size, _PROFILE_ROWS):
-            sel = todo[first : first + _PROFILE_ROWS]
-            rows = sel // n_grid
-            lo_r, hi_r = lo[rows], hi[rows]
-            fixed = flat_best[sel, 0]
-            lo_r[:, 0] = hi_r[:, 0] = fixed
-            lo_r[:, 4] = np.minimum(np.maximum(lo_r[:, 4], fixed), hi_r[:, 4])  # white line not behind its edge
-            sub = _Problem(energy, y[rows], w[rows])
-            th0 = np.clip(flat_best[sel], lo_r, hi_r)
-            th, cf, ct, _, _ = _levenberg_marquardt(sub, th0, lo_r, hi_r, PROFILE_ITERATIONS, 1e-6, 1e-3)
-            flat_best[sel], flat_coef[:, sel] = th, cf
-            flat_cost[sel] = np.where(ct < np.inf, ct, np.inf)
-        best = flat_best.reshape(n_pix, n_grid, 6)
-        coef = flat_coef.reshape(4, n_pix, n_grid)
-        cost = flat_cost.reshape(n_pix, n_grid)
+    fitted = params[:, _C22] - params[:, _B2]
+    passes = [fitted] + [np.full(n_pix, o) for o in PROFILE_WL_OFFSETS]
+    cost, best, coef = _refined_profile(energy, y, w, prob, theta, lo, hi, g, passes, refine_below)
+    # a white line on or near its edge stays there when moved along with it: profile those
+    # fits also with it apart (own projection and refinement; a point keeps the lower). Not
+    # fits with it behind: they are refit from the profile anyway (global_starts), and a lower
+    # point elsewhere on a side can seed a refit that ends behind again, where the old one did not.
+    near = np.flatnonzero((fitted < PROFILE_WL_NEAR) & ~white_line_behind(params))
+    if near.size:
+        sub = _Problem(energy, y[near], w[near])
+        apart = [np.full(near.size, PROFILE_WL_APART)]
+        below = None if refine_below is None else refine_below[near]
+        c_n, b_n, f_n = _refined_profile(
+            energy, y[near], w[near], sub, theta[near], lo[near], hi[near], g[near], apart, below
+        )
+        c_s, b_s, f_s = cost[near], best[near], coef[:, near]
+        lower_cost = c_n < c_s
+        c_s[lower_cost], b_s[lower_cost], f_s[:, lower_cost] = c_n[lower_cost], b_n[lower_cost], f_n[:, lower_cost]
+        cost[near], best[near], coef[:, near] = c_s, b_s, f_s
     start = _params(best.reshape(-1, 6), coef.reshape(4, -1), prob.e0).reshape(n_pix, n_grid, N_PARAMETERS)
     floor = 1e-3 * np.maximum(start[:, :, _B1], 1e-9)
     for k in (_B1, _C11, _C21):
         start[:, :, k] = np.maximum(start[:, :, k], floor if k != _B1 else 1e-9)
     return grid, cost, start
+
+
+def _refined_profile(energy, y, w, prob, theta, lo, hi, g, passes, refine_below):
+    """The projection passes of :func:`edge_profile` (one white-line offset (P,) each),
+    then :data:`PROFILE_ITERATIONS` LM steps with b2 held at the points below ``refine_below``.
+    Returns cost (P, G), best θ (P, G, 6) and heights (4, P, G)."""
+    n_pix, n_grid = g.shape
+    cost = np.full((n_pix, n_grid), np.inf)
+    best = np.empty((n_pix, n_grid, 6))
+    coef = np.zeros((4, n_pix, n_grid))
+    for off in passes:
+        _profile_pass(energy, y, w, prob, theta, lo, hi, g, off, cost, best, coef)
+    if not PROFILE_ITERATIONS:
+        return cost, best, coef
+    # the other basins need other widths and white lines than the fit's: a few LM steps
+    # with b2 held at the grid value (its box collapsed) let them adapt. Only points whose
+    # χ² could matter (below ``refine_below``) are refined, in chunks (memory).
+    flat_cost = cost.reshape(-1)
+    todo = np.flatnonzero(flat_cost < np.repeat(refine_below, n_grid)) if refine_below is not None else None
+    todo = np.arange(flat_cost.size) if todo is None else todo
+    flat_best, flat_coef = best.reshape(-1, 6), coef.reshape(4, -1)
+    for first in range(0, todo.size, _PROFILE_ROWS):
+        sel = todo[first : first + _PROFILE_ROWS]
+        rows = sel // n_grid
+        lo_r, hi_r = lo[rows], hi[rows]
+        fixed = flat_best[sel, 0]
+        lo_r[:, 0] = hi_r[:, 0] = fixed
+        lo_r[:, 4] = np.minimum(np.maximum(lo_r[:, 4], fixed), hi_r[:, 4])  # white line not behind its edge
+        sub = _Problem(energy, y[rows], w[rows])
+        th0 = np.clip(flat_best[sel], lo_r, hi_r)
+        th, cf, ct, _, _ = _levenberg_marquardt(sub, th0, lo_r, hi_r, PROFILE_ITERATIONS, 1e-6, 1e-3)
+        flat_best[sel], flat_coef[:, sel] = th, cf
+        flat_cost[sel] = np.where(ct < np.inf, ct, np.inf)
+    return flat_cost.reshape(n_pix, n_grid), flat_best.reshape(n_pix, n_grid, 6), flat_coef.reshape(4, n_pix, n_grid)
+
+
+def _profile_pass(energy, y, w, prob, theta, lo, hi, g, off, cost, best, coef) -> None:
+    """One projection pass of :func:`edge_profile`: b2 at each grid value, white line at
+    b2 + max(``off``, 0), the rest as fitted; kept in ``cost``/``best``/``coef`` where
+    strictly lower (in place)."""
+    n_pix, n_grid = g.shape
+    if _compiled():  # per pixel, compiled: the same numbers, no (pixel × grid) copies
+        lo_c, hi_c = np.ascontiguousarray(lo, float), np.ascontiguousarray(hi, float)
+        w_k = prob.w if not prob.unit else prob.w[:1]
+        _kernels.profile_many(
+            prob.x, w_k, prob.yw, prob.unit, np.ascontiguousarray(theta), lo_c, hi_c, g, off, cost, best, coef
+        )
+        return
+    trial = np.repeat(theta[:, None, :], n_grid, axis=1)  # (P, G, 6)
+    trial[:, :, 0] = g
+    trial[:, :, 4] = g + np.maximum(off[:, None], 0.0)  # white line not behind its edge
+    trial = np.clip(trial, lo[:, None], hi[:, None]).reshape(-1, 6)
+    rows = np.repeat(np.arange(n_pix), n_grid)
+    c_t = np.empty((4, rows.size))
+    cost_t = np.empty(rows.size)
+    for first in range(0, rows.size, _SCAN_ROWS):
+        sl = slice(first, first + _SCAN_ROWS)
+        sub = _Problem(energy, y[rows[sl]], w[rows[sl]])
+        c_t[:, sl], _, cost_t[sl] = sub.project(trial[sl], np.arange(rows[sl].size))
+    cost_t = np.where(cost_t < np.inf, cost_t, np.inf).reshape(n_pix, n_grid)  # NaN never wins
+    better = cost_t < cost
+    cost[better] = cost_t[better]
+    best[better] = trial.reshape(n_pix, n_grid, 6)[better]
+    coef[:, better] = c_t.reshape(4, n_pix, n_grid)[:, better]
 
 
 def global_starts(

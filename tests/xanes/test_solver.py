@@ -317,8 +317,8 @@ def dense_b2_profile(energy, mu, step: float):
     return best, best_b2
 
 
-def _check_global(energy, mu, step: float, strict: float):
-    res = fit_batch(energy, mu, pre_edge_limit=PRE_EDGE_LIMIT)
+def _check_global(energy, mu, step: float, strict: float, engine: str = "auto"):
+    res = fit_batch(energy, mu, pre_edge_limit=PRE_EDGE_LIMIT, engine=engine)
     ref, ref_b2 = dense_b2_profile(energy, mu, step)
     # compared on converged fits with the white line at or above the edge, the solutions the
     # reference spans (fits with it behind keep an edge error ≥ b2 − c22: never "located")
@@ -349,7 +349,7 @@ def _check_global(energy, mu, step: float, strict: float):
     assert not (located & ~same_edge & (behind | ~no_worse)).any()
     # strictly lower than the reference anywhere is impossible beyond rounding (the reference
     # spans the solver's physical solutions) except by the grid: the solver's b2 lies between grid points
-    return res
+    return res, ref_b2
 
 
 def test_no_false_edges_against_a_dense_b2_profile():
@@ -365,6 +365,26 @@ def test_no_false_edges_against_a_dense_b2_profile_2000_pixels():
     _, mu_b, _, _, _ = foreign_spectra(1000, seed=34)
     # measured: 0.99 of the converged physical fits no worse than the 0.5 eV reference (step 0.5 eV)
     _check_global(e, np.concatenate([mu_a, mu_b]), step=0.5, strict=0.98)
+
+
+@pytest.mark.parametrize("engine", ["auto", "numpy"])
+def test_white_line_on_its_edge_is_profiled_apart_too(engine):
+    """Pixel 1900 of the 2000-pixel test above (foreign model seed 34, pixel 900): the local
+    fits end with the white line 0.2 eV above the edge at b2 = 5477.1 eV; the physical optimum
+    (reference profile 5475.45 eV, truth 5475.47 eV) has it 3.7 eV above, 5.8 redchi lower.
+    The coarse profile moved the white line along with the edge, so it stayed on the edge and
+    3 LM steps did not reach that branch (the point 2 eV below stayed 62 redchi up): no start
+    there. Profiling such fits also with the white line apart finds it."""
+    _, mu, truth, single, _ = foreign_spectra(1000, seed=34)
+    e = paper_energy_grid()
+    pixel = mu[900:901]
+    assert single[900]
+    res, ref_b2 = _check_global(e, pixel, step=0.5, strict=1.0, engine=engine)  # no worse than the reference
+    # the reference's edge (within its grid step) and the truth within 5 stderr, located
+    assert abs(res.params[0, 2] - ref_b2[0]) <= 0.5
+    assert res.stderr[0, 2] < 0.5
+    assert abs(res.params[0, 2] - truth[900]) < 5 * res.stderr[0, 2]
+    assert res.params[0, 8] - res.params[0, 2] >= 1.0  # white line apart from its edge
 
 
 def test_edge_stderr_calibrated_no_pixel_beyond_5_stderr():

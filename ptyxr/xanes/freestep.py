@@ -87,8 +87,9 @@ def _lm(
         if active.size == 0:
             break
         xa, ja, ra = x[active], jac[active] * w[active, :, None], r[active]
-        g = np.einsum("pei,pe->pi", ja, ra)
-        a_mat = np.einsum("pei,pej->pij", ja, ja)
+        jt = ja.swapaxes(1, 2)
+        g = np.matmul(jt, ra[..., None])[..., 0]
+        a_mat = np.matmul(jt, ja)
         diag = np.einsum("pii->pi", a_mat)
         # a parameter on a bound that the gradient pushes outward stays there this step
         frozen = ((xa <= lo[active]) & (g > 0)) | ((xa >= hi[active]) & (g < 0))
@@ -200,7 +201,7 @@ def refine_free_step(
     use[:, 1:3] = (b1 > 0)[:, None]
     _, jac = _model_jac(energy, x)
     jw = jac * w[ok][:, :, None]
-    a_mat = np.einsum("pei,pej->pij", jw, jw)
+    a_mat = np.matmul(jw.swapaxes(1, 2), jw)
     a_mat = np.where(use[:, :, None] & use[:, None, :], a_mat, 0.0)
     a_mat[:, np.arange(N_FREE), np.arange(N_FREE)] = np.where(use, np.einsum("pii->pi", a_mat), 1.0)
     with np.errstate(invalid="ignore", divide="ignore", over="ignore"):

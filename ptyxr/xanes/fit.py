@@ -95,7 +95,7 @@ def _lmfit_free_one(energy: np.ndarray, y: np.ndarray, params: np.ndarray, lower
         row = np.array([[a, b1, b2, b3, c11, c12, c13, c21, c22, c23]])
         return _freestep.free_step_curve(x, row, np.array([eta]))[0]
 
-    best = None
+    best: Any = None
     for eta0 in (0.0, 1.0):
         pars = lmfit.Parameters()
         for i, name in enumerate(FIT_PARAMETERS):

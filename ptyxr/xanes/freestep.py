@@ -206,15 +206,11 @@ def refine_free_step(
     if ok.size == 0:
         return result()
     lo, hi = _internal_bounds(lower[ok], upper[ok])
-    best_x = best_c = best_conv = None
-    for eta0 in (0.0, 1.0):
-        x, c, conv = _lm(energy, y0[ok], w[ok], _internal(params[ok], eta0), lo, hi, max_iter, ftol, xtol)
-        if best_x is None:
-            best_x, best_c, best_conv = x, c, conv
-        else:
-            take = c < best_c * (1.0 - 1e-12)
-            best_x[take], best_c[take], best_conv[take] = x[take], c[take], conv[take]
-    x, c = best_x, best_c
+    # starts η = 0 (the eq. (1) optimum itself) and η = 1; the lower χ² is kept
+    x, c, best_conv = _lm(energy, y0[ok], w[ok], _internal(params[ok], 0.0), lo, hi, max_iter, ftol, xtol)
+    x1, c1, conv1 = _lm(energy, y0[ok], w[ok], _internal(params[ok], 1.0), lo, hi, max_iter, ftol, xtol)
+    take = c1 < c * (1.0 - 1e-12)
+    x[take], c[take], best_conv[take] = x1[take], c1[take], conv1[take]
     b1 = x[:, 1] + x[:, 2]
     p10 = np.concatenate([x[:, :1], b1[:, None], x[:, 3:]], axis=1)
     # errors: the 11-parameter covariance, undetermined parameters (zero-height peaks, pinned

@@ -256,6 +256,9 @@ def _free_step(
             )
             dof = n_valid[k] - _freestep.N_FREE
             redchi[k] = chisqr / dof if dof > 0 else np.nan
+        # η is undefined without a step (b1 = 0), as in the batch refinement
+        no_step = ~(params[:, FIT_PARAMETERS.index("b1")] > 0)
+        eta[no_step] = eta_err[no_step] = np.nan
     b2 = FIT_PARAMETERS.index("b2")
     with np.errstate(invalid="ignore"):
         stderr[:, b2] = np.fmax(stderr[:, b2], eq1_err[:, b2])

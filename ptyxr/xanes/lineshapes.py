@@ -25,13 +25,17 @@ from numpy import exp
 from scipy.special import erf
 
 __all__ = [
+    "ARCTAN_SLOPE",
     "COMPONENTS",
+    "arctan_step_reduced",
+    "arctan_step_slope",
     "eq1",
     "eq1_array",
     "eq1_terms",
     "lorentzian",
     "lorentzian_reduced",
     "lorentzian_slope",
+    "mixed_step",
     "step",
     "step_reduced",
     "step_slope",

@@ -604,6 +604,7 @@ ARGUMENTS: dict[str, dict[str, Callable[[str, Any, str], Any]]] = {
         "keep_fit_curve": _BOOL,
         "min_edge_significance": _real_between(lo=0.0),
         "max_edge_stderr": _real_between(positive=True, unit="eV"),
+        "edge_step": _one_of("erf", "erf+arctan"),
     },
     "chemical_state": {
         "table": _one_of("paper", "henke", "chantler"),

@@ -82,6 +82,7 @@ FIT_VALID = "fit_valid"
 PRE_EDGE_VALID = "pre_edge_valid"
 ABSORPTION_FIT = "absorption_fit"
 EDGE_UNCERTAINTY = "b2_uncertainty"  # b2 stderr ⊕ eq. (1) model error (ptyxr.xanes.uncertainty)
+EDGE_ARCTAN_FRACTION = "eta"  # arctan share of the edge step, fit_xanes(edge_step="erf+arctan")
 
 # ------------------------------------------------ spatial resolution (ptyxr.resolution)
 PRTF = "prtf"
@@ -290,6 +291,16 @@ SPECS: dict[str, VariableSpec] = _specs(
         (Y, X),
         EV,
         "uncertainty of the edge energy b2: standard error combined with eq. (1) model error",
+        "float64",
+    ),
+    VariableSpec(
+        EDGE_ARCTAN_FRACTION, (Y, X), DIMENSIONLESS, "arctan fraction eta of the edge step (erf+arctan)", "float64"
+    ),
+    VariableSpec(
+        EDGE_ARCTAN_FRACTION + STDERR_SUFFIX,
+        (Y, X),
+        DIMENSIONLESS,
+        "standard error of the arctan fraction eta of the edge step",
         "float64",
     ),
     # spatial resolution (ptyxr.resolution)

@@ -138,13 +138,19 @@ def _options():
 
 
 @pytest.fixture(scope="module")
-def foreign_four():
+def foreign_four_chain():
+    """run_chain(recommended_options) on the four foreign particles, and their truths (one run)."""
     pairs = [
         simulate.demo_dataset("foreign", seed=0, condition=cond, particle=name, progress=False)
         for name, cond in (("P1", "as-prepared"), ("P2", "as-prepared"), ("D1", "delithiated"), ("D2", "delithiated"))
     ]
     raws, truths = zip(*pairs, strict=True)
-    result = run_chain(list(raws), _options())
+    return run_chain(list(raws), _options()), truths
+
+
+@pytest.fixture(scope="module")
+def foreign_four(foreign_four_chain):
+    result, truths = foreign_four_chain
     report = accuracy_report(result, truths)
     for row in report.rows:
         print({k: (round(v, 4) if isinstance(v, float) else v) for k, v in row.items()})
@@ -152,14 +158,45 @@ def foreign_four():
     return report
 
 
-@pytest.mark.slow
-def test_foreign_four_particles_per_particle(foreign_four):
-    """run_chain(recommended_options) on four foreign particles: every particle's figures."""
-    for row in foreign_four.rows:
+def _assert_per_particle(rows):
+    for row in rows:
         _assert_object_and_alignment(row)
         assert row["edge_energy_rmse_single_domain_eV"] < 0.5, row["particle"]
         assert row["edge_energy_rmse_eV"] < 1.0, row["particle"]
         assert row["edge_energy_median_abs_err_vs_ideal_eV"] < 0.3
+
+
+@pytest.mark.slow
+@pytest.mark.xfail(
+    strict=True,
+    reason="eq. (1)'s erf step on the arctan edge: D2's single-domain edge RMSE is above 0.5 eV by the "
+    "model alone (ideal_maps floor ideal_fit_edge_energy_rmse_single_domain_eV 0.67 eV on D2; its pure "
+    "pixels are mostly tet_V5/oct_V4, biased +0.5/+1.0 eV; docs/design-notes/s12-fituncert.md §3). "
+    "fit_xanes(edge_step='erf+arctan') meets the bound: test_foreign_four_particles_free_edge_step.",
+)
+def test_foreign_four_particles_per_particle(foreign_four):
+    """run_chain(recommended_options) on four foreign particles: every particle's figures."""
+    _assert_per_particle(foreign_four.rows)
+
+
+@pytest.mark.slow
+def test_foreign_four_particles_free_edge_step(foreign_four_chain):
+    """The same four particles' chain with fit_xanes(edge_step="erf+arctan"): the SAME bounds.
+
+    The fixture's reconstructions are refitted (fit_xanes → chemical_state with the chain's
+    options plus the free step shape), not reconstructed again. The ideal maps (the model
+    floor, ``*_vs_ideal``) use the same fit on the truth's noise-free spectra: like with like.
+    """
+    result, truths = foreign_four_chain
+    options = _options()
+    fit_options = {**options.fit_xanes, "edge_step": "erf+arctan", "progress": False}
+    rows = []
+    for particle, truth in zip(result.particles, truths, strict=True):
+        refit = particle.ptyxr.fit_xanes(**fit_options).ptyxr.chemical_state(**options.chemical_state)
+        ideal = ideal_maps(truth, fit_options=fit_options, chemistry_options=options.chemical_state)
+        rows.append(particle_accuracy(refit, truth, ideal))
+        print({k: (round(v, 4) if isinstance(v, float) else v) for k, v in rows[-1].items()})
+    _assert_per_particle(rows)
 
 
 @pytest.mark.slow

@@ -12,6 +12,7 @@ from ptyxr import schema
 from ptyxr.schema import (
     ABSORPTION,
     ABSORPTION_FIT,
+    EDGE_ARCTAN_FRACTION,
     EDGE_UNCERTAINTY,
     ENERGY,
     FIT_PARAMETERS,
@@ -27,12 +28,15 @@ from ptyxr.schema import (
     Y,
 )
 from ptyxr.stage import stage
+from ptyxr.xanes import freestep as _freestep
 from ptyxr.xanes import model as _model
 from ptyxr.xanes import solver as _solver
 from ptyxr.xanes import uncertainty as _uncertainty
+from ptyxr.xanes.lineshapes import mixed_step
 
 STAGE = "fit_xanes"
 METHODS = ("batch", "lmfit")
+EDGE_STEPS = _freestep.EDGE_STEPS
 NOISE_METHODS = ("paper", "detrended")
 #: At least this many pre-edge points for the noise σ (paper: four).
 MIN_PRE_EDGE_POINTS = 3
@@ -74,6 +78,41 @@ def _lmfit_one(energy: np.ndarray, y: np.ndarray, start: np.ndarray, lower: np.n
     params = np.array([values[name] for name in FIT_PARAMETERS])
     stderr = np.array([values[name + STDERR_SUFFIX] for name in FIT_PARAMETERS])
     return params, stderr, float(result.chisqr), bool(result.success)
+
+
+def _lmfit_free_one(energy: np.ndarray, y: np.ndarray, params: np.ndarray, lower: np.ndarray, upper: np.ndarray):
+    """lmfit fit of the free-step model from an eq. (1) fit (starts η = 0 and 1, lower χ² kept).
+
+    Returns (params (10,), stderr (10,), η, η stderr, χ², success); parameters as
+    :func:`ptyxr.xanes.freestep.refine_free_step`'s (paper heights, η ∈ [0, 1]).
+    """
+    import lmfit
+
+    keep = np.isfinite(y)
+    names = (*FIT_PARAMETERS, "eta")
+
+    def model(x, a, b1, b2, b3, c11, c12, c13, c21, c22, c23, eta):
+        row = np.array([[a, b1, b2, b3, c11, c12, c13, c21, c22, c23]])
+        return _freestep.free_step_curve(x, row, np.array([eta]))[0]
+
+    best: Any = None
+    for eta0 in (0.0, 1.0):
+        pars = lmfit.Parameters()
+        for i, name in enumerate(FIT_PARAMETERS):
+            pars.add(name, value=float(np.clip(params[i], lower[i], upper[i])), min=lower[i], max=upper[i])
+        pars.add("eta", value=eta0, min=0.0, max=1.0)
+        with np.errstate(invalid="ignore"):
+            res = lmfit.Model(model).fit(y[keep], pars, x=energy[keep], method=LMFIT_METHOD)
+        if best is None or res.chisqr < best.chisqr * (1.0 - 1e-12):
+            best = res
+
+    def err(name: str) -> float:
+        e = best.params[name].stderr
+        return float(e) if e is not None and np.isfinite(e) else float("nan")
+
+    values = np.array([best.params[n].value for n in names])
+    errors = np.array([err(n) for n in names])
+    return values[:10], errors[:10], values[10], errors[10], float(best.chisqr), bool(best.success)
 
 
 def _fit_lmfit_rows(
@@ -151,27 +190,80 @@ def _fit_lmfit_rows(
 
 
 def _fit_kernel(
-    y: np.ndarray, energy: np.ndarray, method: str, pre_edge_limit: float | None, progress: bool, workers: int | None
+    y: np.ndarray,
+    energy: np.ndarray,
+    method: str,
+    pre_edge_limit: float | None,
+    progress: bool,
+    workers: int | None,
+    edge_step: str = "erf",
 ) -> tuple[np.ndarray, ...]:
-    """apply_ufunc kernel: spectra (..., n_E) → 23 arrays (...) (params, stderr, redchi, success, b2 uncertainty)."""
+    """apply_ufunc kernel: spectra (..., n_E) → 23 arrays (...) (params, stderr, redchi, success, b2 uncertainty).
+
+    With ``edge_step="erf+arctan"`` two more: η and its stderr; the eq. (1) fit (its starts
+    and global search) is then refined with the free step shape (:mod:`ptyxr.xanes.freestep`).
+    """
     lead = y.shape[:-1]
     rows = np.asarray(y, dtype=float).reshape(-1, energy.size)
     n_par = len(FIT_PARAMETERS)
     if method == "batch":
         res = _solver.fit_batch(energy, rows, pre_edge_limit=pre_edge_limit, progress=progress, workers=workers)
         packed = _pack(res.params, res.stderr, res.redchi, res.success)
+        lower, upper = res.lower, res.upper
+    else:
+        packed = _fit_lmfit_rows(energy, rows, pre_edge_limit, progress=progress)
+        _, lower, upper = _model.initial_estimates(energy, rows, pre_edge_limit)
+    extra: list[np.ndarray] = []
+    if edge_step != "erf":
+        packed, eta, eta_stderr = _free_step(energy, rows, packed, lower, upper, method)
+        extra = [eta, eta_stderr]
+    params = packed[:, :n_par]
+    with np.errstate(invalid="ignore"):  # NaN rows (skipped spectra) compare False
+        determined = _solver._determined(params, lower, upper)
+    if method == "batch" and edge_step == "erf":
         edge = res.edge_uncertainty
         assert edge is not None, "fit_batch fills edge_uncertainty"  # BatchResult types it optional
     else:
-        packed = _fit_lmfit_rows(energy, rows, pre_edge_limit, progress=progress)
-        params = packed[:, :n_par]
-        _, lower, upper = _model.initial_estimates(energy, rows, pre_edge_limit)
-        with np.errstate(invalid="ignore"):  # NaN rows (skipped spectra) compare False
-            determined = _solver._determined(params, lower, upper)
         model = _uncertainty.edge_model_error(energy, params, determined, np.isfinite(rows).astype(float))
         edge = _uncertainty.edge_uncertainty(packed[:, n_par + 2], model)
-    packed = np.concatenate([packed, edge[:, None]], axis=1)
-    return tuple(packed[:, k].reshape(lead) for k in range(_N_OUT))
+    packed = np.concatenate([packed, edge[:, None], *(e[:, None] for e in extra)], axis=1)
+    return tuple(packed[:, k].reshape(lead) for k in range(packed.shape[1]))
+
+
+def _free_step(
+    energy: np.ndarray, rows: np.ndarray, packed: np.ndarray, lower: np.ndarray, upper: np.ndarray, method: str
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Refine packed eq. (1) fits with the free step shape; (packed, η, η stderr).
+
+    b2's error keeps the eq. (1) fit's widening by other minima of the χ² profile (the
+    larger of the two errors); ``success`` needs both fits to succeed.
+    """
+    n_par = len(FIT_PARAMETERS)
+    eq1, eq1_err, eq1_ok = packed[:, :n_par], packed[:, n_par : 2 * n_par], packed[:, 2 * n_par + 1] > 0.5
+    n_valid = np.isfinite(rows).sum(axis=1)
+    if method == "batch":
+        with np.errstate(over="ignore", invalid="ignore", divide="ignore", under="ignore"):
+            fit = _freestep.refine_free_step(energy, rows, eq1, lower, upper)
+        params, stderr, eta, eta_err = fit["params"], fit["stderr"], fit["eta"], fit["eta_stderr"]
+        redchi, ok = fit["redchi"], fit["converged"]
+    else:
+        params, stderr = np.full_like(eq1, np.nan), np.full_like(eq1, np.nan)
+        eta, eta_err, redchi = (np.full(len(rows), np.nan) for _ in range(3))
+        ok = np.zeros(len(rows), bool)
+        for k in np.flatnonzero(np.isfinite(eq1).all(axis=1)):
+            params[k], stderr[k], eta[k], eta_err[k], chisqr, ok[k] = _lmfit_free_one(
+                energy, rows[k], eq1[k], lower[k], upper[k]
+            )
+            dof = n_valid[k] - _freestep.N_FREE
+            redchi[k] = chisqr / dof if dof > 0 else np.nan
+        # η is undefined without a step (b1 = 0), as in the batch refinement
+        no_step = ~(params[:, FIT_PARAMETERS.index("b1")] > 0)
+        eta[no_step] = eta_err[no_step] = np.nan
+    b2 = FIT_PARAMETERS.index("b2")
+    with np.errstate(invalid="ignore"):
+        stderr[:, b2] = np.fmax(stderr[:, b2], eq1_err[:, b2])
+        success = eq1_ok & ok & _solver.success_flags(params, lower, upper, ok)
+    return _pack(params, stderr, redchi, success), eta, eta_err
 
 
 def _noise_kernel(y: np.ndarray, energy: np.ndarray, detrend: bool) -> np.ndarray:
@@ -256,6 +348,7 @@ def fit_xanes(
     keep_fit_curve: bool = False,
     min_edge_significance: float = EDGE_SIGNIFICANCE,
     max_edge_stderr: float = LOCATED_EDGE_STDERR,
+    edge_step: Literal["erf", "erf+arctan"] = "erf",
 ) -> xr.Dataset:
     """Fit paper eq. (1) to every pixel's absorption spectrum (DESIGN §1d).
 
@@ -295,6 +388,14 @@ def fit_xanes(
         bias high (docs/paper-preset.md), and bimodal fits, whose b2 error the solver widens to
         cover the other minimum. ``EDGE_RANGE`` (8 eV, the box b2 may move in) only demands a
         located edge, as the paper's validity did.
+    edge_step : {"erf", "erf+arctan"}
+        The edge step's shape. ``"erf"`` (default): paper eq. (1), b1·½[1 + erf(z)],
+        z = (E − b2)/b3. ``"erf+arctan"``: a step of free shape
+        b1·[(1 − η)·½(1 + erf z) + η·(½ + arctan(√π z)/π)] with η ∈ [0, 1] fitted (both
+        steps have their half height and inflection at b2 and the slope 1/(√π·b3) there):
+        for edges with Lorentzian (core-hole) broadening, on which eq. (1) biases b2 high by
+        up to ~1 eV (:mod:`ptyxr.xanes.freestep`). The eq. (1) fit is refined with it (both
+        methods), and ``eta``/``eta_stderr`` are added; ``redchi`` is then Σr²/(N − 11).
 
     Returns
     -------
@@ -325,6 +426,9 @@ def fit_xanes(
     if not (_is_real(max_edge_stderr) and max_edge_stderr > 0):
         raise SchemaError(f"{STAGE}: max_edge_stderr must be a number > 0 [eV], got {max_edge_stderr!r}.")
     energy = _check_options(ds, method, noise, pre_edge_limit)
+    if edge_step not in EDGE_STEPS:
+        raise ValueError(f"{STAGE}: edge_step must be one of {EDGE_STEPS}, got {edge_step!r}.")
+    n_out = _N_OUT + (2 if edge_step != "erf" else 0)
     absorption = ds[ABSORPTION]
     if chunks is not None:
         absorption = absorption.chunk(chunks if isinstance(chunks, dict) else {Y: chunks, X: chunks})
@@ -338,16 +442,17 @@ def fit_xanes(
         _fit_kernel,
         absorption,
         input_core_dims=[[ENERGY]],
-        output_core_dims=[[]] * _N_OUT,
+        output_core_dims=[[]] * n_out,
         kwargs={
             "energy": energy,
             "method": method,
             "pre_edge_limit": pre_edge_limit,
             "progress": progress and not lazy,
             "workers": 1 if lazy else None,  # on dask input, dask's scheduler parallelises
+            "edge_step": edge_step,
         },
         dask="parallelized",
-        output_dtypes=[float] * _N_OUT,
+        output_dtypes=[float] * n_out,
     )
     n_par = len(FIT_PARAMETERS)
     new: dict[str, xr.DataArray] = {}
@@ -357,6 +462,11 @@ def fit_xanes(
     new[REDCHI] = schema.with_attrs(outputs[2 * n_par], REDCHI)
     new[SUCCESS] = schema.with_attrs(outputs[2 * n_par + 1] > 0.5, SUCCESS)
     new[EDGE_UNCERTAINTY] = schema.with_attrs(outputs[2 * n_par + 2], EDGE_UNCERTAINTY)
+    if edge_step != "erf":
+        new[EDGE_ARCTAN_FRACTION] = schema.with_attrs(outputs[_N_OUT], EDGE_ARCTAN_FRACTION)
+        new[EDGE_ARCTAN_FRACTION + STDERR_SUFFIX] = schema.with_attrs(
+            outputs[_N_OUT + 1], EDGE_ARCTAN_FRACTION + STDERR_SUFFIX
+        )
 
     pre = absorption.isel({ENERGY: np.flatnonzero(energy < pre_edge_limit)})
     sigma = xr.apply_ufunc(
@@ -389,6 +499,8 @@ def fit_xanes(
         e: Any = ds[ENERGY]  # the numpy kernels broadcast DataArrays too
         v: dict[str, Any] = {name: new[name] for name in FIT_PARAMETERS}  # xarray arithmetic: stays lazy on dask
         constant, edge, pre_edge, white_line = _model.eq1_terms(e, *(v[name] for name in FIT_PARAMETERS))
+        if edge_step != "erf":
+            edge = v["b1"] * mixed_step(e, v["b2"], v["b3"], new[EDGE_ARCTAN_FRACTION])
         curve = constant + edge + pre_edge + white_line
         new[ABSORPTION_FIT] = schema.with_attrs(curve.transpose(*absorption.dims), ABSORPTION_FIT)
 

@@ -25,13 +25,17 @@ from numpy import exp
 from scipy.special import erf
 
 __all__ = [
+    "ARCTAN_SLOPE",
     "COMPONENTS",
+    "arctan_step_reduced",
+    "arctan_step_slope",
     "eq1",
     "eq1_array",
     "eq1_terms",
     "lorentzian",
     "lorentzian_reduced",
     "lorentzian_slope",
+    "mixed_step",
     "step",
     "step_reduced",
     "step_slope",
@@ -119,3 +123,32 @@ def eq1_array(energy: np.ndarray, params: np.ndarray) -> np.ndarray:
     """eq. (1) for parameter rows ``params`` (..., 10) in ``FIT_PARAMETERS`` order → (..., n_E)."""
     p = np.moveaxis(np.asarray(params, dtype=float), -1, 0)[..., None]
     return eq1(np.asarray(energy, dtype=float), *p)
+
+
+#: Slope factor of the arctan step: ½ + arctan(√π·z)/π has the erf step's slope 1/√π at z = 0
+#: (and both are ½ there), so b2 stays the half height and inflection and b3 the same width.
+ARCTAN_SLOPE = float(np.sqrt(np.pi))
+
+
+def arctan_step_reduced(z: Any) -> Any:
+    """Unit arctan step at the reduced energy z = (E − b2)/b3: ½ + arctan(√π·z)/π (dimensionless).
+
+    Same half height (z = 0) and slope there (1/√π) as :func:`step_reduced`; Lorentzian tails
+    (a Lorentzian-broadened edge instead of a Gaussian one). The simulator's arctan edge
+    (:func:`ptyxr.simulate.scattering.edge_step`).
+    """
+    return 0.5 + np.arctan(ARCTAN_SLOPE * z) / np.pi
+
+
+def arctan_step_slope(z: Any) -> Any:
+    """√π · d :func:`arctan_step_reduced`/dz = 1/(1 + π z²) (dimensionless; compare :func:`step_slope`)."""
+    return 1.0 / (1.0 + np.pi * z * z)
+
+
+def mixed_step(energy: Any, b2: Any, b3: Any, eta: Any) -> Any:
+    """Edge step of free shape (1 − η)·½[1 + erf(z)] + η·(½ + arctan(√π z)/π), z = (E − b2)/b3.
+
+    η ∈ [0, 1] (dimensionless); η = 0 is eq. (1)'s erf step (:func:`step`).
+    """
+    z = (energy - b2) / b3
+    return (1.0 - eta) * step_reduced(z) + eta * arctan_step_reduced(z)

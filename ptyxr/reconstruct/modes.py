@@ -244,24 +244,10 @@ def _np_update(obj, probe, buf, offsets, c_obj, c_probe, update_probe, pmax2):
 
 # ------------------------------------------------------------------- numba engine
 if _epie._numba is not None:
+    from ptyxr.reconstruct.epie_numba import _nb_mode_exit_waves as _nb_exit_waves
+
     _nb = _epie._numba
     _OPTIONS = {"parallel": True, "cache": True, "nogil": True, "fastmath": False}
-
-    @_nb.njit(**_OPTIONS)
-    def _nb_exit_waves(obj, probe, offsets, buf, omax2):  # pragma: no cover - compiled
-        n_e, k_modes, n = probe.shape[0], probe.shape[1], probe.shape[2]
-        for e in _nb.prange(n_e):
-            oy, ox = offsets[e, 0], offsets[e, 1]
-            m = np.float32(0.0)
-            for i in range(n):
-                for j in range(n):
-                    o = obj[e, oy + i, ox + j]
-                    a = o.real * o.real + o.imag * o.imag
-                    if a > m:
-                        m = a
-                    for q in range(k_modes):
-                        buf[e, q, i, j] = probe[e, q, i, j] * o
-            omax2[e] = m
 
     @_nb.njit(**_OPTIONS)
     def _nb_modulus(buf, amp, err):  # pragma: no cover - compiled

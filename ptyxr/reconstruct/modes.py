@@ -313,6 +313,18 @@ if _epie._numba is not None:
     # its arithmetic is its own and compiles the same in any process.
     _FUSED_OPTIONS = dict(_OPTIONS, fastmath={"contract", "nsz"})
 
+    @_nb.njit(inline="always", **_FUSED_OPTIONS)
+    def _mode_power(stack, acc):  # pragma: no cover - compiled
+        # acc ← Σ_m |stack_m|² per pixel, stack a float32 (K, N, 2N) view; inlined in numba's IR, so
+        # its arithmetic compiles with the kernel that calls it
+        for q in range(stack.shape[0]):
+            for i in range(stack.shape[1]):
+                row = stack[q, i]
+                for j in range(acc.shape[1]):
+                    r, m = row[2 * j], row[2 * j + 1]
+                    a = r * r + m * m
+                    acc[i, j] = a if q == 0 else acc[i, j] + a
+
     @_nb.njit(**_FUSED_OPTIONS)
     def _nb_mode_iteration(
         obj, probe, buf, amps, offsets, order, alpha, beta, update_probe, err, plan_f, plan_b
@@ -334,13 +346,7 @@ if _epie._numba is not None:
             fac = np.zeros((n, n), dtype=np.float32)  # modulus factor per pixel
             grad = np.zeros((n, n2), dtype=np.float32)  # Σ_m conj(P_m) Δψ_m
             old = np.zeros((n, n2), dtype=np.float32)  # O_k before its update
-            for q in range(k_modes):
-                for i in range(n):
-                    prow = probe[e, q, i]
-                    for j in range(n):
-                        p_r, p_i = prow[2 * j], prow[2 * j + 1]
-                        a = p_r * p_r + p_i * p_i
-                        acc[i, j] = a if q == 0 else acc[i, j] + a
+            _mode_power(probe[e], acc)
             pm = zero
             for i in range(n):
                 for j in range(n):
@@ -369,13 +375,7 @@ if _epie._numba is not None:
                             brow[2 * j + 1] = p_r * o_i + p_i * o_r
                     ptr = base + (e * k_modes + q) * frame
                     _epie._fftw_execute(plan_f, ptr, ptr)
-                for q in range(k_modes):
-                    for i in range(n):
-                        brow = buf[e, q, i]
-                        for j in range(n):
-                            f_r, f_i = brow[2 * j], brow[2 * j + 1]
-                            a = f_r * f_r + f_i * f_i
-                            acc[i, j] = a if q == 0 else acc[i, j] + a
+                _mode_power(buf[e], acc)
                 # modulus: ΔF_m = F_m (a/√Σ|F|² − 1) on valid pixels; all of a into mode 0 where Σ|F|² = 0
                 for i in range(n):
                     for j in range(n):

@@ -72,19 +72,31 @@ if _numba is not None:
     _KERNEL_OPTIONS: dict[str, Any] = {"parallel": True, "cache": True, "nogil": True, "fastmath": False}
 
     @_numba.njit(**_KERNEL_OPTIONS)
-    def _nb_exit_waves(obj, probe, offsets, buf, omax2):  # pragma: no cover - compiled
-        n_e, n = probe.shape[0], probe.shape[1]
+    def _nb_mode_exit_waves(obj, probe, offsets, buf, omax2):  # pragma: no cover - compiled
+        # ψ_m = P_m·O_k for a (n_energy, K, N, N) probe stack into buf, and max|O_k|²; the
+        # coherent step-wise engine runs it with K = 1 (_nb_exit_waves), the mode engine with K
+        n_e, k_modes, n = probe.shape[0], probe.shape[1], probe.shape[2]
         for e in _numba.prange(n_e):
             oy, ox = offsets[e, 0], offsets[e, 1]
             m = np.float32(0.0)
             for i in range(n):
+                orow = obj[e, oy + i, ox : ox + n]
                 for j in range(n):
-                    o = obj[e, oy + i, ox + j]
+                    o = orow[j]
                     a = o.real * o.real + o.imag * o.imag
                     if a > m:
                         m = a
-                    buf[e, i, j] = probe[e, i, j] * o
+                for q in range(k_modes):  # a contiguous row per mode: vectorises
+                    prow, brow = probe[e, q, i], buf[e, q, i]
+                    for j in range(n):
+                        brow[j] = prow[j] * orow[j]
             omax2[e] = m
+
+    def _nb_exit_waves(
+        obj: np.ndarray, probe: np.ndarray, offsets: np.ndarray, buf: np.ndarray, omax2: np.ndarray
+    ) -> None:
+        """Coherent exit waves ψ = P·O_k: :func:`_nb_mode_exit_waves` on one-mode views (no copy)."""
+        _nb_mode_exit_waves(obj, probe[:, None], offsets, buf[:, None], omax2)
 
     @_numba.njit(**_KERNEL_OPTIONS)
     def _nb_modulus(buf, amp, err):  # pragma: no cover - compiled

@@ -244,24 +244,10 @@ def _np_update(obj, probe, buf, offsets, c_obj, c_probe, update_probe, pmax2):
 
 # ------------------------------------------------------------------- numba engine
 if _epie._numba is not None:
+    from ptyxr.reconstruct.epie_numba import _nb_mode_exit_waves as _nb_exit_waves
+
     _nb = _epie._numba
     _OPTIONS = {"parallel": True, "cache": True, "nogil": True, "fastmath": False}
-
-    @_nb.njit(**_OPTIONS)
-    def _nb_exit_waves(obj, probe, offsets, buf, omax2):  # pragma: no cover - compiled
-        n_e, k_modes, n = probe.shape[0], probe.shape[1], probe.shape[2]
-        for e in _nb.prange(n_e):
-            oy, ox = offsets[e, 0], offsets[e, 1]
-            m = np.float32(0.0)
-            for i in range(n):
-                for j in range(n):
-                    o = obj[e, oy + i, ox + j]
-                    a = o.real * o.real + o.imag * o.imag
-                    if a > m:
-                        m = a
-                    for q in range(k_modes):
-                        buf[e, q, i, j] = probe[e, q, i, j] * o
-            omax2[e] = m
 
     @_nb.njit(**_OPTIONS)
     def _nb_modulus(buf, amp, err):  # pragma: no cover - compiled
@@ -318,7 +304,26 @@ if _epie._numba is not None:
             if update_probe:
                 pmax2[e] = m
 
+    # contract/nsz as the coherent fused kernel. The complex arithmetic is written out on float32
+    # views (re, im interleaved): complex operations are lowered through helpers that numba
+    # compiles once per process and shares between kernels, with the fastmath flags of the first
+    # kernel that needed them. With complex64 code here, compiling the step-wise (fastmath=False)
+    # ePIE kernels first left this kernel with 57 instead of 163 fused multiply-adds, so the same
+    # run gave other last bits depending on what numba's disk cache held. Written on floats, all
+    # its arithmetic is its own and compiles the same in any process.
     _FUSED_OPTIONS = dict(_OPTIONS, fastmath={"contract", "nsz"})
+
+    @_nb.njit(inline="always", **_FUSED_OPTIONS)
+    def _mode_power(stack, acc):  # pragma: no cover - compiled
+        # acc ← Σ_m |stack_m|² per pixel, stack a float32 (K, N, 2N) view; inlined in numba's IR, so
+        # its arithmetic compiles with the kernel that calls it
+        for q in range(stack.shape[0]):
+            for i in range(stack.shape[1]):
+                row = stack[q, i]
+                for j in range(acc.shape[1]):
+                    r, m = row[2 * j], row[2 * j + 1]
+                    a = r * r + m * m
+                    acc[i, j] = a if q == 0 else acc[i, j] + a
 
     @_nb.njit(**_FUSED_OPTIONS)
     def _nb_mode_iteration(
@@ -327,27 +332,21 @@ if _epie._numba is not None:
         # one compiled call per iteration: each energy is one prange task running every scan
         # position (exit waves → K FFTW transforms → modulus on Σ_m|F_m|² → K inverse → update)
         # on its own K frame buffers, with the engine's single-threaded in-place FFTW plans.
-        # Inner loops run along contiguous rows (one mode at a time) so LLVM can vectorise them.
+        # obj (n_e, H, 2W), probe and buf (n_e, K, N, 2N) are float32 views of the complex64
+        # arrays; inner loops run along contiguous rows (one mode at a time) so LLVM vectorises.
         n_e, k_modes, n = probe.shape[0], probe.shape[1], probe.shape[2]
+        n2 = 2 * n
         base = buf.ctypes.data
-        frame = n * n * 8
+        frame = n * n2 * 4
         scale = 1.0 / (np.float64(n) * np.float64(n))
         zero = np.float32(0.0)
         one = np.float32(1.0)
         for e in _nb.prange(n_e):
             acc = np.zeros((n, n), dtype=np.float32)  # Σ_m |·|² per pixel
             fac = np.zeros((n, n), dtype=np.float32)  # modulus factor per pixel
-            grad = np.zeros((n, n), dtype=np.complex64)  # Σ_m conj(P_m) Δψ_m
-            old = np.zeros((n, n), dtype=np.complex64)  # O_k before its update
-            for q in range(k_modes):
-                for i in range(n):
-                    for j in range(n):
-                        p = probe[e, q, i, j]
-                        acc[i, j] = (
-                            (p.real * p.real + p.imag * p.imag)
-                            if q == 0
-                            else acc[i, j] + (p.real * p.real + p.imag * p.imag)
-                        )
+            grad = np.zeros((n, n2), dtype=np.float32)  # Σ_m conj(P_m) Δψ_m
+            old = np.zeros((n, n2), dtype=np.float32)  # O_k before its update
+            _mode_power(probe[e], acc)
             pm = zero
             for i in range(n):
                 for j in range(n):
@@ -355,28 +354,28 @@ if _epie._numba is not None:
             s = 0.0
             for kk in range(order.shape[0]):
                 k = order[kk]
-                oy, ox = offsets[e, k, 0], offsets[e, k, 1]
+                oy, ox = offsets[e, k, 0], 2 * offsets[e, k, 1]
                 om = zero
                 for i in range(n):
+                    orow = obj[e, oy + i, ox : ox + n2]
                     for j in range(n):
-                        o = obj[e, oy + i, ox + j]
-                        old[i, j] = o
-                        a = o.real * o.real + o.imag * o.imag
+                        o_r, o_i = orow[2 * j], orow[2 * j + 1]
+                        old[i, 2 * j] = o_r
+                        old[i, 2 * j + 1] = o_i
+                        a = o_r * o_r + o_i * o_i
                         om = a if a > om else om
                 for q in range(k_modes):
                     for i in range(n):
+                        prow = probe[e, q, i]
+                        brow = buf[e, q, i]
                         for j in range(n):
-                            buf[e, q, i, j] = probe[e, q, i, j] * old[i, j]
+                            p_r, p_i = prow[2 * j], prow[2 * j + 1]
+                            o_r, o_i = old[i, 2 * j], old[i, 2 * j + 1]
+                            brow[2 * j] = p_r * o_r - p_i * o_i
+                            brow[2 * j + 1] = p_r * o_i + p_i * o_r
                     ptr = base + (e * k_modes + q) * frame
                     _epie._fftw_execute(plan_f, ptr, ptr)
-                for i in range(n):
-                    for j in range(n):
-                        acc[i, j] = zero
-                for q in range(k_modes):
-                    for i in range(n):
-                        for j in range(n):
-                            f = buf[e, q, i, j]
-                            acc[i, j] += f.real * f.real + f.imag * f.imag
+                _mode_power(buf[e], acc)
                 # modulus: ΔF_m = F_m (a/√Σ|F|² − 1) on valid pixels; all of a into mode 0 where Σ|F|² = 0
                 for i in range(n):
                     for j in range(n):
@@ -389,13 +388,17 @@ if _epie._numba is not None:
                         acc[i, j] = a if (valid and not mag > zero) else zero  # the amplitude to put in mode 0
                 for q in range(k_modes):
                     for i in range(n):
+                        brow = buf[e, q, i]
                         for j in range(n):
-                            buf[e, q, i, j] = buf[e, q, i, j] * fac[i, j]
+                            brow[2 * j] = brow[2 * j] * fac[i, j]
+                            brow[2 * j + 1] = brow[2 * j + 1] * fac[i, j]
                     if q == 0:
                         for i in range(n):
+                            brow = buf[e, 0, i]
                             for j in range(n):
                                 if acc[i, j] > zero:
-                                    buf[e, 0, i, j] = acc[i, j]
+                                    brow[2 * j] = acc[i, j]
+                                    brow[2 * j + 1] = zero
                     ptr = base + (e * k_modes + q) * frame
                     _epie._fftw_execute(plan_b, ptr, ptr)
                 co = np.float32(alpha * scale / max(np.float64(pm), 1e-30))
@@ -403,19 +406,30 @@ if _epie._numba is not None:
                 # O_k += co Σ_m conj(P_m) Δψ_m ; P_m += cp conj(O_k) Δψ_m (both from old values)
                 for q in range(k_modes):
                     for i in range(n):
+                        prow = probe[e, q, i]
+                        brow = buf[e, q, i]
                         for j in range(n):
-                            p = probe[e, q, i, j]
-                            d = buf[e, q, i, j]
-                            g = p.conjugate() * d
-                            grad[i, j] = g if q == 0 else grad[i, j] + g
-                            if update_probe:
-                                pn = p + cp * (old[i, j].conjugate() * d)
-                                probe[e, q, i, j] = pn
-                                a = pn.real * pn.real + pn.imag * pn.imag
+                            p_r, p_i = prow[2 * j], prow[2 * j + 1]
+                            d_r, d_i = brow[2 * j], brow[2 * j + 1]
+                            g_r = p_r * d_r + p_i * d_i
+                            g_i = p_r * d_i - p_i * d_r
+                            grad[i, 2 * j] = g_r if q == 0 else grad[i, 2 * j] + g_r
+                            grad[i, 2 * j + 1] = g_i if q == 0 else grad[i, 2 * j + 1] + g_i
+                        if update_probe:
+                            for j in range(n):
+                                p_r, p_i = prow[2 * j], prow[2 * j + 1]
+                                d_r, d_i = brow[2 * j], brow[2 * j + 1]
+                                o_r, o_i = old[i, 2 * j], old[i, 2 * j + 1]
+                                q_r = p_r + cp * (o_r * d_r + o_i * d_i)
+                                q_i = p_i + cp * (o_r * d_i - o_i * d_r)
+                                prow[2 * j] = q_r
+                                prow[2 * j + 1] = q_i
+                                a = q_r * q_r + q_i * q_i
                                 acc[i, j] = a if q == 0 else acc[i, j] + a
                 for i in range(n):
-                    for j in range(n):
-                        obj[e, oy + i, ox + j] = old[i, j] + co * grad[i, j]
+                    orow = obj[e, oy + i, ox : ox + n2]
+                    for j in range(n2):
+                        orow[j] = old[i, j] + co * grad[i, j]
                 if update_probe:
                     pm = zero
                     for i in range(n):
@@ -514,9 +528,11 @@ class ModeEPIE:
             raise ValueError(f"probe {probe.shape} / object {obj.shape} do not match the solver {self.buf.shape}")
         self.err[:] = 0.0
         if self.fused:
+            f32 = np.float32  # float views: the kernel's arithmetic is real (see _nb_mode_iteration)
             _nb_mode_iteration(
-                obj, probe, self.buf, self.amplitudes, self.offsets, np.ascontiguousarray(order, dtype=np.int64),
-                self.alpha, self.beta, bool(update_probe), self.err, self._plans[0], self._plans[1],
+                obj.view(f32), probe.view(f32), self.buf.view(f32), self.amplitudes, self.offsets,
+                np.ascontiguousarray(order, dtype=np.int64), self.alpha, self.beta, bool(update_probe), self.err,
+                self._plans[0], self._plans[1],
             )  # fmt: skip
             return self.err / (float(self.n) ** 2 * np.maximum(self.norm, 1e-300))
         self.pmax2[:] = np.max(np.sum(probe.real**2 + probe.imag**2, axis=1), axis=(-2, -1)).astype(np.float32)

@@ -191,6 +191,9 @@ def reconstruct_particle(
         if options.flux.refine
         else None
     )
+    # the covered field of the initial probes: where |O| is well determined (scale pinning); before a
+    # resume replaces them, so a resumed run pins on the region the uninterrupted run pinned on
+    pin_region = coverage_map(_modes.total(probe), work.offsets, work.active, work.shape, options.coverage_threshold)
     if resume_from is not None:
         state = _ckpt.read_checkpoint(resume_from)
         start = _ckpt.check_resume(state, state_params, energy, options.iterations, resume_from)
@@ -247,8 +250,6 @@ def reconstruct_particle(
     if mom is not None and resume_from is not None:
         extra_state = state["extra"]
         mom.velocity[...] = extra_state[_momentum.VELOCITY + "_real"] + 1j * extra_state[_momentum.VELOCITY + "_imag"]
-    # the covered field of the initial probes: where |O| is well determined (scale pinning)
-    pin_region = coverage_map(_modes.total(probe), work.offsets, work.active, work.shape, options.coverage_threshold)
     if refiner is not None and start > 0:  # resumed: the refined patch offsets
         solver.offsets[...] = work.offsets[...] = refiner.offsets()
         field = work.field(n)

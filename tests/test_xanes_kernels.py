@@ -159,6 +159,7 @@ def test_nnls_subset_solve_equals_masked_full_factor():
     low, good = np.zeros((4, 4)), np.zeros(4, bool)
     ls, gd = np.zeros((4, 4)), np.zeros(4, bool)
     x, z, xr, zr = np.empty(4), np.empty(4), np.empty(4), np.empty(4)
+    g_sub, rhs_sub = np.empty((4, 4)), np.empty(4)  # workspaces of the gathered system
     for _ in range(200):
         b = rng.normal(size=(4, 40))
         b[3] = b[2] + 1e-9 * rng.normal(size=40) if rng.random() < 0.2 else b[3]  # near-singular pivots too
@@ -170,5 +171,5 @@ def test_nnls_subset_solve_equals_masked_full_factor():
             _kernels._chol_factor(gs, 4, low, good)
             _kernels._chol_subst(low, good, 4, np.where(mask, rhs, 0.0), x, z)
             nf = int(mask.sum())
-            _kernels._subset_solve(g, rhs, sub, nf, ls, gd, zr, xr)
+            _kernels._subset_solve(g, rhs, sub, nf, g_sub, rhs_sub, ls, gd, zr, xr)
             np.testing.assert_array_equal(xr[:nf], x[mask])

@@ -248,55 +248,17 @@ if _numba is not None:
                 b += 1
 
     @_njit
-    def _subset_solve(g, rhs, sub, nf, ls, gd, zr, xr):  # pragma: no cover - compiled
-        """Solve g[F, F] x = rhs[F] for the free set F of active set ``sub`` (:func:`_chol_factor`
-        and :func:`_chol_subst` on the principal submatrix, same operations in the same order)."""
+    def _subset_solve(g, rhs, sub, nf, gs, rs, ls, gd, zr, xr):  # pragma: no cover - compiled
+        """Solve g[F, F] x = rhs[F] for the free set F of active set ``sub``: the principal
+        submatrix and right side gathered into gs[:nf, :nf], rs[:nf] (plain copies), then
+        :func:`_chol_factor` and :func:`_chol_subst` on them (same operations in the same order)."""
         for jj in range(nf):
             j = _FREE_SETS[sub, jj]
-            ajj = g[j, j]
-            if jj:
-                s = ls[jj, 0] * ls[jj, 0]
-                for ii in range(1, jj):
-                    s += ls[jj, ii] * ls[jj, ii]
-                d = ajj - s
-            else:
-                d = ajj
-            ok = (ajj > 0) and (d > _RTOL * ajj)
-            gd[jj] = ok
-            if ok:
-                ljj = math.sqrt(d)
-            else:
-                ljj = 1.0
-                for ii in range(jj):
-                    ls[jj, ii] = ls[jj, ii] * 0.0
-            ls[jj, jj] = ljj
-            for kk in range(jj + 1, nf):
-                k = _FREE_SETS[sub, kk]
-                if jj:
-                    s = ls[kk, 0] * ls[jj, 0]
-                    for mm in range(1, jj):
-                        s += ls[kk, mm] * ls[jj, mm]
-                    off = g[k, j] - s
-                else:
-                    off = g[k, j]
-                ls[kk, jj] = off / ljj if ok else 0.0
-        for jj in range(nf):
-            j = _FREE_SETS[sub, jj]
-            bj = rhs[j] if gd[jj] else rhs[j] * 0.0
-            if jj:
-                s = ls[jj, 0] * zr[0]
-                for ii in range(1, jj):
-                    s += ls[jj, ii] * zr[ii]
-                bj = bj - s
-            zr[jj] = bj / ls[jj, jj]
-        for jj in range(nf - 1, -1, -1):
-            zj = zr[jj]
-            if jj + 1 < nf:
-                s = ls[jj + 1, jj] * xr[jj + 1]
-                for ii in range(jj + 2, nf):
-                    s += ls[ii, jj] * xr[ii]
-                zj = zj - s
-            xr[jj] = zj / ls[jj, jj]
+            rs[jj] = rhs[j]
+            for kk in range(nf):
+                gs[kk, jj] = g[_FREE_SETS[sub, kk], j]
+        _chol_factor(gs, nf, ls, gd)
+        _chol_subst(ls, gd, nf, rs, xr, zr)
 
     @_njit
     def _nnls4(g, coef, free, low, good, ws, bk):  # pragma: no cover - compiled
@@ -311,6 +273,8 @@ if _numba is not None:
             free[j] = True
         if coef[1] < 0 or coef[2] < 0 or coef[3] < 0:
             ls = ws[22:26, 4:8]
+            gs = ws[22:26, :4]
+            rs = ws[21, :4]
             gd = bk[:4]
             xr = ws[2, :4]
             c = ws[3, :4]
@@ -322,7 +286,7 @@ if _numba is not None:
                 # s12) factor the 4×4 matrix with unit rows/columns for the held heights: their
                 # entries only add exact zeros, so for a finite Gram every number is the same.
                 nf = _N_FREE[sub]
-                _subset_solve(g, rhs, sub, nf, ls, gd, z, xr)
+                _subset_solve(g, rhs, sub, nf, gs, rs, ls, gd, z, xr)
                 for a in range(4):
                     c[a] = 0.0
                 for jj in range(nf):

@@ -28,6 +28,8 @@ conventions are the engine's: unnormalised transforms on amplitudes pre-multipli
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 import xarray as xr
 
@@ -247,7 +249,7 @@ if _epie._numba is not None:
     from ptyxr.reconstruct.epie_numba import _nb_mode_exit_waves as _nb_exit_waves
 
     _nb = _epie._numba
-    _OPTIONS = {"parallel": True, "cache": True, "nogil": True, "fastmath": False}
+    _OPTIONS: dict[str, Any] = {"parallel": True, "cache": True, "nogil": True, "fastmath": False}
 
     @_nb.njit(**_OPTIONS)
     def _nb_modulus(buf, amp, err):  # pragma: no cover - compiled
@@ -311,7 +313,7 @@ if _epie._numba is not None:
     # ePIE kernels first left this kernel with 57 instead of 163 fused multiply-adds, so the same
     # run gave other last bits depending on what numba's disk cache held. Written on floats, all
     # its arithmetic is its own and compiles the same in any process.
-    _FUSED_OPTIONS = dict(_OPTIONS, fastmath={"contract", "nsz"})
+    _FUSED_OPTIONS: dict[str, Any] = dict(_OPTIONS, fastmath={"contract", "nsz"})
 
     @_nb.njit(inline="always", **_FUSED_OPTIONS)
     def _mode_power(stack, acc):  # pragma: no cover - compiled
@@ -491,6 +493,7 @@ class ModeEPIE:
         self.buf[...] = 0
         # the compiled per-energy iteration with FFTW (numba + pyFFTW, as the coherent engine)
         self.fused = engine == "numba" and fft_backend in ("auto", "pyfftw") and _epie._load_fftw() is not None
+        self.fft: _epie._FusedFFT | _epie._FFT  # same forward()/backward() on self.buf
         if self.fused:
             self._plans = _epie._fftw_plans(self.buf.reshape(-1, n, n))
             self.fft = _epie._FusedFFT(self.buf.reshape(-1, n, n), self._plans)

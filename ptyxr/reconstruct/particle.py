@@ -10,8 +10,9 @@ phase correction carried back to the native grids), checkpoints — and the §1b
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import xarray as xr
@@ -180,17 +181,17 @@ def reconstruct_particle(
     }
     refiner = None
     if options.positions.enabled:  # continuous position estimates per (energy, scan) on each energy's grid
+        assert position_settings is not None  # given when enabled
         refiner = _pos.make_refiner(py, px, grids or [grid] * n_e, work, n, position_settings)
         state_params["position_correction"] = refiner.settings()
     if options.probe.modes > 1:
         state_params["probe_modes"] = int(options.probe.modes)
     if checkpoint is not None or resume_from is not None:  # everything else that determines the result
         state_params.update(_ckpt.settings(ds, options.record()))
-    flux_refiner = (
-        _flux.FluxRefiner(amplitudes, work.offsets, grid.active, options.iterations, flux)
-        if options.flux.refine
-        else None
-    )
+    flux_refiner = None
+    if options.flux.refine:
+        assert amplitudes is not None  # in core (refused out of core above)
+        flux_refiner = _flux.FluxRefiner(amplitudes, work.offsets, grid.active, options.iterations, flux)
     # the covered field of the initial probes: where |O| is well determined (scale pinning); before a
     # resume replaces them, so a resumed run pins on the region the uninterrupted run pinned on
     pin_region = coverage_map(_modes.total(probe), work.offsets, work.active, work.shape, options.coverage_threshold)
@@ -233,11 +234,11 @@ def reconstruct_particle(
             fft_backend=options.fft_backend, regularization=options.object_regularization,
         )  # fmt: skip
 
-    solver = make_solver(amplitudes) if groups is None else None
-    kkr_project = None
+    solver = make_solver(amplitudes) if amplitudes is not None else None  # None exactly out of core (groups)
+    kkr_project: Callable[..., np.ndarray] | None = None
     if schedule:
         from ptyxr.reconstruct.kkr import kkr_project
-    has_data = grid.active.any(axis=0)
+    has_data = cast(np.ndarray, grid.active.any(axis=0))  # (n_scan,) bool: an array with axis=0
     field = work.field(n)
     # mPIE runs up to the first KKR projection; the KKR phase then takes ePIE steps (a = 1, η = 0):
     # mPIE's larger steps left a noisier amplitude at the end (s11-mpie design note)
@@ -251,6 +252,7 @@ def reconstruct_particle(
         extra_state = state["extra"]
         mom.velocity[...] = extra_state[_momentum.VELOCITY + "_real"] + 1j * extra_state[_momentum.VELOCITY + "_imag"]
     if refiner is not None and start > 0:  # resumed: the refined patch offsets
+        assert solver is not None  # position refinement runs in core only
         solver.offsets[...] = work.offsets[...] = refiner.offsets()
         field = work.field(n)
     bar = progress_bar(
@@ -298,6 +300,7 @@ def reconstruct_particle(
         if flux_refiner is not None and flux_refiner.due(done):
             flux_refiner.refine(obj, probe, done)
         if refiner is not None and refiner.due(done):
+            assert amplitudes is not None  # position refinement runs in core only
             solver.offsets[...] = work.offsets[...] = refiner.refine(obj, probe, amplitudes, solver.offsets)
             field = work.field(n)
         if options.probe.recentre == "relative" and done in schedule:
@@ -306,7 +309,8 @@ def reconstruct_particle(
             if mom is not None:
                 mom.shift(shifts)
         if kkr_project is not None and done in schedule:
-            obj_c = to_common(obj, grids, grid) if native else obj
+            assert grids is not None or not native  # the native grids
+            obj_c = to_common(obj, grids, grid) if grids is not None else obj
             probe_c = probes_to_common(_modes.total(probe), scale) if native else _modes.total(probe)
             region = coverage_map(probe_c, grid.offsets, grid.active, grid.shape, options.coverage_threshold)
             if kkr_shifts is None:
@@ -317,7 +321,7 @@ def reconstruct_particle(
             new_c = registered_kkr(
                 kkr_project, obj_c, energy, region, field_c, options.kkr.weight, options.kkr.projection(), kkr_shifts
             )
-            if native:
+            if grids is not None:  # native
                 # only the KKR phase correction travels back to the native grids (a smooth map);
                 # the amplitudes are never resampled during the iterations
                 dphi = np.angle(new_c * np.conj(obj_c)).astype(np.float64)
@@ -341,6 +345,7 @@ def reconstruct_particle(
         _centring.coregister(obj, probe, work.field(n), scale if native else np.ones(n_e), centre=True)
 
     if native:
+        assert grids is not None  # the native grids
         obj = to_common(obj, grids, grid, OBJECT_RESAMPLING_ORDER)
         obj[~grid.field(n)] = 1  # outside an energy's own field nothing was measured (interpolation spreads ≤ 1 px)
         probe = _modes.to_common(probe, scale) if options.probe.modes > 1 else probes_to_common(probe, scale)
@@ -413,8 +418,8 @@ def registered_kkr(
     """
     registered = obj.copy()
     moved = np.any(np.abs(shifts) > 1e-3, axis=1)
-    for e in np.flatnonzero(moved):
-        registered[e] = _epie.fourier_shift(obj[e] - 1, tuple(shifts[e])) + 1
+    for i in np.flatnonzero(moved):
+        registered[i] = _epie.fourier_shift(obj[i] - 1, tuple(shifts[i])) + 1
     projected = kkr_project(registered, energy, region, weight=weight, **options)
     correction = np.angle(projected * np.conj(registered))
     out = obj.copy()

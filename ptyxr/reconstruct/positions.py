@@ -135,7 +135,7 @@ def make_refiner(
         recorded,
         pixel,
         np.asarray(work.active, dtype=bool),
-        tuple(work.shape),
+        work.shape,  # already a tuple[int, int]
         int(n),
         start=int(settings["start"]),
         every=int(settings["every"]),
@@ -396,6 +396,7 @@ def _mode_sums(
         if ramp is None:
             mode = probe[:, m][None, :, None]
         else:
+            assert probe_spec is not None  # given with the ramp
             mode = sfft.ifft2(probe_spec[:, m][:, None] * ramp, workers=workers, overwrite_x=True)[None]
         spec = sfft.fft2(windows * mode, workers=workers, overwrite_x=True)
         f, fy, fx = spec[0], spec[1], spec[2]
@@ -406,4 +407,5 @@ def _mode_sums(
             power += terms[0]
             cross_y += terms[1]
             cross_x += terms[2]
+    assert power is not None and cross_y is not None and cross_x is not None  # at least one mode
     return np.sqrt(power), cross_y, cross_x

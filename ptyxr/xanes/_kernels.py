@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import math
 import types
+from typing import Any
 
 import numpy as np
 
@@ -26,7 +27,7 @@ from ptyxr.xanes import lineshapes as _ls
 try:  # optional fast path
     import numba as _numba
 except ImportError:  # pragma: no cover - exercised only without numba
-    _numba = None
+    _numba = None  # type: ignore[assignment]  # the fast path tests `_numba is not None`
 
 #: Whether the compiled kernels can be used.
 AVAILABLE = _numba is not None
@@ -46,7 +47,7 @@ del _sub, _free
 
 if _numba is not None:
     # error_model="numpy": a division by zero gives inf/NaN (as numpy), never an exception
-    _OPTIONS = {"cache": True, "nogil": True, "fastmath": False, "error_model": "numpy"}
+    _OPTIONS: dict[str, Any] = {"cache": True, "nogil": True, "fastmath": False, "error_model": "numpy"}
     _njit = _numba.njit(**_OPTIONS)
 
     def _scalar(func):

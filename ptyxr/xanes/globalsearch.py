@@ -186,7 +186,7 @@ def _profile_pass(energy, y, w, prob, theta, lo, hi, g, off, cost, best, coef) -
     trial = np.clip(trial, lo[:, None], hi[:, None]).reshape(-1, 6)
     rows = np.repeat(np.arange(n_pix), n_grid)
     c_t = np.empty((4, rows.size))
-    cost_t = np.empty(rows.size)
+    cost_t: np.ndarray = np.empty(rows.size)  # 1-D here, (n_pix, n_grid) after the scan
     for first in range(0, rows.size, _SCAN_ROWS):
         sl = slice(first, first + _SCAN_ROWS)
         sub = _Problem(energy, y[rows[sl]], w[rows[sl]])

@@ -32,6 +32,7 @@ from __future__ import annotations
 import os
 import time
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -192,7 +193,7 @@ def _restart_fits(
     max_iter: int,
     ftol: float,
     xtol: float,
-) -> list[tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]]:
+) -> list[tuple[np.ndarray, ...]]:
     """Fits of P pixels from every start in ``shifts_list`` (:func:`restart_start`), in one batch.
 
     Per pixel and start the same arithmetic as one batch per start (the centre
@@ -310,8 +311,10 @@ def _fit_block(
     stderr[idx] = np.sqrt(np.einsum("pii->pi", cov_v))
     if alt_b2 is not None:
         # a second minimum close in χ² widens the edge's error (bimodal fits are not located)
+        assert alt_cost is not None  # set with alt_b2
         stderr[idx, _B2] = widen_edge_stderr(p, stderr[idx, _B2], c, redchi_v, alt_b2, alt_cost)
     if want_cov:
+        assert cov is not None  # allocated when wanted
         cov[idx] = cov_v
     success = np.zeros(n_pix, bool)
     success[idx] = success_flags(p, lo_p, hi_p, conv) & np.isfinite(c)
@@ -427,7 +430,7 @@ def fit_batch(
     if block_size is None:
         per_worker = -(-n_pix // (n_cpu if workers is None else max(1, workers)))
         block_size = max(1, min(BLOCK_SIZE, per_worker))
-    out = {
+    out: dict[str, list[Any]] = {
         key: []
         for key in ("params", "stderr", "redchi", "success", "cost", "iterations", "lower", "upper", "covariance")
     }
@@ -451,6 +454,7 @@ def fit_batch(
         # that the solver's Python-level loop holds between numpy calls (docs/design-notes).
         from concurrent import futures as cf
 
+        pool: cf.Executor
         if executor == "process":
             pool = cf.ProcessPoolExecutor(max_workers=workers, mp_context=_process_context())
         else:
@@ -487,7 +491,7 @@ def fit_batch(
             edge_model_error=np.zeros(0),
             edge_uncertainty=np.zeros(0),
         )
-    cat = {key: (np.concatenate(v) if v[0] is not None else None) for key, v in out.items()}
+    cat: dict[str, Any] = {key: (np.concatenate(v) if v[0] is not None else None) for key, v in out.items()}
     determined = _determined(cat["params"], cat["lower"], cat["upper"])
     # the fit's points: NaN values were left out of each spectrum's fit
     model = _uncertainty.edge_model_error(energy, cat["params"], determined, np.where(np.isfinite(y), w, 0.0))

@@ -332,9 +332,16 @@ def _fit_block_job(args: tuple, engine: str | None = None):
     try:
         with np.errstate(over="ignore", invalid="ignore", divide="ignore", under="ignore"):
             out = _fit_block(*args)
+            # eq. (1)'s model error of b2 per pixel, here in the block's worker (not after all
+            # blocks on one thread); the fit's points: NaN values were left out of each spectrum's fit
+            energy, y, w = args[0], args[1], args[2]
+            params, lower, upper = out[0], out[6], out[7]
+            model = _uncertainty.edge_model_error(
+                energy, params, _determined(params, lower, upper), np.where(np.isfinite(y), w, 0.0)
+            )
     finally:
         _ENGINE.name = None
-    return out, time.thread_time() - cpu
+    return (*out, model), time.thread_time() - cpu
 
 
 def _process_context():
@@ -432,8 +439,10 @@ def fit_batch(
         block_size = max(1, min(BLOCK_SIZE, per_worker))
     out: dict[str, list[Any]] = {
         key: []
-        for key in ("params", "stderr", "redchi", "success", "cost", "iterations", "lower", "upper", "covariance")
-    }
+        for key in (
+            "params", "stderr", "redchi", "success", "cost", "iterations", "lower", "upper", "covariance", "model"
+        )
+    }  # fmt: skip
 
     def args(start: int) -> tuple:
         sl = slice(start, start + block_size)
@@ -492,8 +501,6 @@ def fit_batch(
             edge_uncertainty=np.zeros(0),
         )
     cat: dict[str, Any] = {key: (np.concatenate(v) if v[0] is not None else None) for key, v in out.items()}
-    determined = _determined(cat["params"], cat["lower"], cat["upper"])
-    # the fit's points: NaN values were left out of each spectrum's fit
-    model = _uncertainty.edge_model_error(energy, cat["params"], determined, np.where(np.isfinite(y), w, 0.0))
+    model = cat.pop("model")
     edge = _uncertainty.edge_uncertainty(cat["stderr"][:, _B2], model)
     return BatchResult(**cat, cpu_time=cpu_time, edge_model_error=model, edge_uncertainty=edge)

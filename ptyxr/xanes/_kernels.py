@@ -132,6 +132,24 @@ if _numba is not None:
                 zj = zj - s
             x[j] = zj / low[j, j]
 
+    @_numba.njit(inline="always", **_OPTIONS)
+    def _derivative_row(m, i, z, u1, u2, l1, l2, ce, f1, f2, unit, wi):  # pragma: no cover - compiled
+        """Rows 5–10 of :func:`_rows` at energy index ``i`` (inlined: one formula for :func:`_rows`
+        and :func:`_derivative_rows`, the same operations in each)."""
+        e = _step_slope(z) * ce
+        d1 = _lorentzian_slope(l1, u1) * f1
+        d2 = _lorentzian_slope(l2, u2) * f2
+        if not unit:
+            e *= wi
+            d1 *= wi
+            d2 *= wi
+        m[5, i] = -e
+        m[6, i] = -e * z
+        m[7, i] = d1
+        m[8, i] = d1 * u1
+        m[9, i] = d2
+        m[10, i] = d2 * u2
+
     @_njit
     def _rows(x, w, yw, unit, th, derivatives, m):  # pragma: no cover - compiled
         """Weighted rows [1, s, L1, L2, y, ∂s/∂b2, ∂s/∂b3, ∂L1/∂c12, ∂L1/∂c13, ∂L2/∂c22, ∂L2/∂c23]."""
@@ -151,19 +169,7 @@ if _numba is not None:
             u2 = (x[i] - c2) * r2
             l2 = _lorentzian(u2)
             if derivatives:
-                e = _step_slope(z) * ce
-                d1 = _lorentzian_slope(l1, u1) * f1
-                d2 = _lorentzian_slope(l2, u2) * f2
-                if not unit:
-                    e *= wi
-                    d1 *= wi
-                    d2 *= wi
-                m[5, i] = -e
-                m[6, i] = -e * z
-                m[7, i] = d1
-                m[8, i] = d1 * u1
-                m[9, i] = d2
-                m[10, i] = d2 * u2
+                _derivative_row(m, i, z, u1, u2, l1, l2, ce, f1, f2, unit, wi)
             if unit:
                 m[0, i] = 1.0
                 m[1, i] = s
@@ -199,20 +205,7 @@ if _numba is not None:
             else:
                 l1 = _lorentzian(u1)
                 l2 = _lorentzian(u2)
-            e = _step_slope(z) * ce
-            d1 = _lorentzian_slope(l1, u1) * f1
-            d2 = _lorentzian_slope(l2, u2) * f2
-            if not unit:
-                wi = w[i]
-                e *= wi
-                d1 *= wi
-                d2 *= wi
-            m[5, i] = -e
-            m[6, i] = -e * z
-            m[7, i] = d1
-            m[8, i] = d1 * u1
-            m[9, i] = d2
-            m[10, i] = d2 * u2
+            _derivative_row(m, i, z, u1, u2, l1, l2, ce, f1, f2, unit, 1.0 if unit else w[i])
 
     # Four dot products per pass share the loads of row a and run as independent chains, with
     # reassociation allowed (one sequential sum is latency-bound: the Gram matrix took ~2/3 of

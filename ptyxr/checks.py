@@ -423,8 +423,13 @@ _RECONSTRUCT_INTS = {
     "interpolation": 1,
     "position_correction_every": 1,
 }
-#: ``recentre_probe`` values (True = "centre", False = "off"; ptyxr.reconstruct.centring)
-RECENTRE_PROBE_OPTIONS = ("relative", "centre", "off", True, False)
+#: ``reconstruct(recentre_probe=...)`` modes (ptyxr.reconstruct.centring); the bools are the
+#: earlier spelling: True = "centre", False = "off"
+RECENTRE_MODES: tuple[str, ...] = ("relative", "centre", "off")
+RECENTRE_FROM_BOOL: dict[bool, str] = {True: "centre", False: "off"}
+RECENTRE_PROBE_OPTIONS = (*RECENTRE_MODES, True, False)
+#: ``fit_xanes(edge_step=...)``: eq. (1)'s erf step (default), or the free erf+arctan shape
+EDGE_STEPS: tuple[str, ...] = ("erf", "erf+arctan")
 #: optional ints (None = a default derived from ``iterations``)
 _RECONSTRUCT_OPTIONAL_INTS = {"kkr_start": 0, "kkr_every": 1, "position_correction_start": 1}
 _RECONSTRUCT_BOOLS = (
@@ -604,7 +609,7 @@ ARGUMENTS: dict[str, dict[str, Callable[[str, Any, str], Any]]] = {
         "keep_fit_curve": _BOOL,
         "min_edge_significance": _real_between(lo=0.0),
         "max_edge_stderr": _real_between(positive=True, unit="eV"),
-        "edge_step": _one_of("erf", "erf+arctan"),
+        "edge_step": _one_of(*EDGE_STEPS),
     },
     "chemical_state": {
         "table": _one_of("paper", "henke", "chantler"),

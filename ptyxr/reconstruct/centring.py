@@ -25,7 +25,10 @@ from __future__ import annotations
 
 import numpy as np
 
+from ptyxr.checks import RECENTRE_FROM_BOOL, RECENTRE_MODES
 from ptyxr.reconstruct.epie import centre_of_mass, fourier_shift
+
+RELATIVE, CENTRE, OFF = RECENTRE_MODES
 
 #: Probe-centre differences below this [native pixels] are left alone.
 TOLERANCE = 0.01
@@ -135,10 +138,8 @@ def _shift_onto(probe: np.ndarray, target: np.ndarray, scale: float, tolerance: 
 
 def mode(recentre_probe: bool | str) -> str:
     """``reconstruct(recentre_probe=...)`` as one of "relative", "centre", "off" (True = "centre", False = "off")."""
-    if recentre_probe is True:
-        return "centre"
-    if recentre_probe is False:
-        return "off"
-    if recentre_probe in ("relative", "centre", "off"):
+    if isinstance(recentre_probe, bool):
+        return RECENTRE_FROM_BOOL[recentre_probe]
+    if recentre_probe in RECENTRE_MODES:
         return str(recentre_probe)
     raise ValueError(f"recentre_probe must be 'relative', 'centre', 'off', True or False, got {recentre_probe!r}")

@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 import xarray as xr
 
+from ptyxr.checks import RECENTRE_FROM_BOOL
 from ptyxr.reconstruct.grid import Grid
 from ptyxr.schema import (
     ATTR_CHECKPOINT,
@@ -78,7 +79,7 @@ def data_fingerprint(ds: xr.Dataset) -> str:
 
 #: settings whose recorded values were renamed: a checkpoint of an earlier version records
 #: ``recentre_probe`` as a bool (True = today's "centre", False = "off"; session 12)
-_LEGACY_VALUES: dict[str, dict[bool, str]] = {"recentre_probe": {True: "centre", False: "off"}}
+_LEGACY_VALUES: dict[str, dict[bool, str]] = {"recentre_probe": RECENTRE_FROM_BOOL}
 
 
 def check_resume(state: dict[str, Any], params: dict[str, Any], energy: np.ndarray, iterations: int, path: Any) -> int:

@@ -11,6 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from ptyxr.checks import RECENTRE_MODES
 from ptyxr.reconstruct import positions as _pos
 
 #: KKR needs a spectrum: at least this many energies.
@@ -102,7 +103,7 @@ class ProbeOptions:
     modes: int = 1
     update: bool = True
     update_start: int = 0
-    recentre: str = "relative"
+    recentre: str = RECENTRE_MODES[0]  # "relative"
 
     def updates_at(self, iteration: int) -> bool:
         """Whether 0-based ``iteration`` updates the probe."""

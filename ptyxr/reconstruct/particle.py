@@ -286,7 +286,7 @@ def reconstruct_particle(
             mom.after(obj)
         if probe_now and options.probe.modes > 1:
             _modes.orthogonalise(probe[g])
-        if probe_now and options.probe.recentre == "centre":
+        if probe_now and options.probe.recentre == _centring.CENTRE:
             shifts = _modes.recentre(obj[g], probe[g], field=field[g])
             if mom is not None:
                 mom.shift(shifts)
@@ -303,7 +303,7 @@ def reconstruct_particle(
             assert amplitudes is not None  # position refinement runs in core only
             solver.offsets[...] = work.offsets[...] = refiner.refine(obj, probe, amplitudes, solver.offsets)
             field = work.field(n)
-        if options.probe.recentre == "relative" and done in schedule:
+        if options.probe.recentre == _centring.RELATIVE and done in schedule:
             # every energy at `done`: the probe cores onto their mean centre (object alike)
             shifts = _centring.coregister(obj, probe, field, scale if native else np.ones(n_e))
             if mom is not None:
@@ -341,7 +341,9 @@ def reconstruct_particle(
             } or None
             _ckpt.write_checkpoint(checkpoint, energy, work, obj, probe, errors, done, rng, saved, extra)
     bar.close()
-    if options.probe.recentre == "relative":  # the output: every probe core on N//2 (not the checkpointed state)
+    if (
+        options.probe.recentre == _centring.RELATIVE
+    ):  # the output: every probe core on N//2 (not the checkpointed state)
         _centring.coregister(obj, probe, work.field(n), scale if native else np.ones(n_e), centre=True)
 
     if native:

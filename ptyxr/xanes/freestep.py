@@ -24,11 +24,10 @@ from __future__ import annotations
 
 import numpy as np
 
+from ptyxr.checks import EDGE_STEPS  # noqa: F401  (re-exported: fit.EDGE_STEPS)
 from ptyxr.xanes import lineshapes as _ls
 from ptyxr.xanes._varpro import _determined
 
-#: Values of ``fit_xanes(edge_step=...)``: eq. (1)'s erf step (default), or the free shape.
-EDGE_STEPS: tuple[str, ...] = ("erf", "erf+arctan")
 N_FREE = 11  # a, h_e, h_a, b2, b3, c11, c12, c13, c21, c22, c23
 _NONLINEAR = [3, 4, 6, 7, 9, 10]  # b2, b3, c12, c13, c22, c23 [eV]
 #: Levenberg–Marquardt iterations per start. On sparse grids (16 energies) weak rim pixels

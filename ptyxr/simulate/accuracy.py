@@ -222,6 +222,14 @@ def particle_accuracy(result: xr.Dataset, truth: xr.Dataset, ideal: xr.Dataset |
                 # the rms is ruled by a tail of mixed pixels whose one-edge fit flips between
                 # the two edges; the median says what a typical pixel gets
                 row["edge_energy_median_abs_err_vs_ideal_eV"] = _median_abs(d_ideal)
+                row["edge_energy_bias_vs_ideal_eV"] = _mean(d_ideal)
+                row["vs_ideal_pixels"] = float(np.isfinite(d_ideal).sum())
+                if pure is not None:
+                    # the estimator against what eq. (1) means on these pixels (like with like):
+                    # the single-domain bound without the model's own bias on a non-erf edge
+                    d_ideal_pure = (result[s.EDGE_ENERGY] - ideal_on_grid[s.EDGE_ENERGY]).values[valid & pure]
+                    row["edge_energy_rmse_single_domain_vs_ideal_eV"] = _rms(d_ideal_pure)
+                    row["single_domain_vs_ideal_pixels"] = float(np.isfinite(d_ideal_pure).sum())
                 ideal_valid = ideal[s.FIT_VALID].values
                 row["ideal_fit_edge_energy_rmse_eV"] = _rms(
                     (ideal[s.EDGE_ENERGY] - truth[s.EDGE_ENERGY]).values[ideal_valid]
@@ -313,6 +321,7 @@ def accuracy_report(result, truths: Sequence[xr.Dataset], ideal: bool = True, pr
         "edge_energy_rmse_eV",
         "edge_energy_rmse_single_domain_eV",
         "edge_energy_rmse_vs_ideal_eV",
+        "edge_energy_rmse_single_domain_vs_ideal_eV",
         "absorption_nrmse",
         "phase_nrmse",
         "alignment_rms_px",

@@ -16,7 +16,10 @@ fits eq. (1) to the truth's noise-free spectra (:func:`~ptyxr.simulate.spectra_f
 — what a perfect measurement would give — and the report lists both the error against
 the weighted truth (``edge_energy_rmse_eV``: model + measurement) and against that ideal
 fit (``edge_energy_rmse_vs_ideal_eV``: what reconstruction, alignment and noise add),
-plus the ideal fit's own error (``ideal_fit_edge_energy_rmse_eV``: the model floor), and
+plus the ideal fit's own error (``ideal_fit_edge_energy_rmse_eV``: the model floor; on
+single-domain pixels ``edge_energy_rmse_single_domain_vs_ideal_eV`` against
+``ideal_fit_edge_energy_rmse_single_domain_eV``: the estimator and the model's bias on a
+non-erf edge, DESIGN §2c), and
 the error on pixels whose own fitted b2 uncertainty is below :data:`EDGE_STDERR_LIMIT`
 (``edge_energy_rmse_confident_eV``, with ``confident_fraction`` of the valid pixels).
 """

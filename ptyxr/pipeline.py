@@ -64,7 +64,7 @@ class ChainResult:
 RECONSTRUCT_SCHEDULES: dict[str, dict[str, Any]] = {
     "tiny": {"iterations": 100},
     "small": {"iterations": 200},
-    "paper": {"iterations": 150, "algorithm": "mpie"},
+    "paper": {"iterations": 150, "algorithm": "mpie", "kkr_skip_last": True},
 }
 
 

@@ -275,7 +275,7 @@ def kkr_project(
         energy's KK phase and the per-pixel constant). At the window's upper end φ_KK
         depends most on the unmeasured upper tail, which the table scales without the
         post-edge structure: on the paper preset's noise-free truth its error there is
-        1.5 % of the phase contrast (≤ 0.6 % from 5466 to 5488 eV), three times the
+        1.5 % of the phase contrast (≤ 0.65 % from 5466 to 5488 eV), three times the
         reconstruction's own phase error at that energy (design-notes/s13-paperabs.md).
 
     Returns

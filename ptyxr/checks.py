@@ -434,6 +434,7 @@ EDGE_STEPS: tuple[str, ...] = ("erf", "erf+arctan")
 _RECONSTRUCT_OPTIONAL_INTS = {"kkr_start": 0, "kkr_every": 1, "position_correction_start": 1}
 _RECONSTRUCT_BOOLS = (
     "kkr",
+    "kkr_skip_last",
     "use_monitor",
     "refine_flux",
     "update_probe",

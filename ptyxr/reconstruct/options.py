@@ -63,6 +63,9 @@ class KKROptions:
     element, table : str
         ``kkr_element``/``kkr_table``: resonant element and f″ table that extend μt outside
         the energy window (:func:`ptyxr.reconstruct.kkr.kkr_project`).
+    skip_last : bool
+        ``kkr_skip_last``: the highest energy keeps its own phase (``kkr_project``'s
+        ``skip_last``; False, the default, projects every energy).
     """
 
     enabled: bool = True
@@ -71,14 +74,22 @@ class KKROptions:
     weight: float = 1.0
     element: str = "V"
     table: str = "chantler"
+    skip_last: bool = False
 
     def schedule(self, iterations: int) -> list[int]:
         """Iterations after which KKR projects (:func:`kkr_schedule`; empty when not enabled)."""
         return kkr_schedule(iterations, self.start, self.every) if self.enabled else []
 
-    def projection(self) -> dict[str, str]:
-        """Keyword arguments of :func:`ptyxr.reconstruct.kkr.kkr_project` besides the weight."""
-        return {"element": self.element, "table": self.table}
+    def projection(self) -> dict[str, Any]:
+        """Keyword arguments of :func:`ptyxr.reconstruct.kkr.kkr_project` besides the weight.
+
+        ``skip_last`` appears only when on: with it off the dict (recorded as ``kkr_options``)
+        is that of earlier versions, whose checkpoints then resume.
+        """
+        out: dict[str, Any] = {"element": self.element, "table": self.table}
+        if self.skip_last:
+            out["skip_last"] = True
+        return out
 
 
 @dataclass(frozen=True)

@@ -102,3 +102,21 @@ def test_a_checkpoint_of_the_previous_version_resumes(raw, tmp_path):
     with pytest.raises(SchemaError, match="recentre_probe"):
         ckpt.check_resume(state, dict(params, recentre_probe="relative"), state["energy"], 3, path)
     assert out.sizes["energy"] == 6
+
+
+def test_kkr_skip_last_leaves_the_highest_energy_to_the_reconstruction(raw):
+    """``kkr_skip_last=True`` with one projection (after the last iteration): the highest energy
+    is exactly the run without KKR, every other energy exactly the default run; recorded in
+    ``kkr_options`` only when on (off = the record of earlier versions)."""
+    run = {**RUN, "kkr_start": 3}
+    on = reconstruct(raw, **run, kkr_skip_last=True)
+    off = reconstruct(raw, **run)
+    without = reconstruct(raw, **{**run, "kkr": False})
+    # the highest energy to complex64 rounding: the engine still multiplies it by exp(i·0), whose
+    # zero is arg(z·conj z) of equal numbers (≈ 1 ulp of a value near 1: 6e-8)
+    np.testing.assert_allclose(on["object"].values[-1], without["object"].values[-1], rtol=0, atol=2e-7)
+    np.testing.assert_array_equal(on["object"].values[:-1], off["object"].values[:-1])
+    moved = np.abs(off["object"].values[-1] - without["object"].values[-1]).max()
+    assert moved > 1e-4, moved  # where the default run's projection does move it
+    assert provenance.parameters(on, "reconstruct")["kkr_options"]["skip_last"] is True
+    assert "skip_last" not in provenance.parameters(off, "reconstruct")["kkr_options"]

@@ -495,9 +495,6 @@ if _numba is not None:
                     for a in range(4):
                         coef[a] = c_t[a]
                         free[a] = f_t[a]
-                    _derivative_rows(x, wp, unit, th, m)
-                    _gram(m, 5, 11, n, g)
-                    _normal_equations(g, coef, free, low, good, hess, grad, ws, bk)
                     cost = cost_t
                     r3 = 1.0 - (2.0 * rho - 1.0) ** 3
                     lam = lam * (r3 if (r3 > 1.0 / 3.0 or r3 != r3) else 1.0 / 3.0)
@@ -514,6 +511,12 @@ if _numba is not None:
                 hopeless = iterations >= give_up and coef[1] < rms
                 if done or hopeless:
                     break
+                if accept and iterations < max_iter:
+                    # the accepted point's normal equations, only where another iteration
+                    # uses them (not after the last one: nothing reads them; same bits)
+                    _derivative_rows(x, wp, unit, th, m)
+                    _gram(m, 5, 11, n, g)
+                    _normal_equations(g, coef, free, low, good, hess, grad, ws, bk)
             cost_out[p] = cost
             it_out[p] = iterations
             conv_out[p] = converged

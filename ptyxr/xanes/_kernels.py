@@ -601,8 +601,14 @@ if _numba is not None:
             pick = -1
             width = th[column + 1]
             r = 1.0 / width
+            prev = np.nan
             for v in range(values.size):
                 c = min(max(values[v], lo[p, column]), hi[p, column])
+                if c == prev:
+                    # a candidate clipped to the bound again: the same trial, the same χ²,
+                    # which cannot be strictly below the best (it was tried just before)
+                    continue
+                prev = c
                 for i in range(n):
                     li = _lorentzian((x[i] - c) * r)
                     m[row, i] = li if unit else li * wp[i]

@@ -524,16 +524,20 @@ if _numba is not None:
                 coef_out[a, p] = coef[a]
 
     @_njit
-    def inverse_normal_matrix(x, w, unit, theta, heights, use, inv_out):  # pragma: no cover - compiled
-        """(JᵀJ)⁻¹ of the full 10-parameter eq. (1) Jacobian per pixel (solver._covariance).
+    def inverse_normal_matrix(x, w, unit, theta, heights, use, inv_out, shift_out):  # pragma: no cover - compiled
+        """(JᵀJ)⁻¹ of the full 10-parameter eq. (1) Jacobian per pixel (solver._covariance), and
+        the b2 shifts of the two model-error directions of :mod:`ptyxr.xanes.uncertainty`.
 
         ``theta`` (P, 6) nonlinear parameters (energies shifted), ``heights`` (P, 3) b1, c11,
         c21, ``use`` (P, 10) the determined parameters: the others get a unit row/column
-        (their entries of the inverse are discarded by the caller).
+        (their entries of the inverse are discarded by the caller). ``shift_out`` (P, 2): the
+        b2 component of (JᵀJ)⁻¹Jᵀδ for δ = the arctan-minus-erf step and the white-line
+        asymmetry direction (uncertainty.edge_model_error, per unit η and α), from the same
+        factor (held parameters' rows of Jᵀδ zeroed, as there).
         """
         n = x.size
-        m = np.empty((10, n))
-        g = np.empty((10, 10))
+        m = np.empty((12, n))
+        g = np.empty((12, 12))
         a = np.empty((10, 10))
         low = np.zeros((10, 10))
         good = np.empty(10, np.bool_)
@@ -555,8 +559,9 @@ if _numba is not None:
                 ez = _step_slope(z) * _INV_SQRT_PI
                 d1 = 2.0 * _lorentzian_slope(l1, u1) / s1
                 d2 = 2.0 * _lorentzian_slope(l2, u2) / s2
+                st = _step(z)
                 m[0, i] = wi
-                m[1, i] = wi * _step(z)
+                m[1, i] = wi * st
                 m[2, i] = -wi * b1 * ez / b3
                 m[3, i] = -wi * b1 * ez * z / b3
                 m[4, i] = wi * l1
@@ -565,7 +570,10 @@ if _numba is not None:
                 m[7, i] = wi * l2
                 m[8, i] = wi * c21 * d2
                 m[9, i] = wi * c21 * d2 * u2
-            _gram(m, 0, 10, n, g)
+                # model-error directions: arctan step − erf step; white-line asymmetry
+                m[10, i] = wi * b1 * (0.5 + math.atan(z) / math.pi - st)
+                m[11, i] = m[9, i] * s2 * (1.0 if x[i] > c2 else (-1.0 if x[i] < c2 else 0.0))
+            _gram(m, 0, 12, n, g)
             up = use[p]
             for i in range(10):
                 for j in range(10):
@@ -577,6 +585,13 @@ if _numba is not None:
                 e[c] = 0.0
                 for i in range(10):
                     inv_out[p, i, c] = col[i]
+            for k in range(2):
+                for i in range(10):
+                    e[i] = g[i, 10 + k] if up[i] else 0.0
+                _chol_subst(low, good, 10, e, col, z10)
+                shift_out[p, k] = col[2]
+            for i in range(10):
+                e[i] = 0.0
 
     @_njit
     def scan_column(x, w, yw, unit, theta, lo, hi, column, values, coef, cost):  # pragma: no cover - compiled

@@ -407,8 +407,11 @@ def _damped_step(h: np.ndarray, g: np.ndarray, lam: np.ndarray, diag: np.ndarray
 # ------------------------------------------------------------------ errors and flags
 def _covariance(
     prob: _Problem, params: np.ndarray, lower: np.ndarray, upper: np.ndarray, cost: np.ndarray
-) -> tuple[np.ndarray, np.ndarray]:
-    """Covariance (P, 10, 10) = redchi·(JᵀJ)⁻¹ over determined parameters, and redchi."""
+) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+    """Covariance (P, 10, 10) = redchi·(JᵀJ)⁻¹ over determined parameters, redchi, and the b2
+    shifts (P, 2) of eq. (1)'s model-error directions per unit η and α
+    (:func:`ptyxr.xanes.uncertainty.edge_model_error`) from the same factor where this thread's
+    engine is compiled (None on the numpy path: the caller computes the model error there)."""
     n_pix = params.shape[0]
     use = _determined(params, lower, upper).T  # (10, P)
     eye = np.eye(N_PARAMETERS)[:, :, None]
@@ -419,6 +422,7 @@ def _covariance(
     theta = _theta(params, prob.e0)
     if _compiled():  # per pixel, compiled (GIL released): the same algebra, rounding aside
         inv_p = np.empty((n_pix, N_PARAMETERS, N_PARAMETERS))
+        shift = np.empty((n_pix, 2))
         _kernels.inverse_normal_matrix(
             prob.x,
             prob.w if not prob.unit else prob.w[:1],
@@ -427,9 +431,10 @@ def _covariance(
             np.ascontiguousarray(params[:, [_B1, _C11, _C21]]),
             np.ascontiguousarray(use.T),
             inv_p,
+            shift,
         )
         inv_p *= redchi[:, None, None]
-        return np.where(keep.transpose(2, 0, 1), inv_p, np.nan), redchi
+        return np.where(keep.transpose(2, 0, 1), inv_p, np.nan), redchi, shift
     idx = np.arange(n_pix)
     s, l1, l2, z, u1, u2 = prob.basis(theta, idx)
     w = prob.w
@@ -456,7 +461,7 @@ def _covariance(
     inv = _chol_solve(np.where(keep, jtj, eye), np.broadcast_to(eye, jtj.shape).copy())
     cov = inv * redchi[None, None, :]
     cov = np.where(keep, cov, np.nan).transpose(2, 0, 1)
-    return cov, redchi
+    return cov, redchi, None
 
 
 def _determined(params: np.ndarray, lower: np.ndarray, upper: np.ndarray) -> np.ndarray:

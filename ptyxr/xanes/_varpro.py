@@ -67,6 +67,15 @@ class _Problem:
         self.n_valid = finite.sum(axis=1)
         self.unit = bool(np.all(self.w == 1.0))  # skip the weight multiplications
 
+    def subset(self, rows: np.ndarray) -> _Problem:
+        """The problem of pixels ``rows`` (repeats allowed): the same arrays as
+        ``_Problem(energy, y[rows], weights[rows])``, taken from this one's instead of recomputed."""
+        sub = object.__new__(_Problem)
+        sub.e0, sub.x = self.e0, self.x
+        sub.w, sub.yw, sub.n_valid = self.w[rows], self.yw[rows], self.n_valid[rows]
+        sub.unit = self.unit or bool(np.all(sub.w == 1.0))
+        return sub
+
     def basis(self, theta: np.ndarray, idx: np.ndarray):
         """Unit basis columns s, L1, L2 (P, n) at nonlinear parameters ``theta`` (P, 6)."""
         x = self.x

@@ -298,7 +298,7 @@ def _fit_block(
         rows, alt, prof_b2, prof_cost = global_starts(energy, yv, p, c, lo_p, hi_p, prob.n_valid, wv)
         alt_b2, alt_cost = prof_b2, prof_cost
         if rows.size:
-            sub = _Problem(energy, yv[rows], wv[rows])
+            sub = prob.subset(rows)
             lo_r, hi_r = _theta(lo_p[rows], sub.e0), _theta(hi_p[rows], sub.e0)
             th_r, coef_r, c_r, it_r, conv_r = _levenberg_marquardt(
                 sub, np.clip(_theta(alt, sub.e0), lo_r, hi_r), lo_r, hi_r, max_iter, ftol, xtol

@@ -179,4 +179,5 @@ def combine_shifts(
 def edge_uncertainty(stderr_b2: np.ndarray, model_error: np.ndarray) -> np.ndarray:
     """√(stderr² + model error²) [eV]; NaN where the stderr is NaN (undetermined b2)."""
     model = np.where(np.isfinite(model_error), model_error, 0.0)
-    return np.sqrt(np.asarray(stderr_b2, float) ** 2 + model**2)
+    with np.errstate(over="ignore"):  # undetermined b2 (errors ≥ 1e154 eV): ∞, as meaningless
+        return np.sqrt(np.asarray(stderr_b2, float) ** 2 + model**2)

@@ -111,7 +111,7 @@ def test_edge_scan_kernel_equals_sequential_full_projections(weighted):
     rows = np.arange(theta.shape[0])
     coef, cost = _project(prob, w_k, theta, rows)
     offsets, factors = np.array([-4.0, -2.0, 2.0, 4.0]), np.array([0.5, 2.0])
-    th_k, coef_k, cost_k = theta.copy(), coef.copy(), cost.copy()
+    th_k, coef_k, cost_k = theta.copy(), np.full_like(coef, np.nan), np.full_like(cost, np.nan)  # outputs
     _kernels.scan_edge(prob.x, w_k, prob.yw, prob.unit, th_k, lo, hi, offsets, factors, coef_k, cost_k)
     th = theta.copy()
     for column, values in ((0, offsets), (1, factors)):  # the numpy path's sequential scans

@@ -686,8 +686,10 @@ if _numba is not None:
         """The edge scans of solver.scan_starts per pixel: b2 + each offset, then b3 × each
         factor, each applied to the best so far (clipped), kept where χ² is strictly lower.
 
-        Only the step's row and the Gram entries that involve it are recomputed per candidate;
-        every number is the one :func:`project_many` gives for the full trial.
+        The start θ is projected first (``coef``/``cost`` are outputs only: the numbers of
+        :func:`project_many` at θ). Only the step's row and the Gram entries that involve it
+        are recomputed per candidate; every number is the one :func:`project_many` gives for
+        the full trial.
         """
         n = x.size
         m, g, c_t, f_t, low, good, _, _, ws, bk = _workspace(n)
@@ -696,6 +698,9 @@ if _numba is not None:
             th = theta[p]
             _rows(x, wp, ywp, unit, th, False, m)
             _gram(m, 0, 5, n, g)
+            cost[p] = _heights_cost(g, c_t, f_t, low, good, ws, bk)
+            for a in range(4):
+                coef[a, p] = c_t[a]
             for column in range(2):
                 values = offsets if column == 0 else factors
                 for v in range(values.size):

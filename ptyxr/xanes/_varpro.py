@@ -222,14 +222,17 @@ def scan_starts(
     local = np.arange(idx.size)
     lo, hi = _theta(lower[idx], prob.e0), _theta(upper[idx], prob.e0)
     theta = np.clip(_theta(start[idx], prob.e0), lo, hi)
-    coef, _, cost = prob.project(theta, local)
     scans: list[tuple[int, tuple[float, ...]]] = [(0, tuple(edge_offsets)), (1, tuple(width_factors))]
     if _compiled() and (edge_offsets or width_factors):  # per pixel, compiled: the same numbers
+        # the kernel projects the start too (the rows it needs anyway): project()'s numbers
+        coef, cost = np.empty((4, idx.size)), np.empty(idx.size)
         w_k = prob.w if not prob.unit else prob.w[:1]
         offs, facs = np.asarray(edge_offsets, float), np.asarray(width_factors, float)
         lo_c, hi_c = np.ascontiguousarray(lo, float), np.ascontiguousarray(hi, float)
         _kernels.scan_edge(prob.x, w_k, prob.yw, prob.unit, theta, lo_c, hi_c, offs, facs, coef, cost)
         scans = []
+    else:
+        coef, _, cost = prob.project(theta, local)
     if centres is not None:
         scans += _centre_candidates(np.asarray(centres, float) - prob.e0, lo, hi)
     for column, candidates in scans:

@@ -495,9 +495,6 @@ if _numba is not None:
                     for a in range(4):
                         coef[a] = c_t[a]
                         free[a] = f_t[a]
-                    _derivative_rows(x, wp, unit, th, m)
-                    _gram(m, 5, 11, n, g)
-                    _normal_equations(g, coef, free, low, good, hess, grad, ws, bk)
                     cost = cost_t
                     r3 = 1.0 - (2.0 * rho - 1.0) ** 3
                     lam = lam * (r3 if (r3 > 1.0 / 3.0 or r3 != r3) else 1.0 / 3.0)
@@ -514,6 +511,12 @@ if _numba is not None:
                 hopeless = iterations >= give_up and coef[1] < rms
                 if done or hopeless:
                     break
+                if accept and iterations < max_iter:
+                    # the accepted point's normal equations, only where another iteration
+                    # uses them (not after the last one: nothing reads them; same bits)
+                    _derivative_rows(x, wp, unit, th, m)
+                    _gram(m, 5, 11, n, g)
+                    _normal_equations(g, coef, free, low, good, hess, grad, ws, bk)
             cost_out[p] = cost
             it_out[p] = iterations
             conv_out[p] = converged
@@ -521,16 +524,20 @@ if _numba is not None:
                 coef_out[a, p] = coef[a]
 
     @_njit
-    def inverse_normal_matrix(x, w, unit, theta, heights, use, inv_out):  # pragma: no cover - compiled
-        """(JᵀJ)⁻¹ of the full 10-parameter eq. (1) Jacobian per pixel (solver._covariance).
+    def inverse_normal_matrix(x, w, unit, theta, heights, use, inv_out, shift_out):  # pragma: no cover - compiled
+        """(JᵀJ)⁻¹ of the full 10-parameter eq. (1) Jacobian per pixel (solver._covariance), and
+        the b2 shifts of the two model-error directions of :mod:`ptyxr.xanes.uncertainty`.
 
         ``theta`` (P, 6) nonlinear parameters (energies shifted), ``heights`` (P, 3) b1, c11,
         c21, ``use`` (P, 10) the determined parameters: the others get a unit row/column
-        (their entries of the inverse are discarded by the caller).
+        (their entries of the inverse are discarded by the caller). ``shift_out`` (P, 2): the
+        b2 component of (JᵀJ)⁻¹Jᵀδ for δ = the arctan-minus-erf step and the white-line
+        asymmetry direction (uncertainty.edge_model_error, per unit η and α), from the same
+        factor (held parameters' rows of Jᵀδ zeroed, as there).
         """
         n = x.size
-        m = np.empty((10, n))
-        g = np.empty((10, 10))
+        m = np.empty((12, n))
+        g = np.empty((12, 12))
         a = np.empty((10, 10))
         low = np.zeros((10, 10))
         good = np.empty(10, np.bool_)
@@ -552,8 +559,9 @@ if _numba is not None:
                 ez = _step_slope(z) * _INV_SQRT_PI
                 d1 = 2.0 * _lorentzian_slope(l1, u1) / s1
                 d2 = 2.0 * _lorentzian_slope(l2, u2) / s2
+                st = _step(z)
                 m[0, i] = wi
-                m[1, i] = wi * _step(z)
+                m[1, i] = wi * st
                 m[2, i] = -wi * b1 * ez / b3
                 m[3, i] = -wi * b1 * ez * z / b3
                 m[4, i] = wi * l1
@@ -562,7 +570,10 @@ if _numba is not None:
                 m[7, i] = wi * l2
                 m[8, i] = wi * c21 * d2
                 m[9, i] = wi * c21 * d2 * u2
-            _gram(m, 0, 10, n, g)
+                # model-error directions: arctan step − erf step; white-line asymmetry
+                m[10, i] = wi * b1 * (0.5 + math.atan(z) / math.pi - st)
+                m[11, i] = m[9, i] * s2 * (1.0 if x[i] > c2 else (-1.0 if x[i] < c2 else 0.0))
+            _gram(m, 0, 12, n, g)
             up = use[p]
             for i in range(10):
                 for j in range(10):
@@ -574,6 +585,13 @@ if _numba is not None:
                 e[c] = 0.0
                 for i in range(10):
                     inv_out[p, i, c] = col[i]
+            for k in range(2):
+                for i in range(10):
+                    e[i] = g[i, 10 + k] if up[i] else 0.0
+                _chol_subst(low, good, 10, e, col, z10)
+                shift_out[p, k] = col[2]
+            for i in range(10):
+                e[i] = 0.0
 
     @_njit
     def scan_column(x, w, yw, unit, theta, lo, hi, column, values, coef, cost):  # pragma: no cover - compiled
@@ -598,8 +616,14 @@ if _numba is not None:
             pick = -1
             width = th[column + 1]
             r = 1.0 / width
+            prev = np.nan
             for v in range(values.size):
                 c = min(max(values[v], lo[p, column]), hi[p, column])
+                if c == prev:
+                    # a candidate clipped to the bound again: the same trial, the same χ²,
+                    # which cannot be strictly below the best (it was tried just before)
+                    continue
+                prev = c
                 for i in range(n):
                     li = _lorentzian((x[i] - c) * r)
                     m[row, i] = li if unit else li * wp[i]
@@ -662,8 +686,10 @@ if _numba is not None:
         """The edge scans of solver.scan_starts per pixel: b2 + each offset, then b3 × each
         factor, each applied to the best so far (clipped), kept where χ² is strictly lower.
 
-        Only the step's row and the Gram entries that involve it are recomputed per candidate;
-        every number is the one :func:`project_many` gives for the full trial.
+        The start θ is projected first (``coef``/``cost`` are outputs only: the numbers of
+        :func:`project_many` at θ). Only the step's row and the Gram entries that involve it
+        are recomputed per candidate; every number is the one :func:`project_many` gives for
+        the full trial.
         """
         n = x.size
         m, g, c_t, f_t, low, good, _, _, ws, bk = _workspace(n)
@@ -672,6 +698,9 @@ if _numba is not None:
             th = theta[p]
             _rows(x, wp, ywp, unit, th, False, m)
             _gram(m, 0, 5, n, g)
+            cost[p] = _heights_cost(g, c_t, f_t, low, good, ws, bk)
+            for a in range(4):
+                coef[a, p] = c_t[a]
             for column in range(2):
                 values = offsets if column == 0 else factors
                 for v in range(values.size):

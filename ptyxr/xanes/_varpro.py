@@ -67,6 +67,15 @@ class _Problem:
         self.n_valid = finite.sum(axis=1)
         self.unit = bool(np.all(self.w == 1.0))  # skip the weight multiplications
 
+    def subset(self, rows: np.ndarray) -> _Problem:
+        """The problem of pixels ``rows`` (repeats allowed): the same arrays as
+        ``_Problem(energy, y[rows], weights[rows])``, taken from this one's instead of recomputed."""
+        sub = object.__new__(_Problem)
+        sub.e0, sub.x = self.e0, self.x
+        sub.w, sub.yw, sub.n_valid = self.w[rows], self.yw[rows], self.n_valid[rows]
+        sub.unit = self.unit or bool(np.all(sub.w == 1.0))
+        return sub
+
     def basis(self, theta: np.ndarray, idx: np.ndarray):
         """Unit basis columns s, L1, L2 (P, n) at nonlinear parameters ``theta`` (P, 6)."""
         x = self.x
@@ -213,14 +222,17 @@ def scan_starts(
     local = np.arange(idx.size)
     lo, hi = _theta(lower[idx], prob.e0), _theta(upper[idx], prob.e0)
     theta = np.clip(_theta(start[idx], prob.e0), lo, hi)
-    coef, _, cost = prob.project(theta, local)
     scans: list[tuple[int, tuple[float, ...]]] = [(0, tuple(edge_offsets)), (1, tuple(width_factors))]
     if _compiled() and (edge_offsets or width_factors):  # per pixel, compiled: the same numbers
+        # the kernel projects the start too (the rows it needs anyway): project()'s numbers
+        coef, cost = np.empty((4, idx.size)), np.empty(idx.size)
         w_k = prob.w if not prob.unit else prob.w[:1]
         offs, facs = np.asarray(edge_offsets, float), np.asarray(width_factors, float)
         lo_c, hi_c = np.ascontiguousarray(lo, float), np.ascontiguousarray(hi, float)
         _kernels.scan_edge(prob.x, w_k, prob.yw, prob.unit, theta, lo_c, hi_c, offs, facs, coef, cost)
         scans = []
+    else:
+        coef, _, cost = prob.project(theta, local)
     if centres is not None:
         scans += _centre_candidates(np.asarray(centres, float) - prob.e0, lo, hi)
     for column, candidates in scans:
@@ -407,8 +419,11 @@ def _damped_step(h: np.ndarray, g: np.ndarray, lam: np.ndarray, diag: np.ndarray
 # ------------------------------------------------------------------ errors and flags
 def _covariance(
     prob: _Problem, params: np.ndarray, lower: np.ndarray, upper: np.ndarray, cost: np.ndarray
-) -> tuple[np.ndarray, np.ndarray]:
-    """Covariance (P, 10, 10) = redchi·(JᵀJ)⁻¹ over determined parameters, and redchi."""
+) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+    """Covariance (P, 10, 10) = redchi·(JᵀJ)⁻¹ over determined parameters, redchi, and the b2
+    shifts (P, 2) of eq. (1)'s model-error directions per unit η and α
+    (:func:`ptyxr.xanes.uncertainty.edge_model_error`) from the same factor where this thread's
+    engine is compiled (None on the numpy path: the caller computes the model error there)."""
     n_pix = params.shape[0]
     use = _determined(params, lower, upper).T  # (10, P)
     eye = np.eye(N_PARAMETERS)[:, :, None]
@@ -419,6 +434,7 @@ def _covariance(
     theta = _theta(params, prob.e0)
     if _compiled():  # per pixel, compiled (GIL released): the same algebra, rounding aside
         inv_p = np.empty((n_pix, N_PARAMETERS, N_PARAMETERS))
+        shift = np.empty((n_pix, 2))
         _kernels.inverse_normal_matrix(
             prob.x,
             prob.w if not prob.unit else prob.w[:1],
@@ -427,9 +443,10 @@ def _covariance(
             np.ascontiguousarray(params[:, [_B1, _C11, _C21]]),
             np.ascontiguousarray(use.T),
             inv_p,
+            shift,
         )
         inv_p *= redchi[:, None, None]
-        return np.where(keep.transpose(2, 0, 1), inv_p, np.nan), redchi
+        return np.where(keep.transpose(2, 0, 1), inv_p, np.nan), redchi, shift
     idx = np.arange(n_pix)
     s, l1, l2, z, u1, u2 = prob.basis(theta, idx)
     w = prob.w
@@ -456,7 +473,7 @@ def _covariance(
     inv = _chol_solve(np.where(keep, jtj, eye), np.broadcast_to(eye, jtj.shape).copy())
     cov = inv * redchi[None, None, :]
     cov = np.where(keep, cov, np.nan).transpose(2, 0, 1)
-    return cov, redchi
+    return cov, redchi, None
 
 
 def _determined(params: np.ndarray, lower: np.ndarray, upper: np.ndarray) -> np.ndarray:

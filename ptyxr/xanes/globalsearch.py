@@ -110,19 +110,17 @@ def edge_profile(
     g = grid - prob.e0
     fitted = params[:, _C22] - params[:, _B2]
     passes = [fitted] + [np.full(n_pix, o) for o in PROFILE_WL_OFFSETS]
-    cost, best, coef = _refined_profile(energy, y, w, prob, theta, lo, hi, g, passes, refine_below)
+    cost, best, coef = _refined_profile(prob, theta, lo, hi, g, passes, refine_below)
     # a white line on or near its edge stays there when moved along with it: profile those
     # fits also with it apart (own projection and refinement; a point keeps the lower). Not
     # fits with it behind: they are refit from the profile anyway (global_starts), and a lower
     # point elsewhere on a side can seed a refit that ends behind again, where the old one did not.
     near = np.flatnonzero((fitted < PROFILE_WL_NEAR) & ~white_line_behind(params))
     if near.size:
-        sub = _Problem(energy, y[near], w[near])
+        sub = prob.subset(near)
         apart = [np.full(near.size, PROFILE_WL_APART)]
         below = None if refine_below is None else refine_below[near]
-        c_n, b_n, f_n = _refined_profile(
-            energy, y[near], w[near], sub, theta[near], lo[near], hi[near], g[near], apart, below
-        )
+        c_n, b_n, f_n = _refined_profile(sub, theta[near], lo[near], hi[near], g[near], apart, below)
         c_s, b_s, f_s = cost[near], best[near], coef[:, near]
         lower_cost = c_n < c_s
         c_s[lower_cost], b_s[lower_cost], f_s[:, lower_cost] = c_n[lower_cost], b_n[lower_cost], f_n[:, lower_cost]
@@ -134,7 +132,7 @@ def edge_profile(
     return grid, cost, start
 
 
-def _refined_profile(energy, y, w, prob, theta, lo, hi, g, passes, refine_below):
+def _refined_profile(prob, theta, lo, hi, g, passes, refine_below):
     """The projection passes of :func:`edge_profile` (one white-line offset (P,) each),
     then :data:`PROFILE_ITERATIONS` LM steps with b2 held at the points below ``refine_below``.
     Returns cost (P, G), best θ (P, G, 6) and heights (4, P, G)."""
@@ -143,7 +141,7 @@ def _refined_profile(energy, y, w, prob, theta, lo, hi, g, passes, refine_below)
     best = np.empty((n_pix, n_grid, 6))
     coef = np.zeros((4, n_pix, n_grid))
     for off in passes:
-        _profile_pass(energy, y, w, prob, theta, lo, hi, g, off, cost, best, coef)
+        _profile_pass(prob, theta, lo, hi, g, off, cost, best, coef)
     if not PROFILE_ITERATIONS:
         return cost, best, coef
     # the other basins need other widths and white lines than the fit's: a few LM steps
@@ -160,7 +158,7 @@ def _refined_profile(energy, y, w, prob, theta, lo, hi, g, passes, refine_below)
         fixed = flat_best[sel, 0]
         lo_r[:, 0] = hi_r[:, 0] = fixed
         lo_r[:, 4] = np.minimum(np.maximum(lo_r[:, 4], fixed), hi_r[:, 4])  # white line not behind its edge
-        sub = _Problem(energy, y[rows], w[rows])
+        sub = prob.subset(rows)
         th0 = np.clip(flat_best[sel], lo_r, hi_r)
         th, cf, ct, _, _ = _levenberg_marquardt(sub, th0, lo_r, hi_r, PROFILE_ITERATIONS, 1e-6, 1e-3)
         flat_best[sel], flat_coef[:, sel] = th, cf
@@ -168,7 +166,7 @@ def _refined_profile(energy, y, w, prob, theta, lo, hi, g, passes, refine_below)
     return flat_cost.reshape(n_pix, n_grid), flat_best.reshape(n_pix, n_grid, 6), flat_coef.reshape(4, n_pix, n_grid)
 
 
-def _profile_pass(energy, y, w, prob, theta, lo, hi, g, off, cost, best, coef) -> None:
+def _profile_pass(prob, theta, lo, hi, g, off, cost, best, coef) -> None:
     """One projection pass of :func:`edge_profile`: b2 at each grid value, white line at
     b2 + max(``off``, 0), the rest as fitted; kept in ``cost``/``best``/``coef`` where
     strictly lower (in place)."""
@@ -189,7 +187,7 @@ def _profile_pass(energy, y, w, prob, theta, lo, hi, g, off, cost, best, coef) -
     cost_t: np.ndarray = np.empty(rows.size)  # 1-D here, (n_pix, n_grid) after the scan
     for first in range(0, rows.size, _SCAN_ROWS):
         sl = slice(first, first + _SCAN_ROWS)
-        sub = _Problem(energy, y[rows[sl]], w[rows[sl]])
+        sub = prob.subset(rows[sl])
         c_t[:, sl], _, cost_t[sl] = sub.project(trial[sl], np.arange(rows[sl].size))
     cost_t = np.where(cost_t < np.inf, cost_t, np.inf).reshape(n_pix, n_grid)  # NaN never wins
     better = cost_t < cost

@@ -260,8 +260,9 @@ def _fit_block(
     cov = np.full((n_pix, N_PARAMETERS, N_PARAMETERS), np.nan) if want_cov else None
     stderr = np.full((n_pix, N_PARAMETERS), np.nan)
     redchi = np.full(n_pix, np.nan)
+    model = np.full(n_pix, np.nan)
     if idx.size == 0:
-        return params, stderr, redchi, np.zeros(n_pix, bool), cost, iterations, lower, upper, cov
+        return params, stderr, redchi, np.zeros(n_pix, bool), cost, iterations, lower, upper, cov, model
     yv, wv, lo_p, hi_p = y[idx], w[idx], lower[idx], upper[idx]
     start_v = scan_starts(energy, yv, start[idx], lo_p, hi_p, weights=wv)
     prob = _Problem(energy, yv, wv)
@@ -297,7 +298,7 @@ def _fit_block(
         rows, alt, prof_b2, prof_cost = global_starts(energy, yv, p, c, lo_p, hi_p, prob.n_valid, wv)
         alt_b2, alt_cost = prof_b2, prof_cost
         if rows.size:
-            sub = _Problem(energy, yv[rows], wv[rows])
+            sub = prob.subset(rows)
             lo_r, hi_r = _theta(lo_p[rows], sub.e0), _theta(hi_p[rows], sub.e0)
             th_r, coef_r, c_r, it_r, conv_r = _levenberg_marquardt(
                 sub, np.clip(_theta(alt, sub.e0), lo_r, hi_r), lo_r, hi_r, max_iter, ftol, xtol
@@ -305,7 +306,14 @@ def _fit_block(
             p_r = _params(th_r, coef_r, sub.e0)
             p, c, it, conv, min_b2, min_cost = keep_best(p, c, it, conv, rows, p_r, c_r, it_r, conv_r)
             alt_b2, alt_cost = np.concatenate([prof_b2, min_b2], axis=1), np.concatenate([prof_cost, min_cost], axis=1)
-    cov_v, redchi_v = _covariance(prob, p, lo_p, hi_p, c)
+    cov_v, redchi_v, model_shifts = _covariance(prob, p, lo_p, hi_p, c)
+    # eq. (1)'s model error of b2 per pixel: from the covariance's factor (compiled engine), or
+    # numpy (the fit's points: NaN values were left out of each spectrum's fit)
+    determined = _determined(p, lo_p, hi_p)
+    if model_shifts is not None:
+        model[idx] = _uncertainty.combine_shifts(p, determined, model_shifts)
+    else:
+        model[idx] = _uncertainty.edge_model_error(energy, p, determined, np.where(np.isfinite(yv), wv, 0.0))
     params[idx], cost[idx], iterations[idx], converged[idx] = p, c, it, conv
     redchi[idx] = redchi_v
     stderr[idx] = np.sqrt(np.einsum("pii->pi", cov_v))
@@ -318,7 +326,7 @@ def _fit_block(
         cov[idx] = cov_v
     success = np.zeros(n_pix, bool)
     success[idx] = success_flags(p, lo_p, hi_p, conv) & np.isfinite(c)
-    return params, stderr, redchi, success, cost, iterations, lower, upper, cov
+    return params, stderr, redchi, success, cost, iterations, lower, upper, cov, model
 
 
 def _fit_block_job(args: tuple, engine: str | None = None):
@@ -332,16 +340,9 @@ def _fit_block_job(args: tuple, engine: str | None = None):
     try:
         with np.errstate(over="ignore", invalid="ignore", divide="ignore", under="ignore"):
             out = _fit_block(*args)
-            # eq. (1)'s model error of b2 per pixel, here in the block's worker (not after all
-            # blocks on one thread); the fit's points: NaN values were left out of each spectrum's fit
-            energy, y, w = args[0], args[1], args[2]
-            params, lower, upper = out[0], out[6], out[7]
-            model = _uncertainty.edge_model_error(
-                energy, params, _determined(params, lower, upper), np.where(np.isfinite(y), w, 0.0)
-            )
     finally:
         _ENGINE.name = None
-    return (*out, model), time.thread_time() - cpu
+    return out, time.thread_time() - cpu
 
 
 def _process_context():

@@ -20,7 +20,9 @@ g·δ with g the b2 row of (JᵀJ)⁻¹Jᵀ at the fit. Two model-error directio
 
 ``edge_uncertainty`` = √(stderr² + (η·g·δ_shape)² + (α·g·δ_asym)²), η = :data:`EDGE_SHAPE_ERROR`,
 α = :data:`WHITE_LINE_ASYMMETRY_ERROR`, chosen by measurement on foreign-model spectra.
-Per pixel it costs one 10×10 solve at the optimum: no refit.
+Per pixel it costs one 10×10 solve at the optimum: no refit. On the compiled engine the two
+directions are solved with the covariance's factor, in the same kernel (GIL released); this
+module's numpy version serves the numpy engine and the lmfit reference.
 """
 
 from __future__ import annotations
@@ -39,7 +41,12 @@ _B1, _B2, _B3, _C21, _C22, _C23 = 1, 2, 3, 7, 8, 9
 
 
 def _jacobian(energy: np.ndarray, p: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """∂μt/∂params (P, 10, n_E) of eq. (1) and the two model-error directions (P, n_E) each."""
+    """∂μt/∂params (P, 10, n_E) of eq. (1) and the two model-error directions (P, n_E) each.
+
+    The compiled engine builds the same rows in :func:`ptyxr.xanes._kernels.inverse_normal_matrix`
+    (energies shifted to the window centre, its own operation order): results agree to rounding
+    amplified by JᵀJ's condition (tests/xanes/test_solver.py).
+    """
     e = energy[None, :]
     a, b1, b2, b3, c11, c12, c13, c21, c22, c23 = (p[:, k, None] for k in range(10))
     z = (e - b2) / b3
@@ -102,11 +109,10 @@ def edge_model_error(
     energy = np.asarray(energy, dtype=float)
     params = np.asarray(params, dtype=float)
     n_pix = params.shape[0]
-    out = np.full(n_pix, np.nan)
+    shifts = np.full((n_pix, 2), np.nan)
     w_all = None if weights is None else np.broadcast_to(np.asarray(weights, float), (n_pix, energy.size))
     use_all = np.asarray(determined, bool)
-    ok = np.isfinite(params).all(axis=1) & use_all[:, _B2] & (params[:, _B3] > 0) & (params[:, _C23] > 0)
-    idx = np.flatnonzero(ok)
+    idx = np.flatnonzero(_defined(params, use_all))
     eye = np.eye(10)
     for first in range(0, idx.size, _CHUNK):
         sel = idx[first : first + _CHUNK]
@@ -119,16 +125,59 @@ def edge_model_error(
         jtj = np.where(keep, np.einsum("pkn,pln->pkl", jac, jac), eye)
         rhs = np.einsum("pkn,pmn->pkm", jac, np.stack([shape, asym], axis=1))  # (P, 10, 2)
         rhs = np.where(use[:, :, None], rhs, 0.0)
-        try:
-            sol = np.linalg.solve(jtj, rhs)
-        except np.linalg.LinAlgError:  # a singular pixel: least-squares solution instead
-            sol = np.linalg.pinv(jtj) @ rhs
-        shift = sol[:, _B2, :].T  # (2, P): Δb2 per unit η and α
-        out[sel] = np.hypot(edge_shape * shift[0], asymmetry * shift[1])
+        # singular pixels (an exact zero pivot: solve would raise for the whole chunk) get the
+        # least-squares solution; the others their own solve (not the chunk's pinv: a pixel's
+        # value does not depend on the other pixels of its chunk)
+        singular = np.linalg.slogdet(jtj)[0] == 0
+        sol = np.empty_like(rhs)
+        sol[~singular] = np.linalg.solve(jtj[~singular], rhs[~singular])
+        if singular.any():
+            sol[singular] = np.linalg.pinv(jtj[singular]) @ rhs[singular]
+        shifts[sel] = sol[:, _B2, :]  # (P, 2): Δb2 per unit η and α
+    return combine_shifts(params, use_all, shifts, edge_shape, asymmetry)
+
+
+def _defined(params: np.ndarray, determined: np.ndarray) -> np.ndarray:
+    """(P,) pixels whose model error is defined: finite fit, b2 determined, widths b3, c23 > 0."""
+    return np.isfinite(params).all(axis=1) & determined[:, _B2] & (params[:, _B3] > 0) & (params[:, _C23] > 0)
+
+
+def combine_shifts(
+    params: np.ndarray,
+    determined: np.ndarray,
+    shifts: np.ndarray,
+    edge_shape: float = EDGE_SHAPE_ERROR,
+    asymmetry: float = WHITE_LINE_ASYMMETRY_ERROR,
+) -> np.ndarray:
+    """√((η·Δb2_shape)² + (α·Δb2_asym)²) [eV] from the b2 shifts per unit η and α.
+
+    Parameters
+    ----------
+    params : ndarray (P, 10)
+        Fitted eq. (1) parameters.
+    determined : ndarray (P, 10) bool
+        Parameters free at the fit.
+    shifts : ndarray (P, 2)
+        b2 component of (JᵀJ)⁻¹Jᵀδ for the edge-shape and white-line-asymmetry directions [eV]:
+        :func:`edge_model_error`'s, or the compiled kernel's
+        (:func:`ptyxr.xanes._kernels.inverse_normal_matrix`, the same directions from the
+        covariance's factor).
+    edge_shape, asymmetry : float
+        η and α.
+
+    Returns
+    -------
+    ndarray (P,)
+        The model error [eV]; NaN where it is not defined (:func:`_defined`).
+    """
+    ok = _defined(np.asarray(params, float), np.asarray(determined, bool))
+    out = np.full(ok.size, np.nan)
+    out[ok] = np.hypot(edge_shape * shifts[ok, 0], asymmetry * shifts[ok, 1])
     return out
 
 
 def edge_uncertainty(stderr_b2: np.ndarray, model_error: np.ndarray) -> np.ndarray:
     """√(stderr² + model error²) [eV]; NaN where the stderr is NaN (undetermined b2)."""
     model = np.where(np.isfinite(model_error), model_error, 0.0)
-    return np.sqrt(np.asarray(stderr_b2, float) ** 2 + model**2)
+    with np.errstate(over="ignore"):  # undetermined b2 (errors ≥ 1e154 eV): ∞, as meaningless
+        return np.sqrt(np.asarray(stderr_b2, float) ** 2 + model**2)

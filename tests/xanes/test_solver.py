@@ -146,7 +146,7 @@ def test_zero_height_lorentzian_has_undetermined_centre_and_width():
     _, lower, upper = xm.initial_estimates(energy, mu, PRE_EDGE_LIMIT)
     prob = xs._Problem(energy, mu, np.ones_like(mu))
     cost = ((mu - xm.eq1_array(energy, p)) ** 2).sum(axis=1)
-    cov, redchi = xs._covariance(prob, p, lower, upper, cost)
+    cov, redchi, _ = xs._covariance(prob, p, lower, upper, cost)
     err = np.sqrt(np.diagonal(cov, axis1=1, axis2=2))[0]
     assert np.isnan(err[5]) and np.isnan(err[6])  # c12, c13 undetermined → NaN, not a huge number
     assert np.isfinite(err[[0, 1, 2, 3, 4, 7, 8, 9]]).all()

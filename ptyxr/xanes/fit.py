@@ -179,6 +179,34 @@ def _fit_lmfit_rows(
             params, chisqr, iters, converged, g_rows, p_r, c_r, np.zeros(g_rows.size, int), ok_r, stderr, e_r
         )
         alt_b2, alt_cost = np.concatenate([alt_b2, min_b2], axis=1), np.concatenate([alt_cost, min_cost], axis=1)
+        # still behind its white line: the batch solver's physical refits (b2 held near the
+        # physical profile points), errors from their curvature (the batch solver's)
+        sel = np.flatnonzero(_solver.white_line_behind(params)[g_rows])
+        if sel.size:
+            r_s = g_rows[sel]
+            ok_e = np.isfinite(y[r_s])
+            y_s, w_s = np.where(ok_e, y[r_s], 0.0), ok_e.astype(float)  # missing energies: weight 0
+            with np.errstate(over="ignore", invalid="ignore", divide="ignore", under="ignore"):
+                p_h, c_h, _, ok_h = _solver.physical_refits(
+                    energy, y_s, g_starts[sel], lower[r_s], upper[r_s], w_s, 100, 1e-10, 1e-7
+                )
+                prob_h = _solver._Problem(energy, y_s, w_s)
+                cov_h, _ = _solver._covariance(prob_h, p_h, lower[r_s], upper[r_s], c_h)
+            e_h = np.sqrt(np.einsum("pii->pi", cov_h))
+            params, chisqr, _, converged, min_b2, min_cost, stderr = _solver.keep_best(
+                params,
+                chisqr,
+                np.zeros(n_pix, int),
+                converged,
+                r_s,
+                p_h,
+                c_h,
+                np.zeros(sel.size, int),
+                ok_h,
+                stderr,
+                e_h,
+            )
+            alt_b2, alt_cost = np.concatenate([alt_b2, min_b2], axis=1), np.concatenate([alt_cost, min_cost], axis=1)
     dof = n_valid - len(FIT_PARAMETERS)
     with np.errstate(invalid="ignore", divide="ignore"):
         redchi = np.where(dof > 0, chisqr / dof, np.nan)

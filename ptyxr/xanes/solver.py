@@ -74,6 +74,7 @@ from ptyxr.xanes.globalsearch import (  # noqa: F401
     edge_profile,
     global_starts,
     keep_best,
+    physical_refits,
     profile_edge_stderr,
     white_line_behind,
     widen_edge_stderr,
@@ -306,6 +307,17 @@ def _fit_block(
             p_r = _params(th_r, coef_r, sub.e0)
             p, c, it, conv, min_b2, min_cost = keep_best(p, c, it, conv, rows, p_r, c_r, it_r, conv_r)
             alt_b2, alt_cost = np.concatenate([prof_b2, min_b2], axis=1), np.concatenate([prof_cost, min_cost], axis=1)
+            # still behind its white line: the refits slid back there; fit b2 held near the
+            # physical profile points instead (issue 11 point 4; only these pixels change)
+            sel = np.flatnonzero(white_line_behind(p)[rows])
+            if sel.size:
+                r_s = rows[sel]
+                p_h, c_h, it_h, conv_h = physical_refits(
+                    energy, yv[r_s], alt[sel], lo_p[r_s], hi_p[r_s], wv[r_s], max_iter, ftol, xtol
+                )
+                p, c, it, conv, min_b2, min_cost = keep_best(p, c, it, conv, r_s, p_h, c_h, it_h, conv_h)
+                alt_b2 = np.concatenate([alt_b2, min_b2], axis=1)
+                alt_cost = np.concatenate([alt_cost, min_cost], axis=1)
     cov_v, redchi_v, model_shifts = _covariance(prob, p, lo_p, hi_p, c)
     # eq. (1)'s model error of b2 per pixel: from the covariance's factor (compiled engine), or
     # numpy (the fit's points: NaN values were left out of each spectrum's fit)

@@ -630,3 +630,45 @@ def test_real_oxides_edge_and_pre_edge_order(method):
         assert abs(b2[name] - ref) < 1.0  # README edges are half-height estimates with crude normalisation
     # pre-edge height rises V2O3 < VO2 < V2O5 (VO's thick-sample pre-edge is distorted: excluded)
     assert ratio["V2O3"] < ratio["VO2"] < ratio["V2O5"]
+
+
+def _check_physical_optimum(seed: int, n: int):
+    """Noise-free foreign spectra: every fit physical (white line not behind its edge) and no
+    worse than the dense physical b2 profile (0.5 eV grid) beyond 4 σ² at the maps' noise
+    (σ = SIGMA: Δχ² ≤ 4 σ² is a 2-σ profile-likelihood difference, minima the maps' data
+    cannot tell apart; noise-free the solver's minimum is continuous in b2, the reference's on
+    its grid, so only a miss exceeds it), unless at the reference's edge (within the grid
+    step): a local minimum of the pre-edge / white-line parameters, not a false edge."""
+    e, _, _, single, clean = foreign_spectra(n, seed=seed, mixed=0.0)
+    assert single.all()
+    step = 0.5
+    res = fit_batch(e, clean, pre_edge_limit=PRE_EDGE_LIMIT)
+    ref, ref_b2 = dense_b2_profile(e, clean, step)
+    behind = xs.white_line_behind(res.params)
+    assert not behind.any(), np.flatnonzero(behind)  # main before s13-globalopt: 31 (seed 11), 42 (seed 36)
+    no_worse = res.cost <= ref + 4.0 * SIGMA**2
+    same_edge = np.abs(res.params[:, 2] - ref_b2) <= step
+    miss = np.flatnonzero(res.success & ~(no_worse | same_edge))
+    report = [
+        (int(i), round(res.params[i, 2], 2), round(ref_b2[i], 2), round((res.cost[i] - ref[i]) / SIGMA**2, 1))
+        for i in miss
+    ]
+    assert miss.size == 0, report  # (pixel, b2, reference b2, Δχ²/σ²)
+    assert res.success.mean() >= 0.999
+
+
+def test_noise_free_foreign_fits_are_the_physical_global_optimum():
+    """Issue 11 point 4 on 2400 noise-free foreign pixels: no fit behind its white line (the
+    refits of such fits slid back there; :func:`physical_refits` holds b2 near the physical
+    profile points) and no false edge against the dense physical profile."""
+    _check_physical_optimum(seed=11, n=2400)
+
+
+@pytest.mark.slow
+@pytest.mark.xfail(
+    strict=True,
+    reason="seed 36 pixel 253: a physical fit 1.8 eV above a physical minimum 8.2 σ² lower "
+    "(no refit start reached that basin; not diagnosed further); not fixed",
+)
+def test_noise_free_foreign_fits_are_the_physical_global_optimum_seed_36():
+    _check_physical_optimum(seed=36, n=2400)

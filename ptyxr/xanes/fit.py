@@ -191,7 +191,7 @@ def _fit_lmfit_rows(
                     energy, y_s, g_starts[sel], lower[r_s], upper[r_s], w_s, 100, 1e-10, 1e-7
                 )
                 prob_h = _solver._Problem(energy, y_s, w_s)
-                cov_h, _ = _solver._covariance(prob_h, p_h, lower[r_s], upper[r_s], c_h)
+                cov_h, _, _ = _solver._covariance(prob_h, p_h, lower[r_s], upper[r_s], c_h)
             e_h = np.sqrt(np.einsum("pii->pi", cov_h))
             params, chisqr, _, converged, min_b2, min_cost, stderr = _solver.keep_best(
                 params,

@@ -57,17 +57,17 @@ class ChainResult:
 #: RMSE 0.245 eV (single-domain 0.064 eV), e/V error 0.46 % (ePIE's 800: 0.0101, 0.25, 0.07,
 #: 0.4 %), absorption NRMSE 0.0144 (ePIE 800: 0.011), at 1/5 of the time. More iterations lower
 #: the absorption error only slowly (P1 0.0120 at 225, D1 0.0136 at 300; s12-paper.md) at the
-#: cost of the demo's 10-minute target, so 150 stays. ``kkr_skip_last``: the highest energy keeps
-#: its own phase — the KK phase at the window's upper end was 3x less accurate than the data's and
-#: made that one energy's absorption NRMSE 0.047 (P1) / 0.076 (D1); with it P1 0.0124, D1 0.0134
-#: (s13-paperabs.md). The small presets
-#: keep ePIE (the accuracy tests' fixtures; on "foreign" data mPIE's noise floor is higher);
+#: cost of the demo's 10-minute target, so 150 stays. Its absorption NRMSE (P1 0.0124, D1 0.0134)
+#: rests on ``kkr_skip_last``, reconstruct's default since session 13 (the highest energy keeps its
+#: own phase; projected, that one energy's NRMSE was 0.047 / 0.076: s13-paperabs.md,
+#: s13-skiplast2.md), so no schedule overrides it. The small presets keep ePIE (the accuracy
+#: tests' fixtures; on "foreign" data mPIE's noise floor is higher);
 #: everything else — step sizes, KKR weight, the KKR schedule (from 5/8 of the iterations,
 #: every 1/16, ending on a projection) — is :func:`ptyxr.reconstruct.reconstruct`'s default.
 RECONSTRUCT_SCHEDULES: dict[str, dict[str, Any]] = {
     "tiny": {"iterations": 100},
     "small": {"iterations": 200},
-    "paper": {"iterations": 150, "algorithm": "mpie", "kkr_skip_last": True},
+    "paper": {"iterations": 150, "algorithm": "mpie"},
 }
 
 

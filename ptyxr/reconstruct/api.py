@@ -143,7 +143,7 @@ def reconstruct(
     probe_modes: int = 1,
     kkr_element: str = "V",
     kkr_table: str = "chantler",
-    kkr_skip_last: bool = False,
+    kkr_skip_last: bool = True,
     use_monitor: bool = True,
     refine_flux: bool = False,
     position_correction: bool = False,
@@ -263,13 +263,15 @@ def reconstruct(
         Resonant element and f″ table used to extend μt outside the window in KKR.
     kkr_skip_last : bool
         KKR leaves the highest energy's phase to the reconstruction (its μt and φ still enter
-        the other energies' KK phases). At the window's upper end the KK phase rests most on
-        the table-scaled tail, without the post-edge structure; where the photon counts are
-        high the reconstruction's own phase there is the better one (paper preset, 1e9
-        photons: 0.5 % vs the KK phase's 1.5 % of the phase contrast, and projecting it made
-        that energy's absorption NRMSE 0.047 instead of 0.014 — the ``paper`` schedule turns
-        it on), on noisy data the KK phase still is (design-notes/s13-paperabs.md). Recorded
-        in ``kkr_options`` when on.
+        the other energies' KK phases, which are the same as with False). At the window's
+        upper end the KK phase rests most on the table-scaled tail, without the post-edge
+        structure, and the reconstruction's own phase there is the better one: paper preset
+        (1e9 photons) 0.5 % vs the KK phase's 1.5 % of the phase contrast, and projecting it
+        made that energy's absorption NRMSE 0.047 instead of 0.014; small preset at 1e6
+        photons, phase error there 4.26 mrad vs 4.55 mrad projected (design-notes/
+        s13-paperabs.md, s13-skiplast2.md). The near-edge energies keep the whole KKR benefit.
+        Default True since session 13 (False = earlier versions: every energy projected).
+        Recorded in ``kkr_options`` when on and KKR runs.
     use_monitor : bool
         When ``ds`` has a ``monitor`` (incident flux I0 per frame [counts]), divide every
         frame by its relative flux ``monitor / mean(monitor)`` (mean over that energy's

@@ -65,7 +65,7 @@ class KKROptions:
         the energy window (:func:`ptyxr.reconstruct.kkr.kkr_project`).
     skip_last : bool
         ``kkr_skip_last``: the highest energy keeps its own phase (``kkr_project``'s
-        ``skip_last``; False, the default, projects every energy).
+        ``skip_last``; True, the default since session 13; False projects every energy).
     """
 
     enabled: bool = True
@@ -74,7 +74,7 @@ class KKROptions:
     weight: float = 1.0
     element: str = "V"
     table: str = "chantler"
-    skip_last: bool = False
+    skip_last: bool = True
 
     def schedule(self, iterations: int) -> list[int]:
         """Iterations after which KKR projects (:func:`kkr_schedule`; empty when not enabled)."""
@@ -83,11 +83,13 @@ class KKROptions:
     def projection(self) -> dict[str, Any]:
         """Keyword arguments of :func:`ptyxr.reconstruct.kkr.kkr_project` besides the weight.
 
-        ``skip_last`` appears only when on: with it off the dict (recorded as ``kkr_options``)
-        is that of earlier versions, whose checkpoints then resume.
+        ``skip_last`` appears only when on and KKR runs: with it off (or KKR off) the dict
+        (recorded as ``kkr_options``) is that of earlier versions, which always projected every
+        energy — their checkpoints, which lack the key, resume a ``kkr_skip_last=False`` run
+        (and a ``kkr=False`` one), and are refused by a default run.
         """
         out: dict[str, Any] = {"element": self.element, "table": self.table}
-        if self.skip_last:
+        if self.skip_last and self.enabled:
             out["skip_last"] = True
         return out
 

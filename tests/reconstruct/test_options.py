@@ -32,8 +32,16 @@ VARIANTS = {
     "flux": {"refine_flux": True},
     "mpie": {"algorithm": "mpie"},
 }
-# the stored settings were written with the then default recentre_probe=True, today "centre"
-RUN = {"iterations": 3, "kkr_start": 3, "kkr_every": 2, "progress": False, "recentre_probe": "centre"}
+# the stored settings were written with the then default recentre_probe=True, today "centre",
+# and with every energy KK-projected, today kkr_skip_last=False (the default since session 13 is True)
+RUN = {
+    "iterations": 3,
+    "kkr_start": 3,
+    "kkr_every": 2,
+    "progress": False,
+    "recentre_probe": "centre",
+    "kkr_skip_last": False,
+}
 
 
 @pytest.fixture(scope="module")
@@ -82,11 +90,11 @@ def test_provenance_is_read_off_the_options(raw):
     recorded = provenance.parameters(out, "reconstruct")
     assert recorded["kkr"] is True and recorded["kkr_requested"] is True
     assert recorded["kkr_start"] == 5 and recorded["kkr_every"] is None
-    assert recorded["kkr_options"] == {"element": "V", "table": "chantler"}
+    assert recorded["kkr_options"] == {"element": "V", "table": "chantler", "skip_last": True}  # the default
     assert recorded["position_options"] == PositionOptions(enabled=True).settings(6)
     assert recorded["object_regularization"] == 1.0 and recorded["momentum"] == 0.0  # ePIE's resolved steps
     assert recorded["algorithm_name"] == "epie"
-    for absent in ("progress", "client", "kkr_element", "kkr_table", "position_correction_start"):
+    for absent in ("progress", "client", "kkr_element", "kkr_table", "kkr_skip_last", "position_correction_start"):
         assert absent not in recorded
 
 
@@ -109,8 +117,8 @@ def test_kkr_skip_last_leaves_the_highest_energy_to_the_reconstruction(raw):
     is exactly the run without KKR, every other energy exactly the default run; recorded in
     ``kkr_options`` only when on (off = the record of earlier versions)."""
     run = {**RUN, "kkr_start": 3}
-    on = reconstruct(raw, **run, kkr_skip_last=True)
-    off = reconstruct(raw, **run)
+    on = reconstruct(raw, **{**run, "kkr_skip_last": True})
+    off = reconstruct(raw, **run)  # RUN: kkr_skip_last=False
     without = reconstruct(raw, **{**run, "kkr": False})
     # the highest energy to complex64 rounding: the engine still multiplies it by exp(i·0), whose
     # zero is arg(z·conj z) of equal numbers (≈ 1 ulp of a value near 1: 6e-8)
@@ -120,3 +128,20 @@ def test_kkr_skip_last_leaves_the_highest_energy_to_the_reconstruction(raw):
     assert moved > 1e-4, moved  # where the default run's projection does move it
     assert provenance.parameters(on, "reconstruct")["kkr_options"]["skip_last"] is True
     assert "skip_last" not in provenance.parameters(off, "reconstruct")["kkr_options"]
+
+
+def test_a_checkpoint_without_skip_last_resumes_as_false(raw, tmp_path):
+    """Checkpoints of earlier versions record ``kkr_options`` without ``skip_last``: they projected
+    every energy, so they resume a ``kkr_skip_last=False`` run and a default run (skip_last on
+    since session 13) refuses them, naming ``kkr_options``; with KKR off the key never appears."""
+    path = tmp_path / "state.nc"
+    reconstruct(raw, **RUN, checkpoint=path, checkpoint_every=3)
+    state = ckpt.read_checkpoint(path)
+    assert state["params"]["kkr_options"] == OLD_SETTINGS["default"]["kkr_options"]  # what they wrote
+    resumed = reconstruct(raw, **RUN, resume_from=path)
+    assert provenance.parameters(resumed, "reconstruct")["resumed_at"] == 3
+    default = {k: v for k, v in RUN.items() if k != "kkr_skip_last"}
+    with pytest.raises(SchemaError, match="kkr_options"):
+        reconstruct(raw, **default, resume_from=path)
+    assert "skip_last" not in KKROptions(enabled=False).projection()
+    assert KKROptions().projection()["skip_last"] is True

@@ -327,8 +327,11 @@ def smooth_excess_log_amplitude(
         assert shifts is not None
         log_full[i] = fourier_shift(log_full[i].astype(np.complex128), tuple(shifts[i])).real
     log_amp = log_full[:, region]  # (n_energy, n_pixel)
-    u, s, vt = np.linalg.svd(log_amp, full_matrices=False)
-    residual = log_amp - (u[:, :rank] * s[:rank]) @ vt[:rank]
+    # best rank-`rank` approximation = projection onto the leading left singular vectors, taken
+    # from the small (energy × energy) Gram matrix (an SVD of the full matrix cost 0.6 s per call)
+    _, vectors = np.linalg.eigh(log_amp @ log_amp.T)
+    u = vectors[:, ::-1][:, :rank]
+    residual = log_amp - u @ (u.T @ log_amp)
     weight = ndimage.gaussian_filter(region.astype(np.float64), sigma)
     plane = np.zeros(region.shape)
     for e in range(obj.shape[0]):

@@ -289,9 +289,14 @@ def reconstruct(
         checkpointed, so a resumed run stays exact. A flux change that is smooth over the
         scanned field is nearly degenerate with an object amplitude gradient, which the object
         absorbs while the flux is still wrong; so in runs of ≥ 50 iterations the object
-        restarts from 1 after 20 % and 40 % of the iterations (probe kept). Costs one pass
-        over the exit waves per iteration, plus an FFT for frames with invalid pixels
-        (small preset: 1.4–1.9× the iteration time).
+        restarts from 1 after 20 % and 40 % of the iterations (probe kept); and with ≥ 6
+        energies, from iteration 5 the object's smooth log-amplitude that is independent from
+        energy to energy (outside the stack's 3 leading singular components) is moved into
+        the flux before every estimate (flux errors are independent per energy, the sample
+        is not; docs/design-notes/s13-flux2.md). Costs one pass
+        over the exit waves per iteration, plus an FFT for frames with invalid pixels, plus
+        the prior's decomposition and a one-time registration (small preset, 20 iterations,
+        same run: 1.64× the iteration time without the prior, 3.39× with it).
     position_correction : bool
         Refine every probe position at every energy (:mod:`ptyxr.reconstruct.positions`):
         a Gauss–Newton shift estimate per frame from the current object and probe, damped,

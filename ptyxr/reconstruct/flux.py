@@ -49,6 +49,8 @@ from ptyxr.schema import (
     POSITION_Y,
     RELATIVE_FLUX,
     SCAN,
+    SHIFT_X,
+    SHIFT_Y,
     SchemaError,
 )
 
@@ -77,6 +79,21 @@ REFINE_RELAX = 1.5
 RESTART_FRACTIONS = (0.2, 0.4)
 #: No restarts in runs shorter than this (the object would not converge again).
 RESTART_MIN_ITERATIONS = 50
+#: Cross-energy prior on the smooth log-amplitude (docs/design-notes/s13-flux2.md). The flux errors
+#: of different energies are independent, the sample is not: its log-amplitude over the energies
+#: is spanned by a few materials' absorption spectra. So, from iteration :data:`PRIOR_START` on,
+#: before every flux estimate, the part of log|O| (energies × covered pixels) outside its leading
+#: :data:`PRIOR_RANK` singular components, low-passed (Gaussian, :data:`PRIOR_SIGMA` pixels), is
+#: taken as the smooth flux error the object absorbed: it is divided out of the object and moved
+#: into the flux (O → O/g, f → f·g² leaves the data fit unchanged). tiny preset, seeds 0–3, object
+#: NRMSE / jitter-free twin: mean 1.019 → 0.99, max 1.052 → 1.03.
+PRIOR_RANK = 3
+#: Gaussian σ [pixels] of the low-pass that keeps only the smooth (flux-like) part of the residual.
+PRIOR_SIGMA = 4.0
+#: First iteration (1-based) with the prior (the object must hold some structure first).
+PRIOR_START = 5
+#: The prior needs redundancy across energies: off with fewer energies than this.
+PRIOR_MIN_ENERGIES = PRIOR_RANK + 3
 #: Frames Fourier transformed at once by the estimator (bounds its memory: 64 × N² complex64).
 CHUNK = 64
 
@@ -261,6 +278,95 @@ def _mode_counts(
         model[k[~whole]] = np.sum(power, axis=(-3, -2, -1), dtype=np.float64)
 
 
+def smooth_excess_log_amplitude(
+    obj: np.ndarray,
+    region: np.ndarray,
+    rank: int = PRIOR_RANK,
+    sigma: float = PRIOR_SIGMA,
+    shifts: np.ndarray | None = None,
+) -> np.ndarray:
+    """Smooth log-amplitude of each energy not explained by the stack's leading ``rank`` components [1].
+
+    log|O| over ``region`` forms an (energy × pixel) matrix; its residual after the best rank-
+    ``rank`` approximation (SVD) holds what is independent from energy to energy — photon noise
+    and the smooth amplitude modulation each energy's flux errors left in its object. The
+    residual, low-passed with a Gaussian of ``sigma`` pixels (normalised over ``region``),
+    keeps the latter.
+
+    Parameters
+    ----------
+    obj : ndarray, (n_energy, ny, nx) complex
+        Object stack (all energies on one pixel grid, up to small drifts).
+    region : ndarray, (ny, nx) bool
+        Pixels covered at every energy.
+    rank : int
+        Singular components kept as the sample's (a few materials).
+    sigma : float
+        Low-pass width [pixels].
+    shifts : ndarray, (n_energy, 2), optional
+        (row, col) shifts [pixels] registering each energy onto the others
+        (:func:`ptyxr.registration.stack_shifts`): log|O| is Fourier-shifted by them before
+        the decomposition and the result shifted back (drift between energies would otherwise
+        put the particle's edges into the residual; small preset: 1.19× → 1.11× the twin).
+
+    Returns
+    -------
+    ndarray, (n_energy, ny, nx) float64
+        log g: the object's excess log-amplitude, 0 outside ``region``.
+    """
+    from scipy import ndimage
+
+    from ptyxr.reconstruct.epie import fourier_shift
+
+    out = np.zeros(obj.shape, dtype=np.float64)
+    if not region.any() or obj.shape[0] <= rank:
+        return out
+    log_full = np.log(np.maximum(np.abs(obj), 1e-6)).astype(np.float64)
+    moved = np.zeros(obj.shape[0], dtype=bool) if shifts is None else np.any(np.abs(shifts) > 1e-3, axis=1)
+    for i in np.flatnonzero(moved):
+        assert shifts is not None
+        log_full[i] = fourier_shift(log_full[i].astype(np.complex128), tuple(shifts[i])).real
+    log_amp = log_full[:, region]  # (n_energy, n_pixel)
+    # best rank-`rank` approximation = projection onto the leading left singular vectors, taken
+    # from the small (energy × energy) Gram matrix (an SVD of the full matrix cost 0.6 s per call)
+    _, vectors = np.linalg.eigh(log_amp @ log_amp.T)
+    u = vectors[:, ::-1][:, :rank]
+    residual = log_amp - u @ (u.T @ log_amp)
+    weight = ndimage.gaussian_filter(region.astype(np.float64), sigma)
+    plane = np.zeros(region.shape)
+    for e in range(obj.shape[0]):
+        plane[region] = residual[e]
+        smooth = np.where(region, ndimage.gaussian_filter(plane, sigma) / np.maximum(weight, 1e-6), 0.0)
+        if moved[e]:
+            assert shifts is not None
+            smooth = fourier_shift(smooth.astype(np.complex128), (-shifts[e, 0], -shifts[e, 1])).real
+        out[e] = smooth
+    return out
+
+
+def patch_means(values: np.ndarray, weights: np.ndarray, offsets: np.ndarray, active: np.ndarray) -> np.ndarray:
+    """Per frame, the mean of ``values`` over its patch weighted by ``weights`` (|P|²).
+
+    Parameters
+    ----------
+    values : ndarray, (n_energy, ny, nx)
+    weights : ndarray, (n_energy, N, N)
+    offsets : ndarray, (n_energy, n_scan, 2) int
+    active : ndarray of bool, (n_energy, n_scan)
+
+    Returns
+    -------
+    ndarray, (n_energy, n_scan) float64; 0 where inactive.
+    """
+    n = weights.shape[-1]
+    out = np.zeros(active.shape)
+    for e in range(values.shape[0]):
+        k = np.flatnonzero(active[e])
+        windows = np.lib.stride_tricks.sliding_window_view(values[e], (n, n))[offsets[e, k, 0], offsets[e, k, 1]]
+        out[e, k] = np.einsum("kij,ij->k", windows, weights[e]) / max(float(weights[e].sum()), 1e-30)
+    return out
+
+
 class FluxRefiner:
     """Per-frame intensity-scale refinement on the solver's amplitudes (see the module docstring).
 
@@ -276,6 +382,8 @@ class FluxRefiner:
         Iterations of the run (the schedule: :func:`schedule`).
     flux : ndarray, (n_energy, n_scan), optional
         Relative flux the amplitudes already carry (the monitor's); default 1.
+    region : ndarray, (ny, nx) bool, optional
+        Pixels covered at every energy: where the cross-energy prior acts (none without it).
     """
 
     def __init__(
@@ -285,6 +393,7 @@ class FluxRefiner:
         active: np.ndarray,
         iterations: int,
         flux: np.ndarray | None = None,
+        region: np.ndarray | None = None,
     ) -> None:
         self.amplitudes, self.offsets, self.active = amplitudes, offsets, np.asarray(active, dtype=bool)
         self.initial = _normalised(np.ones(active.shape) if flux is None else np.asarray(flux, float), self.active)
@@ -294,6 +403,9 @@ class FluxRefiner:
         self.history: list[np.ndarray] = []
         self.schedule = schedule(iterations)
         self.restarts = restarts(iterations)
+        self.region = region
+        self.shifts: np.ndarray | None = None  # the prior's registration of the energies (at its first use)
+        self.prior = region is not None and bool(region.any()) and amplitudes.shape[0] >= PRIOR_MIN_ENERGIES
 
     def due(self, done: int) -> bool:
         """True when iteration ``done`` (1-based, counted after it) is on the refinement schedule."""
@@ -301,7 +413,11 @@ class FluxRefiner:
 
     def refine(self, obj: np.ndarray, probe: np.ndarray, done: int) -> None:
         """One refinement after iteration ``done``: estimate, normalise, relax, rescale the
-        amplitudes, record the history; at a restart (:func:`restarts`) reset ``obj`` to 1 in place."""
+        amplitudes, record the history; at a restart (:func:`restarts`) reset ``obj`` to 1 in place.
+        Before the estimate (from :data:`PRIOR_START`), the cross-energy prior moves the object's
+        smooth excess log-amplitude into the flux (``obj`` changed in place)."""
+        if self.prior and done >= PRIOR_START:
+            self._prior(obj, probe)
         with np.errstate(invalid="ignore", divide="ignore"):
             measured = self.measured0 * np.where(self.active, self.initial / self.flux, 1.0)
         ratio = frame_scales(self.amplitudes, obj, probe, self.offsets, self.active, measured, self.complete)
@@ -312,15 +428,37 @@ class FluxRefiner:
         if done in self.restarts:
             obj[...] = 1
 
+    def _prior(self, obj: np.ndarray, probe: np.ndarray) -> None:
+        """O → O/g, f → f·g² with log g = :func:`smooth_excess_log_amplitude` (data fit unchanged)."""
+        from ptyxr.registration import stack_shifts
+
+        assert self.region is not None
+        if self.shifts is None:  # once: the drift between energies does not change during the run
+            self.shifts = np.asarray(stack_shifts(obj, self.region), dtype=np.float64)
+        log_g = smooth_excess_log_amplitude(obj, self.region, PRIOR_RANK, PRIOR_SIGMA, self.shifts)
+        power = np.abs(probe) ** 2
+        if power.ndim == 4:  # probe modes: the total intensity
+            power = power.sum(axis=1)
+        g2 = np.exp(2.0 * patch_means(log_g, power, self.offsets, self.active))
+        obj *= np.exp(-log_g).astype(np.complex64)
+        self._apply(_normalised(self.flux * g2, self.active))
+
     def _apply(self, new: np.ndarray) -> None:
         rescale_amplitudes(self.amplitudes, self.flux, new)
         self.flux = new
         self.history.append(new)
 
     def checkpoint_state(self) -> dict[str, tuple[tuple[str, ...], np.ndarray]]:
-        """The flux history (n_refinements, n_energy, n_scan) as a checkpoint's extra variable."""
+        """The flux history (n_refinements, n_energy, n_scan) as a checkpoint's extra variable,
+        and the prior's registration shifts (``shift_y``, ``shift_x`` (energy,) [pixels]) once made."""
         history = np.stack(self.history) if self.history else np.zeros((0, *self.flux.shape))
-        return {RELATIVE_FLUX: ((FLUX_REFINEMENT, ENERGY, SCAN), history)}
+        state: dict[str, tuple[tuple[str, ...], np.ndarray]] = {
+            RELATIVE_FLUX: ((FLUX_REFINEMENT, ENERGY, SCAN), history)
+        }
+        if self.shifts is not None:  # the prior's registration, so a resumed run uses the same
+            state[SHIFT_Y] = ((ENERGY,), self.shifts[:, 0])
+            state[SHIFT_X] = ((ENERGY,), self.shifts[:, 1])
+        return state
 
     def restore(self, extra: dict[str, np.ndarray]) -> None:
         """Replay a checkpoint's flux history on freshly prepared amplitudes (bit-exact resume)."""
@@ -331,6 +469,8 @@ class FluxRefiner:
             )
         for new in np.asarray(extra[RELATIVE_FLUX], dtype=np.float64):
             self._apply(new)
+        if SHIFT_Y in extra and SHIFT_X in extra:
+            self.shifts = np.stack([np.asarray(extra[SHIFT_Y]), np.asarray(extra[SHIFT_X])], axis=-1).astype(np.float64)
 
 
 def schedule(iterations: int) -> list[int]:

@@ -188,13 +188,15 @@ def reconstruct_particle(
         state_params["probe_modes"] = int(options.probe.modes)
     if checkpoint is not None or resume_from is not None:  # everything else that determines the result
         state_params.update(_ckpt.settings(ds, options.record()))
-    flux_refiner = None
-    if options.flux.refine:
-        assert amplitudes is not None  # in core (refused out of core above)
-        flux_refiner = _flux.FluxRefiner(amplitudes, work.offsets, grid.active, options.iterations, flux)
     # the covered field of the initial probes: where |O| is well determined (scale pinning); before a
     # resume replaces them, so a resumed run pins on the region the uninterrupted run pinned on
     pin_region = coverage_map(_modes.total(probe), work.offsets, work.active, work.shape, options.coverage_threshold)
+    flux_refiner = None
+    if options.flux.refine:
+        assert amplitudes is not None  # in core (refused out of core above)
+        flux_refiner = _flux.FluxRefiner(
+            amplitudes, work.offsets, grid.active, options.iterations, flux, region=pin_region
+        )
     if resume_from is not None:
         state = _ckpt.read_checkpoint(resume_from)
         start = _ckpt.check_resume(state, state_params, energy, options.iterations, resume_from)

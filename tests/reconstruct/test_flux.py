@@ -21,6 +21,7 @@ import ptyxr
 from ptyxr import schema as S
 from ptyxr.reconstruct import flux as F
 from ptyxr.reconstruct.api import reconstruct
+from ptyxr.reconstruct.checkpoint import read_checkpoint
 
 ITERATIONS = 100
 RECON = dict(iterations=ITERATIONS, kkr=False, progress=False)
@@ -117,18 +118,18 @@ SEEDS = (0, 1, 2, 3)
 
 
 def test_refine_flux_holds_over_seeds():
-    """Flux refinement without a monitor at four seeds: the 5 % bound on the mean, ≤ 8 % at each seed.
+    """Flux refinement without a monitor at four seeds: within issue 12's 5 % of the twin at each.
 
     The ratio to the jitter-free twin is itself noisy: the twin's frames hold another Poisson
     realisation, and the same jittered frames reconstructed with the EXACT flux (their
     monitor, equal to the simulator's ``true_flux``) gave 0.986 / 0.991 / 0.970 / 1.011 /
-    1.036 / 1.018× the twin at seeds 0–5, so a single seed can exceed 1.05 with a perfect
-    flux. Measured with refinement: 0.968 / 1.015 / 1.041 / 1.052× (seeds 0–3; 1.044 /
-    1.002 at seeds 4–5), mean 1.019; refined flux vs truth correlation ≥ 0.999. Asserted:
-    the issue's 1.05 on the mean over the seeds, 1.08 at each seed (the exact-flux spread
-    plus the refinement's own cost, ≤ 0.04 on the mean), correlation ≥ 0.99 at every energy.
-    A refinement that failed (no correction: ~10× the twin) or oscillated would break all
-    three. docs/design-notes/s12-modes.md.
+    1.036 / 1.018× the twin at seeds 0–5. Measured with refinement and the cross-energy prior
+    (docs/design-notes/s13-flux2.md): 0.953 / 0.973 / 1.013 / 1.013× (seeds 0–3), mean 0.988;
+    without the prior 0.968 / 1.015 / 1.041 / 1.052 (mean 1.019, so this test failed at seed 3
+    before). Asserted: 1.05 at every seed, and ≤ 1.01 on the mean (the exact flux averages
+    0.990 over these seeds: the refinement may cost no more than 0.02 of it; without the prior
+    it cost 0.03), correlation ≥ 0.99 at every energy.
+    A refinement that failed (no correction: ~10× the twin) or oscillated would break all.
     """
     sim = pytest.importorskip("ptyxr.simulate")
     ratios = []
@@ -143,8 +144,8 @@ def test_refine_flux_holds_over_seeds():
         corr = [np.corrcoef(flux[e], true_flux[e])[0, 1] for e in range(flux.shape[0])]
         assert min(corr) >= 0.99, (seed, min(corr))
     print("refined / twin object NRMSE per seed:", np.round(ratios, 3))
-    assert np.mean(ratios) <= 1.05, ratios
-    assert max(ratios) <= 1.08, ratios
+    assert max(ratios) <= 1.05, ratios
+    assert np.mean(ratios) <= 1.01, ratios
 
 
 def test_options_off_change_nothing(jittered):
@@ -163,6 +164,9 @@ def test_refine_flux_checkpoint_resume_is_exact(jittered, tmp_path):
     raw = raw.drop_vars(S.MONITOR)
     kw = dict(iterations=9, kkr=False, progress=False, seed=2, checkpoint_every=4, refine_flux=True)
     full, ck = full_and_checkpoint(raw, tmp_path, 6, kw)
+    # checkpoint after the cross-energy prior started (iteration 5): it holds the prior's registration
+    extra = read_checkpoint(ck)["extra"]
+    assert F.PRIOR_START < 6 and extra[S.SHIFT_Y].shape == extra[S.SHIFT_X].shape == (raw.sizes[S.ENERGY],)
     assert_resume_equals(raw, ck, full, (S.OBJECT, S.PROBE, S.FOURIER_ERROR, S.RELATIVE_FLUX), kw)
     with pytest.raises(S.SchemaError, match="refine_flux"):
         reconstruct(raw, **{**kw, "refine_flux": False}, resume_from=ck)
@@ -297,3 +301,38 @@ def test_particle_dim_gets_its_own_flux(jittered):
     refined = reconstruct(both.drop_vars(S.MONITOR), **kw, refine_flux=True)
     assert refined[S.RELATIVE_FLUX].dims == (S.PARTICLE, S.ENERGY, S.SCAN)
     assert np.isfinite(refined[S.RELATIVE_FLUX].values).all()
+
+
+def test_cross_energy_prior_finds_independent_smooth_amplitude():
+    """The prior's residual: ~0 on a rank-3 stack, and recovers an independent smooth modulation.
+
+    Synthetic stack: log|O| of 12 energies = three "materials" (sharp discs) with random
+    spectra, plus per energy an independent smooth modulation (Gaussian-filtered noise, σ 8 px,
+    rms 0.003 — the size of the flux errors left on the small preset). Without the modulation
+    the residual is < 1e-6 (exactly rank 3). With it, the recovered log g matches the
+    modulation up to what no cross-energy prior can see: the modulation's share in the
+    stack's three energy spectra (~3/12 of its variance, 0.5× its rms) and what the σ = 4 px
+    low-pass and the region's border take. Measured rms error 0.72× the modulation's rms;
+    asserted ≤ 0.8× (a prior returning 0 gives 1.0×, one with the wrong sign 2×).
+    """
+    from scipy import ndimage
+
+    rng = np.random.default_rng(1)
+    n_e, ny, nx = 12, 64, 64
+    yy, xx = np.mgrid[:ny, :nx]
+    maps = [
+        ((yy - cy) ** 2 + (xx - cx) ** 2 < r**2).astype(float) for cy, cx, r in ((30, 30, 12), (20, 40, 6), (44, 24, 8))
+    ]
+    spectra = rng.uniform(-0.05, -0.01, size=(n_e, 3))
+    log_amp = np.einsum("em,myx->eyx", spectra, np.array(maps))
+    region = np.zeros((ny, nx), dtype=bool)
+    region[6:-6, 6:-6] = True
+    clean = np.exp(log_amp).astype(np.complex64)
+    assert np.abs(F.smooth_excess_log_amplitude(clean, region)).max() < 1e-6
+    smooth = np.array([ndimage.gaussian_filter(rng.standard_normal((ny, nx)), 8) for _ in range(n_e)])
+    smooth *= 0.003 / smooth[:, region].std()
+    found = F.smooth_excess_log_amplitude(np.exp(log_amp + smooth).astype(np.complex64), region)
+    error = float(np.sqrt(np.mean((found - smooth)[:, region] ** 2)))
+    print(f"recovered smooth log-amplitude: rms error {error / 0.003:.2f}× the modulation")
+    assert error <= 0.8 * 0.003, error
+    assert np.all(found[:, ~region] == 0)

@@ -326,6 +326,45 @@ def test_three_modes_recover_the_power_fractions_and_the_object():
     assert err1 >= 4 * twin, (err1, twin)
 
 
+@pytest.mark.slow
+def test_refining_three_modes_costs_no_more_than_refining_one_probe(monkeypatch):
+    """The issue's 1.10× bound against what the data allow (docs/design-notes/s13-modes2.md).
+
+    small preset, last 2 energies, 200 iterations. Reference runs hold the TRUE probe (twin) or
+    the TRUE three modes (partially coherent data) fixed (``update_probe=False``): the best
+    object these frames give without refinement. Measured (seeds 0 / 1): known modes 0.0176 /
+    0.0149, known coherent probe 0.0145 / 0.0123, so with everything known the three-mode data
+    already give 1.22× / 1.21× the coherent object error (4 energies: 1.16×); refined: 0.0218 /
+    0.0204 vs 0.0192 / 0.0169. What refinement adds is the engine's business: refined / known
+    = 1.24 / 1.37 with three modes vs 1.33 / 1.37 for the coherent twin (ratio 0.93 / 1.00).
+    Asserted: the three-mode refinement cost ≤ 1.10 × the coherent one (the seed spread is
+    ≈ 0.07), and the known-modes ratio itself above 1.10 (the reason the issue's bound on
+    refined runs is not asserted: it lies below what the frames allow even with the modes known).
+    """
+    sim = pytest.importorskip("ptyxr.simulate")
+    from ptyxr.reconstruct import particle
+
+    sel = {S.ENERGY: slice(-2, None)}
+    kw = dict(iterations=200, kkr=False, progress=False)
+    raw, truth = (d.isel(sel) for d in sim.demo_dataset("small", seed=0, progress=False, **sim.REALISM["probe_modes"]))
+    twin_raw, twin_truth = (d.isel(sel) for d in sim.demo_dataset("small", seed=0, progress=False))
+    refined3 = _nrmse(reconstruct(raw, **kw, probe_modes=3), truth)
+    refined1 = _nrmse(reconstruct(twin_raw, **kw), twin_truth)
+    true_modes = np.ascontiguousarray(truth[S.TRUE_PROBE_MODES].transpose(S.ENERGY, ...).values, dtype=np.complex64)
+    true_probe = twin_truth[S.PROBE]
+    monkeypatch.setattr(modes, "initial_modes", lambda probe, k, fraction=None: true_modes.copy())
+    monkeypatch.setattr(
+        particle,
+        "setup_probes",
+        lambda energy, *args: np.stack([true_probe.sel({S.ENERGY: e}).values for e in np.atleast_1d(energy)]),
+    )
+    known3 = _nrmse(reconstruct(raw, **kw, probe_modes=3, update_probe=False), truth)
+    known1 = _nrmse(reconstruct(twin_raw, **kw, update_probe=False), twin_truth)
+    assert known3 < refined3 and known1 < refined1, (known3, refined3, known1, refined1)  # the truth helps
+    assert known3 >= 1.10 * known1, (known3, known1)
+    assert refined3 / known3 <= 1.10 * refined1 / known1, (refined3, known3, refined1, known1)
+
+
 def test_write_reconstruction_keeps_the_modes_per_energy(tiny_runs, tmp_path):
     h5py = pytest.importorskip("h5py")
     from ptyxr.io import write_reconstruction

@@ -44,6 +44,14 @@ MAX_MODES = MAX_PROBE_MODES
 #: (the updates of a mode scale with its own amplitude through the modulus factor).
 INITIAL_MODE_FRACTION = 0.1
 
+#: ``pin_scale``'s tolerance with K > 1: rescale whenever the pinned |O| level is not exactly 1.
+#: The coherent default (1e-3) lets the level sit up to 0.1 % off, which on the small preset is
+#: 10–20 % of the object NRMSE (a weak object's ‖O − 1‖ is small); with three modes an exact pin
+#: took the NRMSE from 0.0218 / 0.0204 / 0.0248 to 0.0214 / 0.0186 / 0.0235 (2 energies seeds
+#: 0 / 1, 4 energies; docs/design-notes/s13-modes2.md). A mode iteration costs ~3 coherent ones,
+#: so the extra rescales are cheap here.
+PIN_TOLERANCE = 0.0
+
 _ENGINES = ("auto", "numba", "numpy")
 
 

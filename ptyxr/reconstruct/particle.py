@@ -277,6 +277,8 @@ def reconstruct_particle(
         ),
         (n_scan, n, n),
     )  # fmt: skip
+    # mode stacks pin the scale exactly every iteration (coherent runs keep pin_scale's 0.1 % tolerance)
+    pin_options = {"tolerance": _modes.PIN_TOLERANCE} if options.probe.modes > 1 else {}
     for it, g, order, solver, complete in run:
         if options.algorithm != "epie" and it >= mpie_end:
             solver.reg, mom = 1.0, None
@@ -293,7 +295,7 @@ def reconstruct_particle(
             if mom is not None:
                 mom.shift(shifts)
         if probe_now and options.pin_scale:
-            factors = _epie.pin_scale(obj[g], probe[g], pin_region, field[g])
+            factors = _epie.pin_scale(obj[g], probe[g], pin_region, field[g], **pin_options)
             if mom is not None:
                 mom.scale(factors)
         done = it + 1

@@ -42,6 +42,10 @@ PROBE_MODE = "probe_mode"  # mutually incoherent probe modes of reconstruct(prob
 COMPLEX_PART = "complex_part"
 #: Checkpoint-only dim: the successive per-frame flux estimates of ``reconstruct(refine_flux=True)``.
 FLUX_REFINEMENT = "flux_refinement"
+#: Checkpoint-only variables (energy,) [pixels of each energy's grid]: the registration shifts the
+#: flux refinement's cross-energy prior made once (not ``shift_y``/``shift_x``, which are metres).
+FLUX_PRIOR_SHIFT_Y = "flux_prior_shift_y"
+FLUX_PRIOR_SHIFT_X = "flux_prior_shift_x"
 
 # ------------------------------------------------------------------- coordinates
 CONDITION = "condition"  # non-dim coord on PARTICLE

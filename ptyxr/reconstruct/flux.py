@@ -42,6 +42,8 @@ import xarray as xr
 
 from ptyxr.schema import (
     ENERGY,
+    FLUX_PRIOR_SHIFT_X,
+    FLUX_PRIOR_SHIFT_Y,
     FLUX_REFINEMENT,
     MONITOR,
     PARTICLE,
@@ -49,8 +51,6 @@ from ptyxr.schema import (
     POSITION_Y,
     RELATIVE_FLUX,
     SCAN,
-    SHIFT_X,
-    SHIFT_Y,
     SchemaError,
 )
 
@@ -450,14 +450,14 @@ class FluxRefiner:
 
     def checkpoint_state(self) -> dict[str, tuple[tuple[str, ...], np.ndarray]]:
         """The flux history (n_refinements, n_energy, n_scan) as a checkpoint's extra variable,
-        and the prior's registration shifts (``shift_y``, ``shift_x`` (energy,) [pixels]) once made."""
+        and the prior's registration shifts (``flux_prior_shift_y/x`` (energy,) [pixels]) once made."""
         history = np.stack(self.history) if self.history else np.zeros((0, *self.flux.shape))
         state: dict[str, tuple[tuple[str, ...], np.ndarray]] = {
             RELATIVE_FLUX: ((FLUX_REFINEMENT, ENERGY, SCAN), history)
         }
         if self.shifts is not None:  # the prior's registration, so a resumed run uses the same
-            state[SHIFT_Y] = ((ENERGY,), self.shifts[:, 0])
-            state[SHIFT_X] = ((ENERGY,), self.shifts[:, 1])
+            state[FLUX_PRIOR_SHIFT_Y] = ((ENERGY,), self.shifts[:, 0])
+            state[FLUX_PRIOR_SHIFT_X] = ((ENERGY,), self.shifts[:, 1])
         return state
 
     def restore(self, extra: dict[str, np.ndarray]) -> None:
@@ -469,8 +469,9 @@ class FluxRefiner:
             )
         for new in np.asarray(extra[RELATIVE_FLUX], dtype=np.float64):
             self._apply(new)
-        if SHIFT_Y in extra and SHIFT_X in extra:
-            self.shifts = np.stack([np.asarray(extra[SHIFT_Y]), np.asarray(extra[SHIFT_X])], axis=-1).astype(np.float64)
+        if FLUX_PRIOR_SHIFT_Y in extra and FLUX_PRIOR_SHIFT_X in extra:
+            shifts = [np.asarray(extra[FLUX_PRIOR_SHIFT_Y]), np.asarray(extra[FLUX_PRIOR_SHIFT_X])]
+            self.shifts = np.stack(shifts, axis=-1).astype(np.float64)
 
 
 def schedule(iterations: int) -> list[int]:

@@ -166,7 +166,9 @@ def test_refine_flux_checkpoint_resume_is_exact(jittered, tmp_path):
     full, ck = full_and_checkpoint(raw, tmp_path, 6, kw)
     # checkpoint after the cross-energy prior started (iteration 5): it holds the prior's registration
     extra = read_checkpoint(ck)["extra"]
-    assert F.PRIOR_START < 6 and extra[S.SHIFT_Y].shape == extra[S.SHIFT_X].shape == (raw.sizes[S.ENERGY],)
+    assert F.PRIOR_START < 6 and extra[S.FLUX_PRIOR_SHIFT_Y].shape == extra[S.FLUX_PRIOR_SHIFT_X].shape == (
+        raw.sizes[S.ENERGY],
+    )
     assert_resume_equals(raw, ck, full, (S.OBJECT, S.PROBE, S.FOURIER_ERROR, S.RELATIVE_FLUX), kw)
     with pytest.raises(S.SchemaError, match="refine_flux"):
         reconstruct(raw, **{**kw, "refine_flux": False}, resume_from=ck)

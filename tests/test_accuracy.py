@@ -27,7 +27,7 @@ import ptyxr  # noqa: F401  (accessor)
 from ptyxr import schema as s
 from ptyxr import simulate
 from ptyxr.pipeline import recommended_options, run_chain
-from ptyxr.simulate.accuracy import _truth_on_result_grid, accuracy_report
+from ptyxr.simulate.accuracy import accuracy_report, varying_phase_error
 
 
 @pytest.fixture(scope="module")
@@ -138,20 +138,6 @@ def test_edge_energy_accuracy(small_p1):
     assert row["electrons_per_V_rel_err"] < 0.05
 
 
-def _varying_phase_error(rec: xr.Dataset, truth: xr.Dataset, energies: tuple[float, float]) -> float:
-    """Rms error of the energy-varying phase φ(E) − mean over E of φ, on covered pixels at
-    energies in ``energies`` [eV] (issue 11's metric)."""
-    phase = np.angle(rec[s.OBJECT].values)
-    probe = rec.assign({s.PHASE: (rec[s.OBJECT].dims, phase)})
-    true = _truth_on_result_grid(probe, truth, [s.PHASE], "linear")[s.PHASE].values
-    cov = rec[s.COVERAGE].values
-    e = rec[s.ENERGY].values
-    near = (e >= energies[0]) & (e <= energies[1])
-    err = ((phase - phase.mean(axis=0)) - (true - true.mean(axis=0)))[near][:, cov]
-    err -= err.mean(axis=1, keepdims=True)  # a global phase per energy is arbitrary
-    return float(np.sqrt(np.mean(err**2)))
-
-
 @pytest.fixture(scope="module")
 def varying_phase_errors() -> dict[bool, float]:
     """Near-edge varying-phase error (5465–5490 eV) without and with KKR [rad]: the small preset
@@ -161,7 +147,7 @@ def varying_phase_errors() -> dict[bool, float]:
     errors = {}
     for kkr in (False, True):
         rec = raw.ptyxr.reconstruct(**{**options, "kkr": kkr})
-        errors[kkr] = _varying_phase_error(rec, truth, (5465.0, 5490.0))
+        errors[kkr] = varying_phase_error(rec, truth, (5465.0, 5490.0))
     return errors
 
 

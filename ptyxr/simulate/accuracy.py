@@ -91,6 +91,37 @@ def _truth_on_result_grid(
     return moved.interp({s.Y: result[s.Y], s.X: result[s.X]}, method=method)  # type: ignore[arg-type]
 
 
+#: Near-edge band [eV] of the KKR benefit metric (issue 11: the energy-varying phase near the edge).
+NEAR_EDGE_BAND = (5465.0, 5490.0)
+
+
+def varying_phase_error(
+    result: xr.Dataset,
+    truth: xr.Dataset,
+    energies: tuple[float, float] = NEAR_EDGE_BAND,
+    reference: str = "mean",
+) -> float:
+    """Rms error [rad] of the energy-varying phase on covered pixels at ``energies`` [eV].
+
+    The varying part is φ(E) minus a reference: ``"mean"`` over all energies (issue 11's
+    metric), ``"last"`` the highest energy's φ, ``"band"`` the mean over ``energies``; the
+    truth's phase (on the result's grid) is referred alike, and a global phase per energy is
+    removed (it is arbitrary).
+    """
+    phase = np.angle(result[s.OBJECT].values)
+    probe = result.assign({s.PHASE: (result[s.OBJECT].dims, phase)})
+    true = _truth_on_result_grid(probe, truth, [s.PHASE], "linear")[s.PHASE].values
+    e = result[s.ENERGY].values
+    near = (e >= energies[0]) & (e <= energies[1])
+    refs = {"mean": slice(None), "last": slice(-1, None), "band": near}
+    if reference not in refs:
+        raise ValueError(f"reference must be one of {sorted(refs)}, got {reference!r}")
+    pick = refs[reference]
+    err = ((phase - phase[pick].mean(axis=0)) - (true - true[pick].mean(axis=0)))[near][:, result[s.COVERAGE].values]
+    err -= err.mean(axis=1, keepdims=True)  # a global phase per energy is arbitrary
+    return float(np.sqrt(np.mean(err**2)))
+
+
 def _rms(a: np.ndarray) -> float:
     a = a[np.isfinite(a)]
     return float(np.sqrt(np.mean(a**2))) if a.size else float("nan")

@@ -159,12 +159,14 @@ def test_kkr_lowers_varying_phase_error(varying_phase_errors):
     benefit is measured on φ(E) − (mean of φ over all E), issue 11's metric, where noise is
     not hidden under the large static phase. Noisy data (1e6 photons per position) and no
     drift, so only the reconstruction differs. Measured 1.395 → 1.231 mrad (0.88×, seed 0)
-    and 1.484 → 1.313 mrad (0.88×, seed 1), the same with ``kkr_skip_last`` off. This test
-    fails when KKR does not help or harms; the issue's and the old bound are in
+    and 1.484 → 1.313 mrad (0.88×, seed 1), the same with ``kkr_skip_last`` off. A KKR
+    step that changes no phase (correction forced to 1) still gives 0.998× — the shift out
+    and back of the registration smooths a little — so the bound is 0.95×: it fails when the
+    projection does nothing, does not help or harms; the issue's and the old bound are in
     :func:`test_kkr_lowers_varying_phase_error_near_edge`.
     """
     errors = varying_phase_errors
-    assert errors[True] < errors[False], errors
+    assert errors[True] < 0.95 * errors[False], errors
 
 
 @pytest.mark.xfail(

@@ -113,7 +113,7 @@ def varying_phase_error(
     true = _truth_on_result_grid(probe, truth, [s.PHASE], "linear")[s.PHASE].values
     e = result[s.ENERGY].values
     near = (e >= energies[0]) & (e <= energies[1])
-    refs = {"mean": slice(None), "last": slice(-1, None), "band": near}
+    refs: dict[str, slice | np.ndarray] = {"mean": slice(None), "last": slice(-1, None), "band": near}
     if reference not in refs:
         raise ValueError(f"reference must be one of {sorted(refs)}, got {reference!r}")
     pick = refs[reference]
